@@ -1,0 +1,780 @@
+"""HDF5 embedding cache: one file of embeddings, ids and taxonomy, written so that a crash loses nothing.
+
+File format (``format_version`` 1), a contract that other tools read::
+
+    /embeddings        float16 or float32, (N, D), chunked by rows, maxshape (None, D), uncompressed
+    /ids               UTF-8 strings, (N,), unique
+    /taxonomy/<rank>   UTF-8 strings, (N,), one per rank kingdom..species; species is the binomial; "" = unknown
+    /failed/ids, /failed/reasons   UTF-8 strings, (F,): inputs that could not be embedded, and why
+    /text/<name>/labels, /text/<name>/embeddings   optional text embeddings, (T,) and (T, D)
+    root attributes    format_version, latent_version, model, pretrained, preprocess (JSON), embed_dim,
+                       normalized, created (ISO 8601 UTC), source, extra (JSON), complete,
+                       rows_committed, failed_committed
+
+A :class:`CacheWriter` writes to ``<path>.partial`` and renames it onto ``<path>`` only once the file is
+complete, so ``<path>`` only ever holds a complete cache. Rows count only once ``rows_committed`` says so:
+an interrupted write is resumed from its committed rows by opening the writer again.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import h5py
+import numpy as np
+
+from latent._version import __version__
+from latent.errors import CacheError, InputError, ProvenanceError, format_list
+from latent.ranks import RANK_NAMES, Rank, parse_rank
+
+__all__ = ["FORMAT_VERSION", "Provenance", "CacheWriter", "EmbeddingCache", "open_cache"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+CHUNK_ROWS = 512
+_STR = h5py.string_dtype("utf-8")
+_CHUNK_CACHE_BYTES = 32 * 2**20  # HDF5 chunk cache per open file (default 1 MiB holds < 1 chunk of 768-d)
+_MAX_BLOCK_BYTES = 64 * 2**20  # largest contiguous block read at once by EmbeddingCache.read
+_STORE_DTYPES = ("float16", "float32")
+
+
+def _json(value: Any, what: str) -> str:
+    """Canonical JSON (sorted keys, no spaces): equal values give equal strings."""
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"The {what!r} field must be JSON-serialisable. Got {value!r} instead.") from e
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How the embeddings of a cache were made; rows of different identities are never mixed.
+
+    ``preprocess`` and ``extra`` are normalised through JSON (tuples become lists), so a provenance
+    read back from a file compares equal to the one written.
+    """
+
+    model: str
+    pretrained: str
+    preprocess: dict[str, Any]
+    embed_dim: int
+    normalized: bool
+    source: str = ""
+    store_dtype: str = "float32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in ("preprocess", "extra"):
+            value = getattr(self, name)
+            if not isinstance(value, Mapping):
+                raise InputError(f"The {name!r} field of Provenance must be a dict. Got {value!r} instead.")
+            object.__setattr__(self, name, json.loads(_json(dict(value), name)))
+        dim = self.embed_dim
+        if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
+            raise InputError(f"The 'embed_dim' field of Provenance must be a positive int. Got {dim!r} instead.")
+        dtype = np.dtype(self.store_dtype).name if isinstance(self.store_dtype, (str, type, np.dtype)) else None
+        if dtype not in _STORE_DTYPES:
+            raise InputError(f"The 'store_dtype' field of Provenance must be one of {', '.join(_STORE_DTYPES)}. "
+                             f"Got {self.store_dtype!r} instead.")
+        object.__setattr__(self, "embed_dim", int(dim))
+        object.__setattr__(self, "normalized", bool(self.normalized))
+        object.__setattr__(self, "store_dtype", dtype)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that must be equal for rows to share a cache (``preprocess`` as canonical JSON)."""
+        return {"model": self.model, "pretrained": self.pretrained,
+                "preprocess": _json(self.preprocess, "preprocess"), "embed_dim": self.embed_dim,
+                "normalized": self.normalized, "store_dtype": self.store_dtype}
+
+    def describe(self) -> str:
+        """One line for humans: model, weights, preprocessing, dimension, dtype, normalisation."""
+        text = (f"model {self.model!r}, weights {self.pretrained!r}, preprocess {_json(self.preprocess, 'preprocess')}, "
+                f"{self.embed_dim}-d {self.store_dtype}, {'L2-normalised' if self.normalized else 'not normalised'}")
+        return text + (f", extra {_json(self.extra, 'extra')}" if self.extra else "")
+
+    def _to_attrs(self) -> dict[str, Any]:
+        return {"model": self.model, "pretrained": self.pretrained, "preprocess": _json(self.preprocess, "preprocess"),
+                "embed_dim": self.embed_dim, "normalized": self.normalized, "source": self.source,
+                "extra": _json(self.extra, "extra")}
+
+    @classmethod
+    def _from_file(cls, f: h5py.File) -> Provenance:
+        a = {k: _decode(v) for k, v in f.attrs.items()}
+        try:
+            return cls(model=a["model"], pretrained=a["pretrained"], preprocess=json.loads(a["preprocess"]),
+                       embed_dim=a["embed_dim"], normalized=a["normalized"], source=a.get("source", ""),
+                       store_dtype=f["embeddings"].dtype.name, extra=json.loads(a.get("extra", "{}")))
+        except (KeyError, ValueError, TypeError) as e:
+            raise CacheError(f"{f.filename} has no valid provenance attributes ({e!r}).") from e
+
+
+def _mismatch(where: Path, old: Provenance, new: Provenance, what: str) -> ProvenanceError:
+    differ = [k for k, v in old.identity().items() if new.identity()[k] != v]
+    return ProvenanceError(
+        f"{what} {where} holds embeddings made by\n  {old.describe()}\nbut this run makes\n  {new.describe()}\n"
+        f"(they differ in {', '.join(differ)}). Embeddings of different provenance are never mixed: "
+        f"write to another output path, or pass --force to replace it.")
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    return value
+
+
+def _rank_name(rank: Rank | str | int) -> str:
+    try:
+        return parse_rank(rank).label
+    except ValueError as e:
+        raise InputError(str(e)) from e
+
+
+def _partial_path(path: Path) -> Path:
+    return path.with_name(path.name + ".partial")
+
+
+def _set_aside(path: Path, tag: str) -> Path:
+    """Rename ``path`` to ``<path>.<tag>-<UTC timestamp>`` (data is moved aside, never deleted)."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    target, n = path.with_name(f"{path.name}.{tag}-{stamp}"), 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.{tag}-{stamp}-{n}")
+    os.replace(path, target)
+    return target
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDWR)
+    try:
+        os.fsync(fd)
+    except OSError:  # directories cannot be fsynced on some systems
+        pass
+    finally:
+        os.close(fd)
+
+
+def _row_datasets(f: h5py.File) -> list[h5py.Dataset]:
+    return [f["embeddings"], f["ids"], *(f["taxonomy"][r] for r in RANK_NAMES)]
+
+
+def _str_list(values: Sequence[str], what: str) -> list[str]:
+    if isinstance(values, str):
+        raise InputError(f"The {what!r} parameter must be a sequence of strings, not one string ({values!r}).")
+    out = list(values)
+    bad = [v for v in out if not isinstance(v, str) or v == ""]
+    if bad:
+        raise InputError(f"The {what!r} parameter must hold non-empty strings. Got {format_list(map(repr, bad))}.")
+    return out
+
+
+def _labels(values: Sequence[Any], rank: str, k: int) -> list[str]:
+    """Rank labels for one block: None and NaN become "" (unknown)."""
+    out = ["" if v is None or (isinstance(v, float) and v != v) else v for v in values]
+    bad = [v for v in out if not isinstance(v, str)]
+    if len(out) != k or bad:
+        raise InputError(f"taxonomy[{rank!r}] must hold {k} strings (one per row). "
+                         f"Got {len(out)} values{', including ' + format_list(map(repr, bad)) if bad else ''}.")
+    return out
+
+
+def _write_strings(ds: h5py.Dataset, start: int, values: Sequence[str]) -> None:
+    ds[start:start + len(values)] = np.array(values, dtype=object)
+
+
+class CacheWriter:
+    """Writes an embedding cache crash-safely; use :meth:`open` and a ``with`` block.
+
+    Leaving the ``with`` block normally finalizes the cache (``<path>.partial`` is renamed onto
+    ``<path>``); leaving it by an exception keeps the partial file, which the next :meth:`open`
+    resumes. ``existing_ids`` and ``n_rows`` let a resuming caller skip the work already done.
+    """
+
+    def __init__(self, path: Path, file: h5py.File, provenance: Provenance) -> None:
+        self.path, self.partial_path, self.provenance = path, _partial_path(path), provenance
+        self._file: h5py.File | None = file
+        self._n = int(file.attrs["rows_committed"])
+        self._n_failed = int(file.attrs["failed_committed"])
+        self._ids = set(file["ids"].asstr()[: self._n])
+        self._failed_ids = set(file["failed/ids"].asstr()[: self._n_failed])
+        self._finalized = False
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, provenance: Provenance, *, mode: Literal["create", "append"] = "create",
+             force: bool = False, resume: bool = True, chunk_rows: int = CHUNK_ROWS) -> CacheWriter:
+        """Open a writer for the cache at ``path``.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            Final cache path; writes go to ``<path>.partial`` beside it.
+        provenance : Provenance
+            How the embeddings are made. Rows of another provenance identity are never mixed in.
+        mode : {"create", "append"}
+            ``"create"`` refuses an existing complete cache unless ``force``; ``"append"`` adds rows
+            to it if its provenance identity matches (otherwise ProvenanceError, or with ``force`` a
+            new cache).
+        force : bool
+            Replace an existing cache, or discard an interrupted write of another provenance (renamed
+            to ``<path>.partial.discarded-<time>``). The old cache is replaced only at finalize.
+        resume : bool
+            Resume ``<path>.partial`` if present (an interrupted write of the same provenance is resumed
+            even with ``force``). With False it is moved aside and the write starts again.
+        chunk_rows : int
+            Rows per HDF5 chunk of ``/embeddings`` for a new file.
+
+        Raises
+        ------
+        CacheError
+            ``path`` exists in create mode without ``force``, or the partial is open elsewhere.
+        ProvenanceError
+            An existing cache or partial was made with another provenance identity and not ``force``.
+        """
+        path = Path(os.fspath(path))
+        partial = _partial_path(path)
+        if mode not in ("create", "append"):
+            raise InputError(f"The 'mode' parameter of CacheWriter.open must be 'create' or 'append'. Got {mode!r} instead.")
+        if not isinstance(provenance, Provenance):
+            raise InputError(f"The 'provenance' parameter must be a Provenance. Got {type(provenance).__name__} instead.")
+        file = None
+        if partial.exists() and not resume:
+            log.warning("Moved the interrupted write %s aside to %s (resume=False).", partial,
+                        _set_aside(partial, "discarded"))
+        elif partial.exists():
+            file = cls._resume(partial, provenance, force)
+        if file is None:
+            file = cls._start(path, provenance, mode, force, chunk_rows)
+        return cls(path, file, provenance)
+
+    @staticmethod
+    def _resume(partial: Path, provenance: Provenance, force: bool) -> h5py.File | None:
+        try:
+            f = h5py.File(partial, "r+", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+        except OSError as e:
+            if getattr(e, "errno", None) in (errno.EAGAIN, errno.EACCES) or "lock" in str(e).lower():
+                raise CacheError(f"{partial} is open in another process; is another write to it running?") from e
+            log.warning("Cannot open the interrupted write %s (%s); moved it aside to %s and starting again.",
+                        partial, e, _set_aside(partial, "damaged"))
+            return None
+        try:
+            old = Provenance._from_file(f)
+            committed, failed = int(f.attrs["rows_committed"]), int(f.attrs["failed_committed"])
+            rows, fails = _row_datasets(f), [f["failed/ids"], f["failed/reasons"]]
+            if any(ds.shape[0] < committed for ds in rows) or any(ds.shape[0] < failed for ds in fails):
+                raise CacheError("datasets are shorter than the committed row count")
+        except (CacheError, KeyError, ValueError, TypeError) as e:
+            f.close()
+            log.warning("The interrupted write %s is damaged (%s); moved it aside to %s and starting again.",
+                        partial, e, _set_aside(partial, "damaged"))
+            return None
+        if old.identity() != provenance.identity():
+            f.close()
+            if not force:
+                raise _mismatch(partial, old, provenance, "The interrupted write")
+            log.warning("force: moved the interrupted write %s (%s) aside to %s.", partial, old.describe(),
+                        _set_aside(partial, "discarded"))
+            return None
+        for ds, n in [(ds, committed) for ds in rows] + [(ds, failed) for ds in fails]:
+            if ds.shape[0] > n:  # written but never committed before the interruption
+                ds.resize(n, axis=0)
+        f.attrs["complete"] = False
+        f.flush()
+        log.info("Resuming the interrupted write %s: %d rows and %d failures already committed.",
+                 partial, committed, failed)
+        return f
+
+    @staticmethod
+    def _start(path: Path, provenance: Provenance, mode: str, force: bool, chunk_rows: int) -> h5py.File:
+        partial = _partial_path(path)
+        tmp = partial.with_name(partial.name + ".tmp")  # the partial appears only once initialised
+        if path.exists() and mode == "create" and not force:
+            raise CacheError(f"The cache {path} already exists; pass --force to overwrite it, or append to it "
+                             f"(--append, mode='append') with the same model and preprocessing.")
+        if path.exists() and mode == "append":
+            with open_cache(path) as old_cache:
+                old = old_cache.provenance
+            if old.identity() == provenance.identity():
+                shutil.copyfile(path, tmp)
+                with h5py.File(tmp, "r+") as f:
+                    f.attrs["complete"] = False
+                os.replace(tmp, partial)
+                log.info("Appending to %s (through %s).", path, partial)
+                return h5py.File(partial, "r+", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+            if not force:
+                raise _mismatch(path, old, provenance, "The cache")
+        if path.exists():
+            log.warning("force: %s will be replaced when the new cache is complete.", path)
+        dim = provenance.embed_dim
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("embeddings", shape=(0, dim), maxshape=(None, dim), chunks=(chunk_rows, dim),
+                             dtype=provenance.store_dtype)
+            for name in ("ids", *(f"taxonomy/{r}" for r in RANK_NAMES), "failed/ids", "failed/reasons"):
+                f.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(4 * chunk_rows,), dtype=_STR)
+            f.attrs.update({"format_version": FORMAT_VERSION, "latent_version": __version__,
+                            **provenance._to_attrs(),
+                            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                            "complete": False, "rows_committed": 0, "failed_committed": 0})
+        os.replace(tmp, partial)
+        return h5py.File(partial, "r+", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+
+    @property
+    def n_rows(self) -> int:
+        """Rows committed so far (including those of a resumed or appended-to cache)."""
+        return self._n
+
+    @property
+    def existing_ids(self) -> set[str]:
+        """Ids of the committed rows (a copy)."""
+        return set(self._ids)
+
+    @property
+    def failed_ids(self) -> set[str]:
+        """Ids recorded by :meth:`add_failed` (a copy)."""
+        return set(self._failed_ids)
+
+    def _h5(self) -> h5py.File:
+        if self._file is None:
+            raise CacheError(f"The writer of {self.path} is closed.")
+        return self._file
+
+    def _commit(self, attr: str, value: int) -> None:
+        f = self._h5()
+        f.flush()  # data first, then the counter that makes it count
+        f.attrs[attr] = value
+        f.flush()
+
+    def append(self, ids: Sequence[str], embeddings: np.ndarray,
+               taxonomy: Mapping[str | Rank, Sequence[str]] | None = None) -> None:
+        """Validate and commit one block of rows; nothing is written if any check fails.
+
+        Parameters
+        ----------
+        ids : sequence of str, (k,)
+            Unique row ids, none already in the cache.
+        embeddings : np.ndarray, (k, D)
+            Finite values (also after the cast to the store dtype); ``D == provenance.embed_dim``.
+        taxonomy : mapping rank name -> sequence of str (k,), optional
+            Labels per rank; missing ranks, None and NaN are stored as "" (unknown).
+        """
+        f = self._h5()
+        ids = _str_list(ids, "ids")
+        emb, k, dim = np.asarray(embeddings), len(ids), self.provenance.embed_dim
+        if emb.ndim != 2 or emb.shape != (k, dim) or not np.issubdtype(emb.dtype, np.number):
+            raise InputError(f"The 'embeddings' parameter of append must be a numeric array of shape ({k}, {dim}) "
+                             f"(one row per id). Got {emb.dtype} shape {emb.shape} instead.")
+        taxonomy = {} if taxonomy is None else {str(key): v for key, v in taxonomy.items()}
+        unknown = [key for key in taxonomy if key not in RANK_NAMES]
+        if unknown:
+            raise InputError(f"The 'taxonomy' parameter of append has keys that are not ranks: {format_list(unknown)}. "
+                             f"Valid keys: {', '.join(RANK_NAMES)}.")
+        labels = {r: _labels(taxonomy[r], r, k) if r in taxonomy else [""] * k for r in RANK_NAMES}
+        repeated = [i for i, c in Counter(ids).items() if c > 1]
+        if repeated:
+            raise InputError(f"The 'ids' parameter of append must be unique; repeated: {format_list(repeated)}.")
+        present = [i for i in ids if i in self._ids]
+        if present:
+            raise InputError(f"{len(present)} ids are already in {self.partial_path}: {format_list(present)}. "
+                             f"Skip the ids in writer.existing_ids.")
+        with np.errstate(over="ignore", invalid="ignore"):
+            data = emb.astype(self.provenance.store_dtype)
+        bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
+        if bad.size:
+            raise InputError(f"embeddings hold NaN or infinite values (or values too large for "
+                             f"{self.provenance.store_dtype}) in {bad.size} rows: "
+                             f"{format_list(f'{i} (id {ids[i]!r})' for i in bad)}; nothing was written.")
+        if k == 0:
+            return
+        n0 = self._n
+        for ds in _row_datasets(f):
+            ds.resize(n0 + k, axis=0)
+        f["embeddings"][n0:n0 + k] = data
+        _write_strings(f["ids"], n0, ids)
+        for r in RANK_NAMES:
+            _write_strings(f["taxonomy"][r], n0, labels[r])
+        self._commit("rows_committed", n0 + k)
+        self._n += k
+        self._ids.update(ids)
+
+    def add_failed(self, ids: Sequence[str], reasons: Sequence[str] | str) -> None:
+        """Record inputs that could not be embedded, ``reasons`` (k,) or one reason for all."""
+        f = self._h5()
+        ids = _str_list(ids, "ids")
+        reasons = [reasons] * len(ids) if isinstance(reasons, str) else list(reasons)
+        if len(reasons) != len(ids) or not all(isinstance(r, str) for r in reasons):
+            raise InputError(f"The 'reasons' parameter of add_failed must hold {len(ids)} strings. Got {reasons!r}.")
+        if not ids:
+            return
+        m0 = self._n_failed
+        for name, values in (("failed/ids", ids), ("failed/reasons", reasons)):
+            f[name].resize(m0 + len(ids), axis=0)
+            _write_strings(f[name], m0, values)
+        self._commit("failed_committed", m0 + len(ids))
+        self._n_failed += len(ids)
+        self._failed_ids.update(ids)
+
+    def write_text_group(self, name: str, labels: Sequence[str], embeddings: np.ndarray,
+                         attrs: Mapping[str, Any] | None = None) -> None:
+        """Store (or replace) text embeddings under ``/text/<name>``: labels (T,), embeddings (T, D')."""
+        f = self._h5()
+        if not isinstance(name, str) or not name or "/" in name:
+            raise InputError(f"The 'name' parameter of write_text_group must be a non-empty string without '/'. "
+                             f"Got {name!r} instead.")
+        labels = _str_list(labels, "labels")
+        emb = np.asarray(embeddings, dtype=self.provenance.store_dtype)
+        if emb.ndim != 2 or emb.shape[0] != len(labels) or not np.isfinite(emb).all():
+            raise InputError(f"The 'embeddings' parameter of write_text_group must be finite, of shape "
+                             f"({len(labels)}, D). Got shape {emb.shape} instead.")
+        if f"text/{name}" in f:
+            del f[f"text/{name}"]
+        group = f.create_group(f"text/{name}")
+        group.create_dataset("labels", data=np.array(labels, dtype=object), dtype=_STR)
+        group.create_dataset("embeddings", data=emb)
+        json_keys = []
+        for key, value in (attrs or {}).items():
+            if not isinstance(value, (str, bool, int, float)):
+                value, json_keys = _json(value, key), json_keys + [key]
+            group.attrs[key] = value
+        group.attrs["_json_keys"] = _json(json_keys, "_json_keys")
+        f.flush()
+
+    def read_text_group(self, name: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Labels (T,), embeddings (T, D') as float32 and attrs of ``/text/<name>``."""
+        return _read_text_group(self._h5(), name)
+
+    def finalize(self) -> Path:
+        """Mark the cache complete, fsync it and rename it onto ``path``; returns ``path``."""
+        if self._finalized:
+            return self.path
+        f = self._h5()
+        f.attrs["complete"] = True
+        f.flush()
+        f.close()
+        self._file = None
+        _fsync(self.partial_path)
+        os.replace(self.partial_path, self.path)
+        _fsync(self.path.parent)
+        self._finalized = True
+        log.info("Wrote %s: %d rows, %d failures.", self.path, self._n, self._n_failed)
+        return self.path
+
+    close = finalize
+
+    def abort(self) -> None:
+        """Close without finalizing: the committed rows stay in the partial file for a resume."""
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+            log.warning("Left the unfinished cache %s (%d rows committed); run again to resume it.",
+                        self.partial_path, self._n)
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(self, exc_type: type | None, exc: BaseException | None, tb: object) -> None:
+        if exc_type is None:
+            self.finalize()
+        else:
+            self.abort()
+
+
+def _read_text_group(f: h5py.File, name: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    if f"text/{name}" not in f:
+        raise CacheError(f"{f.filename} has no text group {name!r}.")
+    group = f[f"text/{name}"]
+    attrs = {k: _decode(v) for k, v in group.attrs.items()}
+    for key in json.loads(attrs.pop("_json_keys", "[]")):
+        attrs[key] = json.loads(attrs[key])
+    return group["labels"].asstr()[:], group["embeddings"][:].astype(np.float32), attrs
+
+
+class EmbeddingCache:
+    """Read-only view of a cache file; the HDF5 file is opened once and reopened after a fork."""
+
+    def __init__(self, path: str | os.PathLike, *, allow_incomplete: bool = False) -> None:
+        path = Path(os.fspath(path))
+        partial = _partial_path(path)
+        if not path.exists() and partial.exists():
+            if not allow_incomplete:
+                raise CacheError(f"No cache at {path}, but an interrupted write exists at {partial}: re-run the "
+                                 f"command that wrote it to resume, or pass allow_incomplete=True to read the "
+                                 f"rows committed so far.")
+            path = partial
+        elif not path.exists():
+            raise CacheError(f"No embedding cache at {path}.")
+        elif partial.exists():
+            log.warning("A write to %s is running or was interrupted; reading the last complete cache.", partial)
+        self.path = path
+        self._file: h5py.File | None = None
+        self._pid = -1
+        self._labels: dict[str, np.ndarray] = {}
+        self._ids: np.ndarray | None = None
+        f = self._h5()
+        try:
+            if "embeddings" not in f or "ids" not in f or "format_version" not in f.attrs:
+                raise CacheError(f"{path} is not a latent embedding cache (no /embeddings, /ids or format_version).")
+            version = int(f.attrs["format_version"])
+            if version > FORMAT_VERSION:
+                raise CacheError(f"{path} has cache format {version}, newer than the format {FORMAT_VERSION} that "
+                                 f"latent {__version__} reads; upgrade latent.")
+            self.complete = bool(f.attrs.get("complete", False))
+            if not self.complete and not allow_incomplete:
+                raise CacheError(f"{path} is incomplete (an interrupted write): re-run the command to resume it, "
+                                 f"or pass allow_incomplete=True to read the committed rows.")
+            stored = f["embeddings"].shape[0]
+            self._n = min(int(f.attrs.get("rows_committed", stored)), stored)
+            if f["ids"].shape[0] < self._n:
+                raise CacheError(f"{path} is damaged: /ids is shorter than /embeddings.")
+        except BaseException:
+            self.close()
+            raise
+
+    def _h5(self) -> h5py.File:
+        if self._file is None or self._pid != os.getpid():
+            try:
+                self._file = h5py.File(self.path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+            except OSError as e:
+                raise CacheError(f"{self.path} cannot be read as HDF5 ({e}); it is damaged or not a cache.") from e
+            self._pid = os.getpid()
+        return self._file
+
+    def close(self) -> None:
+        """Close the HDF5 file (it is reopened on the next read)."""
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+
+    def __enter__(self) -> EmbeddingCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:  # picklable for DataLoader workers: they reopen the file
+        return {**self.__dict__, "_file": None}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __repr__(self) -> str:
+        return f"EmbeddingCache({str(self.path)!r}, rows={self._n}, dim={self.dim}, dtype={self.dtype.name})"
+
+    @property
+    def n_rows(self) -> int:
+        """Number of rows N (the committed rows of an incomplete file)."""
+        return self._n
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension D."""
+        return int(self._h5()["embeddings"].shape[1])
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Stored dtype of ``/embeddings`` (float16 or float32)."""
+        return self._h5()["embeddings"].dtype
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """Root attributes as Python values (JSON attributes left as strings)."""
+        return {k: _decode(v) for k, v in self._h5().attrs.items()}
+
+    @property
+    def provenance(self) -> Provenance:
+        """How the embeddings were made."""
+        return Provenance._from_file(self._h5())
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Row ids, object array of str, (N,)."""
+        if self._ids is None:
+            self._ids = self._h5()["ids"].asstr()[: self._n]
+        return self._ids
+
+    def labels(self, rank: Rank | str | int) -> np.ndarray:
+        """Labels at ``rank``, object array of str, (N,); "" where unknown."""
+        name = _rank_name(rank)
+        if name not in self._labels:
+            f = self._h5()
+            key = f"taxonomy/{name}"
+            self._labels[name] = f[key].asstr()[: self._n] if key in f else np.full(self._n, "", dtype=object)
+        return self._labels[name]
+
+    def taxonomy_frame(self) -> Any:
+        """pandas.DataFrame (N rows) with columns ``id`` and the seven rank names."""
+        import pandas as pd
+
+        return pd.DataFrame({"id": self.ids, **{r: self.labels(r) for r in RANK_NAMES}})
+
+    def failed(self) -> Any:
+        """pandas.DataFrame with columns ``id`` and ``reason``, one row per input that failed."""
+        import pandas as pd
+
+        f = self._h5()
+        if "failed" not in f:
+            return pd.DataFrame({"id": [], "reason": []}, dtype=object)
+        n = int(f.attrs.get("failed_committed", f["failed/ids"].shape[0]))
+        return pd.DataFrame({"id": f["failed/ids"].asstr()[:n], "reason": f["failed/reasons"].asstr()[:n]})
+
+    def text_groups(self) -> list[str]:
+        """Names of the groups under ``/text`` (sorted)."""
+        f = self._h5()
+        return sorted(f["text"].keys()) if "text" in f else []
+
+    def read_text_group(self, name: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Labels (T,), embeddings (T, D') as float32 and attrs of ``/text/<name>``."""
+        return _read_text_group(self._h5(), name)
+
+    def _rows(self, rows: Any) -> slice | np.ndarray:
+        n = self._n
+        if rows is None:
+            return slice(0, n)
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(n)
+            return slice(start, max(start, stop)) if step == 1 else np.arange(start, stop, step)
+        idx = np.asarray(rows)
+        if idx.dtype == bool:
+            if idx.shape != (n,):
+                raise InputError(f"A boolean 'rows' mask must have shape ({n},). Got shape {idx.shape} instead.")
+            return np.flatnonzero(idx)
+        if idx.ndim == 1 and idx.size == 0:
+            return np.empty(0, dtype=np.int64)
+        if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+            raise InputError(f"The 'rows' parameter must be None, a slice, a boolean mask ({n},) or 1-D integer "
+                             f"indices. Got {idx.dtype} of shape {idx.shape} instead.")
+        bad = idx[(idx < -n) | (idx >= n)]
+        if bad.size:
+            raise InputError(f"Row indices out of range for a cache of {n} rows: {format_list(bad.tolist())}.")
+        return np.where(idx < 0, idx + n, idx).astype(np.int64)
+
+    def _gather(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` in order, read as sorted contiguous blocks (scattered h5py reads are slow)."""
+        ds = self._h5()["embeddings"]
+        uniq, inverse = np.unique(idx, return_inverse=True)
+        out = np.empty((uniq.size, ds.shape[1]), dtype=ds.dtype)
+        gap = ds.chunks[0] if ds.chunks else CHUNK_ROWS  # read through gaps shorter than a chunk
+        span = max(gap, _MAX_BLOCK_BYTES // max(1, ds.shape[1] * ds.dtype.itemsize))
+        breaks = np.flatnonzero(np.diff(uniq) > gap) + 1
+        bounds = np.concatenate([[0], breaks, [uniq.size]])
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            while a < b:
+                lo = int(uniq[a])
+                e = a + int(np.searchsorted(uniq[a:b], lo + span))
+                out[a:e] = ds[lo:int(uniq[e - 1]) + 1][uniq[a:e] - lo]
+                a = e
+        return out[inverse.reshape(-1)]
+
+    def read(self, rows: Any = None, *, dtype: Any = np.float32, normalize: bool = False) -> np.ndarray:
+        """Embeddings of ``rows``, (k, D).
+
+        Parameters
+        ----------
+        rows : None, slice, bool array (N,) or int array (k,)
+            None for all rows; integer indices in any order, with repeats and negative values allowed.
+        dtype : numpy dtype or None
+            Output dtype (float16 is widened to float32 by default); None keeps the stored dtype.
+        normalize : bool
+            L2-normalise each row (computed in float32, or float64 for a float64 output); all-zero rows
+            stay zero.
+        """
+        sel = self._rows(rows)
+        data = self._h5()["embeddings"][sel] if isinstance(sel, slice) else self._gather(sel)
+        return _finish(data, dtype, normalize)
+
+    def iter_blocks(self, block_rows: int = 4096, *, dtype: Any = np.float32,
+                    normalize: bool = False) -> Iterator[tuple[slice, np.ndarray]]:
+        """Yield ``(rows, embeddings)`` for consecutive blocks: a slice and its (b, D) array."""
+        if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
+            raise InputError(f"The 'block_rows' parameter must be a positive int. Got {block_rows!r} instead.")
+        ds = self._h5()["embeddings"]
+        for start in range(0, self._n, int(block_rows)):
+            rows = slice(start, min(self._n, start + int(block_rows)))
+            yield rows, _finish(ds[rows], dtype, normalize)
+
+    def select(self, rank: Rank | str | int | None = None, name: str | None = None, *,
+               lineage: Sequence[str] | None = None, **rank_equals: str) -> np.ndarray:
+        """Sorted row indices (k,) whose labels equal all the given names (exact string match).
+
+        Use ``select(family="Alcidae")``, ``select(rank="class", name="Aves")`` or
+        ``select(lineage=["Animalia", "Chordata", "Aves"])`` (kingdom down to a rank, which tells
+        homonyms apart). Several conditions are combined with "and".
+        """
+        conditions = []
+        if (rank is None) != (name is None):
+            raise InputError("select needs rank= and name= together (e.g. rank='class', name='Aves').")
+        if rank is not None:
+            conditions.append((_rank_name(rank), name))
+        unknown = [k for k in rank_equals if k not in RANK_NAMES]
+        if unknown:
+            raise InputError(f"select got unknown keywords {format_list(unknown)}; use rank names "
+                             f"({', '.join(RANK_NAMES)}), rank= and name=, or lineage=.")
+        conditions += list(rank_equals.items())
+        if lineage is not None:
+            if isinstance(lineage, str) or not 1 <= len(lineage) <= len(RANK_NAMES):
+                raise InputError(f"The 'lineage' parameter of select must be a sequence of 1 to 7 names from "
+                                 f"kingdom down. Got {lineage!r} instead.")
+            conditions += list(zip(RANK_NAMES, lineage))
+        if not conditions:
+            raise InputError("select needs at least one condition, e.g. select(family='Alcidae').")
+        mask = np.ones(self._n, dtype=bool)
+        for rank_name, value in conditions:
+            if not isinstance(value, str):
+                raise InputError(f"select compares labels with strings. Got {rank_name}={value!r} instead.")
+            mask &= self.labels(rank_name) == value
+        return np.flatnonzero(mask)
+
+    def summary(self) -> dict[str, Any]:
+        """Rows, dim, dtype, provenance, completeness, taxa per rank, unlabelled rows and failures.
+
+        ``taxa[rank]`` counts distinct non-empty labels at ``rank`` by their full lineage from
+        kingdom down, so homonyms in different clades count separately.
+        """
+        import pandas as pd
+
+        taxa, lineage = {}, np.zeros(self._n, dtype=np.int64)
+        for r in RANK_NAMES:
+            labels = self.labels(r)
+            codes, uniques = pd.factorize(labels)
+            lineage = pd.factorize(lineage * (len(uniques) + 1) + codes)[0]
+            taxa[r] = int(np.unique(lineage[labels != ""]).size)
+        attrs, prov = self.attrs, self.provenance
+        return {"path": str(self.path), "rows": self._n, "dim": self.dim, "dtype": self.dtype.name,
+                "complete": self.complete, "created": attrs.get("created", ""),
+                "format_version": attrs["format_version"], "latent_version": attrs.get("latent_version", ""),
+                "model": prov.model, "pretrained": prov.pretrained, "preprocess": prov.preprocess,
+                "normalized": prov.normalized, "source": prov.source, "extra": prov.extra,
+                "taxa": taxa, "unlabelled": int((self.labels("species") == "").sum()),
+                "failed": len(self.failed()), "text_groups": self.text_groups()}
+
+
+def _finish(data: np.ndarray, dtype: Any, normalize: bool) -> np.ndarray:
+    target = data.dtype if dtype is None else np.dtype(dtype)
+    if normalize:
+        data = data.astype(np.float64 if target == np.float64 else np.float32)
+        norms = np.linalg.norm(data, axis=1, keepdims=True)
+        np.divide(data, norms, out=data, where=norms > 0)
+    return data.astype(target, copy=False)
+
+
+def open_cache(path: str | os.PathLike, *, allow_incomplete: bool = False) -> EmbeddingCache:
+    """Open the cache at ``path`` for reading (also a context manager).
+
+    Raises
+    ------
+    CacheError
+        No cache (or only an interrupted write, unless ``allow_incomplete``), an incomplete file,
+        a file that is not a latent cache, or a newer format.
+    """
+    return EmbeddingCache(path, allow_incomplete=allow_incomplete)

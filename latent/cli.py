@@ -1,0 +1,197 @@
+"""The ``latent`` command line. The only place in latent that prints.
+
+Heavy modules (h5py, torch, scikit-learn) are imported inside the commands that need them, so
+``latent --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from latent._version import __version__
+from latent.errors import LatentError
+
+log = logging.getLogger("latent")
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_taxonomy(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from latent.taxonomy import Taxonomy
+
+    tax = Taxonomy.from_table(args.table, on_conflict=args.on_conflict)
+    print(f"taxonomy {args.table}")
+    print(tax.summary())
+    if args.newick:
+        with open(args.newick, "w", encoding="utf-8") as handle:
+            handle.write(tax.to_newick() + "\n")
+        print(f"wrote Newick tree ({tax.n_species} species) to {args.newick}")
+    if args.distances:
+        labels = tax.species_labels()
+        frame = pd.DataFrame(tax.distances(), index=pd.Index(labels, name="species"), columns=labels)
+        frame.to_csv(args.distances)
+        print(f"wrote {tax.n_species} x {tax.n_species} taxonomic distances (LCA height, 0-7) to {args.distances}")
+    return 0
+
+
+def _format_summary(s: dict) -> str:
+    from latent.ranks import RANK_NAMES
+
+    lines = [
+        f"cache       {s['path']}",
+        f"rows        {s['rows']}",
+        f"dimension   {s['dim']} ({s['dtype']})",
+        f"complete    {'yes' if s['complete'] else 'NO (interrupted write: re-run the command to resume)'}",
+        f"model       {s['model']}",
+        f"pretrained  {s['pretrained']}",
+        f"preprocess  {json.dumps(s['preprocess'], sort_keys=True)}",
+        f"normalized  {s['normalized']}",
+        f"source      {s['source']}",
+        f"created     {s['created']} (latent {s['latent_version']}, format {s['format_version']})",
+    ]
+    extra = s.get("extra") or {}
+    if extra.get("untrained"):
+        lines.append("WARNING     untrained / synthetic embeddings: a baseline, not a trained model")
+    if extra:
+        lines.append(f"extra       {json.dumps(extra, sort_keys=True)}")
+    lines.append("taxa per rank:")
+    for rank in RANK_NAMES:
+        lines.append(f"  {rank:<8} {s['taxa'][rank]:>7}")
+    lines.append(f"unlabelled  {s['unlabelled']} rows (no species)")
+    lines.append(f"failed      {s['failed']} inputs")
+    if s.get("text_groups"):
+        lines.append(f"text        {', '.join(s['text_groups'])}")
+    return "\n".join(lines)
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    from latent.cache import open_cache
+
+    with open_cache(args.cache, allow_incomplete=args.allow_incomplete) as cache:
+        summary = cache.summary()
+        failed = cache.failed() if args.failures else None
+    if args.json:
+        print(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        print(_format_summary(summary))
+    if failed is not None and len(failed):
+        print(failed.to_string(index=False))
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from latent.importer import import_embeddings
+
+    report = import_embeddings(
+        args.embeddings, args.out, metadata=args.metadata, id_column=args.id_column,
+        taxonomy=args.taxonomy, join_on=args.join_on, model=args.model, pretrained=args.pretrained,
+        force=args.force,
+    )
+    print(
+        f"imported {report.rows} embeddings of dimension {report.dim} into {report.path} "
+        f"({report.taxonomy.n_species} species, {report.unlabelled} rows unlabelled, "
+        f"{'L2-normalised' if report.normalized else 'not normalised'})"
+    )
+    return 0
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from latent.synthetic import make_hierarchical, write_synthetic
+
+    data = make_hierarchical(
+        args.taxonomy, per_species=args.per_species, dim=args.dim, signal=args.signal, noise=args.noise,
+        seed=args.seed,
+    )
+    write_synthetic(args.out, data, source=str(args.taxonomy or "builtin"), force=args.force)
+    print(
+        f"wrote {len(data.ids)} synthetic embeddings ({data.taxonomy.n_species} species x {args.per_species}, "
+        f"dim {args.dim}, signal {args.signal:g}, seed {args.seed}) to {args.out}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="latent",
+        description="Does a foundation model's embedding space reflect the taxonomy of life?",
+    )
+    parser.add_argument("--version", action="version", version=f"latent {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("taxonomy", help="summarise a taxonomy table; export Newick and distances")
+    p.add_argument("table", help="CSV, TSV or Parquet with kingdom..species columns")
+    p.add_argument("--newick", metavar="OUT", help="write the species tree in Newick format")
+    p.add_argument("--distances", metavar="OUT.csv", help="write the species x species LCA-height matrix")
+    p.add_argument("--on-conflict", choices=["raise", "warn"], default="raise",
+                   help="a name with two parents in one kingdom: stop (default) or warn and keep both")
+    p.set_defaults(func=cmd_taxonomy)
+
+    p = sub.add_parser("info", help="describe an embedding cache")
+    p.add_argument("cache")
+    p.add_argument("--allow-incomplete", action="store_true", help="read an interrupted write's committed rows")
+    p.add_argument("--failures", action="store_true", help="list the inputs that could not be embedded")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("import", help="import embeddings made elsewhere into a cache")
+    p.add_argument("embeddings", help=".npy, .npz, .parquet or pybioclip embed JSON")
+    p.add_argument("--metadata", metavar="META", help="CSV, JSON or Parquet, one row per embedding, same order")
+    p.add_argument("--id-column", metavar="COL", help="metadata column holding unique row ids")
+    p.add_argument("--taxonomy", metavar="TABLE", help="taxonomy table to join labels from")
+    p.add_argument("--join-on", metavar="META_COL=TAX_COL", help="how metadata rows find their taxonomy row")
+    p.add_argument("--model", help="which model made these embeddings (recorded as provenance)")
+    p.add_argument("--pretrained", default="unknown", help="which weights (recorded as provenance)")
+    p.add_argument("--out", required=True, metavar="CACHE", help="HDF5 cache to write")
+    p.add_argument("--force", action="store_true", help="replace an existing cache")
+    p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("synth", help="synthetic embeddings with a planted taxonomic hierarchy")
+    p.add_argument("--taxonomy", metavar="TABLE", help="taxonomy table (default: the built-in one)")
+    p.add_argument("--out", required=True, metavar="CACHE")
+    p.add_argument("--per-species", type=int, default=20, metavar="N")
+    p.add_argument("--dim", type=int, default=64, metavar="D")
+    p.add_argument("--signal", type=float, default=1.0, metavar="S", help="hierarchy strength; 0 = none")
+    p.add_argument("--noise", type=float, default=1.0, help="within-species noise scale")
+    p.add_argument("--seed", type=int, default=0, metavar="K")
+    p.add_argument("--force", action="store_true", help="replace an existing cache")
+    p.set_defaults(func=cmd_synth)
+    return parser
+
+
+def _configure_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+    root = logging.getLogger("latent")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: "Sequence[str] | None" = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    _configure_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except (LatentError, ValueError, FileNotFoundError) as exc:
+        print(f"latent {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"latent {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
