@@ -410,8 +410,21 @@ class Taxonomy:
             ``(n_species, n_species)`` ``uint8``, symmetric with a zero diagonal, ultrametric; row and
             column ``s`` are species ``s`` (:meth:`species_table` row ``s``).
         """
+        # Species are numbered in lineage order, so the species under any node form one contiguous
+        # range and the matrix is nested blocks: fill each node's block with its height, root down.
         codes = self.species_codes
-        return lca_height(codes, codes)
+        n = self.n_species
+        out = np.full((n, n), MAX_DISTANCE, dtype=np.uint8)
+        for r in range(N_RANKS):
+            c = codes[:, r]
+            if (c[1:] < c[:-1]).any():  # pragma: no cover - guards the invariant the blocks rely on
+                raise AssertionError("species are not in lineage order")
+            starts = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+            ends = np.r_[starts[1:], n]
+            height = N_RANKS - 1 - r
+            for s, e in zip(starts.tolist(), ends.tolist()):
+                out[s:e, s:e] = height
+        return out
 
     def row_distances(self, rows_a: "np.ndarray | None" = None, rows_b: "np.ndarray | None" = None) -> np.ndarray:
         """LCA height between rows (e.g. images), ``(len(rows_a), len(rows_b))`` ``uint8``.
