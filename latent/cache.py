@@ -12,12 +12,16 @@ File format (``format_version`` 1), a contract that other tools read::
                        rows_committed, failed_committed
 
 A :class:`CacheWriter` writes to ``<path>.partial`` and renames it onto ``<path>`` only once the file is
-complete, so ``<path>`` only ever holds a complete cache. Rows count only once ``rows_committed`` says so:
-an interrupted write is resumed from its committed rows by opening the writer again.
+complete, so ``<path>`` only ever holds a complete cache. Each block of rows is written and flushed before
+``rows_committed`` is raised and flushed, and HDF5 metadata evictions are off, so the file on disk changes
+only at those flushes. Opening the writer again resumes an interrupted write: its committed rows are copied
+into a clean file (a killed HDF5 writer can leave bytes that break later writes in place), and a partial
+file that HDF5 cannot read is moved aside to ``<path>.partial.damaged-<time>``, never deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -36,6 +40,7 @@ import numpy as np
 from latent._version import __version__
 from latent.errors import CacheError, InputError, ProvenanceError, format_list
 from latent.ranks import RANK_NAMES, Rank, parse_rank
+from latent.taxonomy import Taxonomy
 
 __all__ = ["FORMAT_VERSION", "Provenance", "CacheWriter", "EmbeddingCache", "open_cache"]
 
@@ -80,16 +85,26 @@ class Provenance:
             if not isinstance(value, Mapping):
                 raise InputError(f"The {name!r} field of Provenance must be a dict. Got {value!r} instead.")
             object.__setattr__(self, name, json.loads(_json(dict(value), name)))
+        for name in ("model", "pretrained", "source"):
+            if not isinstance(getattr(self, name), str):
+                raise InputError(f"The {name!r} field of Provenance must be a str. "
+                                 f"Got {getattr(self, name)!r} instead.")
         dim = self.embed_dim
         if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)) or dim < 1:
             raise InputError(f"The 'embed_dim' field of Provenance must be a positive int. Got {dim!r} instead.")
-        dtype = np.dtype(self.store_dtype).name if isinstance(self.store_dtype, (str, type, np.dtype)) else None
+        try:
+            dtype = np.dtype(self.store_dtype).name
+        except TypeError:
+            dtype = None
         if dtype not in _STORE_DTYPES:
             raise InputError(f"The 'store_dtype' field of Provenance must be one of {', '.join(_STORE_DTYPES)}. "
                              f"Got {self.store_dtype!r} instead.")
         object.__setattr__(self, "embed_dim", int(dim))
         object.__setattr__(self, "normalized", bool(self.normalized))
         object.__setattr__(self, "store_dtype", dtype)
+
+    def __hash__(self) -> int:
+        return hash((_json(self.identity(), "identity"), self.source, _json(self.extra, "extra")))
 
     def identity(self) -> dict[str, Any]:
         """The fields that must be equal for rows to share a cache (``preprocess`` as canonical JSON)."""
@@ -99,14 +114,14 @@ class Provenance:
 
     def describe(self) -> str:
         """One line for humans: model, weights, preprocessing, dimension, dtype, normalisation."""
-        text = (f"model {self.model!r}, weights {self.pretrained!r}, preprocess {_json(self.preprocess, 'preprocess')}, "
-                f"{self.embed_dim}-d {self.store_dtype}, {'L2-normalised' if self.normalized else 'not normalised'}")
+        text = (f"model {self.model!r}, weights {self.pretrained!r}, "
+                f"preprocess {_json(self.preprocess, 'preprocess')}, {self.embed_dim}-d {self.store_dtype}, "
+                f"{'L2-normalised' if self.normalized else 'not normalised'}")
         return text + (f", extra {_json(self.extra, 'extra')}" if self.extra else "")
 
     def _to_attrs(self) -> dict[str, Any]:
-        return {"model": self.model, "pretrained": self.pretrained, "preprocess": _json(self.preprocess, "preprocess"),
-                "embed_dim": self.embed_dim, "normalized": self.normalized, "source": self.source,
-                "extra": _json(self.extra, "extra")}
+        attrs = {k: v for k, v in self.identity().items() if k != "store_dtype"}  # the dtype of /embeddings
+        return {**attrs, "source": self.source, "extra": _json(self.extra, "extra")}
 
     @classmethod
     def _from_file(cls, f: h5py.File) -> Provenance:
@@ -142,6 +157,10 @@ def _rank_name(rank: Rank | str | int) -> str:
         raise InputError(str(e)) from e
 
 
+def _is_lock_error(e: OSError) -> bool:
+    return getattr(e, "errno", None) == errno.EAGAIN or "lock" in str(e).lower()
+
+
 def _partial_path(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
@@ -157,14 +176,60 @@ def _set_aside(path: Path, tag: str) -> Path:
     return target
 
 
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDWR)
+def _fsync(path: Path, *, best_effort: bool = False) -> None:
+    """Flush ``path`` to disk (``best_effort`` for directories, which some systems cannot fsync)."""
     try:
-        os.fsync(fd)
-    except OSError:  # directories cannot be fsynced on some systems
-        pass
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDWR)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except OSError:
+        if not best_effort:
+            raise
+
+
+def _open_for_write(path: Path) -> h5py.File:
+    """Open ``path`` read-write with metadata evictions off: the file on disk changes only at flushes."""
+    f = h5py.File(path, "r+", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+    config = f.id.get_mdc_config()
+    config.evictions_enabled, config.incr_mode, config.flash_incr_mode, config.decr_mode = False, 0, 0, 0
+    f.id.set_mdc_config(config)
+    return f
+
+
+def _tmp_path(path: Path) -> Path:
+    return path.with_name(path.name + ".tmp")
+
+
+def _create_file(target: Path, dim: int, dtype: Any, chunk_rows: int, attrs: Mapping[str, Any]) -> None:
+    """Write an empty cache (all datasets of length 0) with root attributes ``attrs`` at ``target``."""
+    with h5py.File(target, "w") as f:
+        f.create_dataset("embeddings", shape=(0, dim), maxshape=(None, dim), chunks=(chunk_rows, dim), dtype=dtype)
+        for name in ("ids", *(f"taxonomy/{r}" for r in RANK_NAMES), "failed/ids", "failed/reasons"):
+            f.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(4 * chunk_rows,), dtype=_STR)
+        f.attrs.update(attrs)
+
+
+def _copy_committed(src: h5py.File, target: Path) -> None:
+    """Write at ``target`` a clean copy of the committed rows, failures, text groups and attrs of ``src``."""
+    n, m = int(src.attrs["rows_committed"]), int(src.attrs["failed_committed"])
+    emb = src["embeddings"]
+    _create_file(target, emb.shape[1], emb.dtype, emb.chunks[0], {**src.attrs, "complete": False})
+    step = max(emb.chunks[0], _MAX_BLOCK_BYTES // (emb.shape[1] * emb.dtype.itemsize))
+    counts = [("embeddings", n), ("ids", n), *((f"taxonomy/{r}", n) for r in RANK_NAMES),
+              ("failed/ids", m), ("failed/reasons", m)]
+    with h5py.File(target, "r+") as dst:
+        for name, count in counts:
+            source, copy = src[name], dst[name]
+            if source.shape[0] < count:
+                raise CacheError(f"/{name} holds {source.shape[0]} rows, fewer than the {count} committed")
+            copy.resize(count, axis=0)
+            reader = source if name == "embeddings" else source.asstr()
+            for a in range(0, count, step):
+                copy[a:min(count, a + step)] = reader[a:min(count, a + step)]
+        if "text" in src:
+            src.copy(src["text"], dst, name="text")
 
 
 def _row_datasets(f: h5py.File) -> list[h5py.Dataset]:
@@ -246,9 +311,11 @@ class CacheWriter:
         path = Path(os.fspath(path))
         partial = _partial_path(path)
         if mode not in ("create", "append"):
-            raise InputError(f"The 'mode' parameter of CacheWriter.open must be 'create' or 'append'. Got {mode!r} instead.")
+            raise InputError(f"The 'mode' parameter of CacheWriter.open must be 'create' or 'append'. "
+                             f"Got {mode!r} instead.")
         if not isinstance(provenance, Provenance):
-            raise InputError(f"The 'provenance' parameter must be a Provenance. Got {type(provenance).__name__} instead.")
+            raise InputError(f"The 'provenance' parameter of CacheWriter.open must be a Provenance. "
+                             f"Got {type(provenance).__name__} instead.")
         file = None
         if partial.exists() and not resume:
             log.warning("Moved the interrupted write %s aside to %s (resume=False).", partial,
@@ -261,45 +328,44 @@ class CacheWriter:
 
     @staticmethod
     def _resume(partial: Path, provenance: Provenance, force: bool) -> h5py.File | None:
+        """Rebuild the committed rows of an interrupted write into a clean file and open it.
+
+        A killed writer can leave bytes past the committed rows that HDF5 trips over when writing
+        there again (stale string-heap references, allocations past the recorded end of file), so
+        the committed rows are copied into a fresh file instead of being written over in place.
+        """
+        tmp, old, problem = _tmp_path(partial), None, None
         try:
-            f = h5py.File(partial, "r+", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+            with h5py.File(partial, "r") as src:
+                old = Provenance._from_file(src)
+                if old.identity() == provenance.identity():
+                    _copy_committed(src, tmp)
         except OSError as e:
-            if getattr(e, "errno", None) in (errno.EAGAIN, errno.EACCES) or "lock" in str(e).lower():
+            if _is_lock_error(e):
                 raise CacheError(f"{partial} is open in another process; is another write to it running?") from e
-            log.warning("Cannot open the interrupted write %s (%s); moved it aside to %s and starting again.",
-                        partial, e, _set_aside(partial, "damaged"))
-            return None
-        try:
-            old = Provenance._from_file(f)
-            committed, failed = int(f.attrs["rows_committed"]), int(f.attrs["failed_committed"])
-            rows, fails = _row_datasets(f), [f["failed/ids"], f["failed/reasons"]]
-            if any(ds.shape[0] < committed for ds in rows) or any(ds.shape[0] < failed for ds in fails):
-                raise CacheError("datasets are shorter than the committed row count")
+            problem = e
         except (CacheError, KeyError, ValueError, TypeError) as e:
-            f.close()
-            log.warning("The interrupted write %s is damaged (%s); moved it aside to %s and starting again.",
-                        partial, e, _set_aside(partial, "damaged"))
+            problem = e
+        if problem is not None:
+            log.warning("The interrupted write %s cannot be resumed (%s); moved it aside to %s and starting "
+                        "again.", partial, problem, _set_aside(partial, "damaged"))
             return None
         if old.identity() != provenance.identity():
-            f.close()
             if not force:
                 raise _mismatch(partial, old, provenance, "The interrupted write")
             log.warning("force: moved the interrupted write %s (%s) aside to %s.", partial, old.describe(),
                         _set_aside(partial, "discarded"))
             return None
-        for ds, n in [(ds, committed) for ds in rows] + [(ds, failed) for ds in fails]:
-            if ds.shape[0] > n:  # written but never committed before the interruption
-                ds.resize(n, axis=0)
-        f.attrs["complete"] = False
-        f.flush()
+        os.replace(tmp, partial)
+        f = _open_for_write(partial)
         log.info("Resuming the interrupted write %s: %d rows and %d failures already committed.",
-                 partial, committed, failed)
+                 partial, f.attrs["rows_committed"], f.attrs["failed_committed"])
         return f
 
     @staticmethod
     def _start(path: Path, provenance: Provenance, mode: str, force: bool, chunk_rows: int) -> h5py.File:
         partial = _partial_path(path)
-        tmp = partial.with_name(partial.name + ".tmp")  # the partial appears only once initialised
+        tmp = _tmp_path(partial)  # the partial appears only once initialised
         if path.exists() and mode == "create" and not force:
             raise CacheError(f"The cache {path} already exists; pass --force to overwrite it, or append to it "
                              f"(--append, mode='append') with the same model and preprocessing.")
@@ -312,23 +378,17 @@ class CacheWriter:
                     f.attrs["complete"] = False
                 os.replace(tmp, partial)
                 log.info("Appending to %s (through %s).", path, partial)
-                return h5py.File(partial, "r+", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+                return _open_for_write(partial)
             if not force:
                 raise _mismatch(path, old, provenance, "The cache")
         if path.exists():
             log.warning("force: %s will be replaced when the new cache is complete.", path)
-        dim = provenance.embed_dim
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("embeddings", shape=(0, dim), maxshape=(None, dim), chunks=(chunk_rows, dim),
-                             dtype=provenance.store_dtype)
-            for name in ("ids", *(f"taxonomy/{r}" for r in RANK_NAMES), "failed/ids", "failed/reasons"):
-                f.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(4 * chunk_rows,), dtype=_STR)
-            f.attrs.update({"format_version": FORMAT_VERSION, "latent_version": __version__,
-                            **provenance._to_attrs(),
-                            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                            "complete": False, "rows_committed": 0, "failed_committed": 0})
+        attrs = {"format_version": FORMAT_VERSION, "latent_version": __version__, **provenance._to_attrs(),
+                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                 "complete": False, "rows_committed": 0, "failed_committed": 0}
+        _create_file(tmp, provenance.embed_dim, provenance.store_dtype, chunk_rows, attrs)
         os.replace(tmp, partial)
-        return h5py.File(partial, "r+", rdcc_nbytes=_CHUNK_CACHE_BYTES)
+        return _open_for_write(partial)
 
     @property
     def n_rows(self) -> int:
@@ -465,7 +525,7 @@ class CacheWriter:
         self._file = None
         _fsync(self.partial_path)
         os.replace(self.partial_path, self.path)
-        _fsync(self.path.parent)
+        _fsync(self.path.parent, best_effort=True)
         self._finalized = True
         log.info("Wrote %s: %d rows, %d failures.", self.path, self._n, self._n_failed)
         return self.path
@@ -520,6 +580,7 @@ class EmbeddingCache:
         self._file: h5py.File | None = None
         self._pid = -1
         self._labels: dict[str, np.ndarray] = {}
+        self._taxonomy: Taxonomy | None = None
         self._ids: np.ndarray | None = None
         f = self._h5()
         try:
@@ -543,12 +604,20 @@ class EmbeddingCache:
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
-            try:
+            with self._reading():
                 self._file = h5py.File(self.path, "r", rdcc_nbytes=_CHUNK_CACHE_BYTES)
-            except OSError as e:
-                raise CacheError(f"{self.path} cannot be read as HDF5 ({e}); it is damaged or not a cache.") from e
             self._pid = os.getpid()
         return self._file
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Turn HDF5 read failures (a file damaged by a killed writer) into CacheError."""
+        try:
+            yield
+        except OSError as e:
+            if _is_lock_error(e):
+                raise CacheError(f"{self.path} is open for writing in another process ({e}).") from e
+            raise CacheError(f"{self.path} cannot be read as HDF5 ({e}); it is damaged or not a cache.") from e
 
     def close(self) -> None:
         """Close the HDF5 file (it is reopened on the next read)."""
@@ -600,7 +669,8 @@ class EmbeddingCache:
     def ids(self) -> np.ndarray:
         """Row ids, object array of str, (N,)."""
         if self._ids is None:
-            self._ids = self._h5()["ids"].asstr()[: self._n]
+            with self._reading():
+                self._ids = self._h5()["ids"].asstr()[: self._n]
         return self._ids
 
     def labels(self, rank: Rank | str | int) -> np.ndarray:
@@ -609,7 +679,8 @@ class EmbeddingCache:
         if name not in self._labels:
             f = self._h5()
             key = f"taxonomy/{name}"
-            self._labels[name] = f[key].asstr()[: self._n] if key in f else np.full(self._n, "", dtype=object)
+            with self._reading():
+                self._labels[name] = f[key].asstr()[: self._n] if key in f else np.full(self._n, "", dtype=object)
         return self._labels[name]
 
     def taxonomy_frame(self) -> Any:
@@ -626,7 +697,8 @@ class EmbeddingCache:
         if "failed" not in f:
             return pd.DataFrame({"id": [], "reason": []}, dtype=object)
         n = int(f.attrs.get("failed_committed", f["failed/ids"].shape[0]))
-        return pd.DataFrame({"id": f["failed/ids"].asstr()[:n], "reason": f["failed/reasons"].asstr()[:n]})
+        with self._reading():
+            return pd.DataFrame({"id": f["failed/ids"].asstr()[:n], "reason": f["failed/reasons"].asstr()[:n]})
 
     def text_groups(self) -> list[str]:
         """Names of the groups under ``/text`` (sorted)."""
@@ -690,7 +762,8 @@ class EmbeddingCache:
             stay zero.
         """
         sel = self._rows(rows)
-        data = self._h5()["embeddings"][sel] if isinstance(sel, slice) else self._gather(sel)
+        with self._reading():
+            data = self._h5()["embeddings"][sel] if isinstance(sel, slice) else self._gather(sel)
         return _finish(data, dtype, normalize)
 
     def iter_blocks(self, block_rows: int = 4096, *, dtype: Any = np.float32,
@@ -701,35 +774,48 @@ class EmbeddingCache:
         ds = self._h5()["embeddings"]
         for start in range(0, self._n, int(block_rows)):
             rows = slice(start, min(self._n, start + int(block_rows)))
-            yield rows, _finish(ds[rows], dtype, normalize)
+            with self._reading():
+                data = ds[rows]
+            yield rows, _finish(data, dtype, normalize)
 
-    def select(self, rank: Rank | str | int | None = None, name: str | None = None, *,
-               lineage: Sequence[str] | None = None, **rank_equals: str) -> np.ndarray:
-        """Sorted row indices (k,) whose labels equal all the given names (exact string match).
+    def taxonomy(self) -> Taxonomy:
+        """The :class:`~latent.taxonomy.Taxonomy` of the rows (row ``i`` is cache row ``i``), built once.
 
-        Use ``select(family="Alcidae")``, ``select(rank="class", name="Aves")`` or
-        ``select(lineage=["Animalia", "Chordata", "Aves"])`` (kingdom down to a rank, which tells
-        homonyms apart). Several conditions are combined with "and".
+        Conflicting lineages (a name with two parents in a kingdom) are logged, not raised: the cache
+        holds what was written.
         """
-        conditions = []
+        if self._taxonomy is None:
+            self._taxonomy = Taxonomy.from_table(self.taxonomy_frame(), on_conflict="warn")
+        return self._taxonomy
+
+    def select(self, rank: Rank | str | int | None = None, name: str | Sequence[str] | None = None, *,
+               lineage: Sequence[str] | None = None, **rank_equals: str) -> np.ndarray:
+        """Sorted row indices (k,) of one clade, or of rows whose labels equal the given names.
+
+        * ``select(rank="class", name="Aves")``: the rows of the clade, identified through the
+          taxonomy: a homonym name (two genera *Morus*) raises with the candidate lineages; give one
+          as ``name="Animalia;Chordata;Aves;Suliformes;Sulidae;Morus"`` or a sequence.
+        * ``select(lineage=["Animalia", "Chordata", "Aves"])``: the clade named by its lineage,
+          kingdom down.
+        * ``select(family="Alcidae", kingdom="Animalia")``: exact label matches, combined with "and".
+        """
         if (rank is None) != (name is None):
             raise InputError("select needs rank= and name= together (e.g. rank='class', name='Aves').")
-        if rank is not None:
-            conditions.append((_rank_name(rank), name))
         unknown = [k for k in rank_equals if k not in RANK_NAMES]
         if unknown:
             raise InputError(f"select got unknown keywords {format_list(unknown)}; use rank names "
                              f"({', '.join(RANK_NAMES)}), rank= and name=, or lineage=.")
-        conditions += list(rank_equals.items())
+        mask = np.ones(self._n, dtype=bool)
         if lineage is not None:
             if isinstance(lineage, str) or not 1 <= len(lineage) <= len(RANK_NAMES):
                 raise InputError(f"The 'lineage' parameter of select must be a sequence of 1 to 7 names from "
                                  f"kingdom down. Got {lineage!r} instead.")
-            conditions += list(zip(RANK_NAMES, lineage))
-        if not conditions:
+            rank, name = len(lineage) - 1, list(lineage)
+        if rank is not None:
+            mask &= self.taxonomy().clade_mask(rank, name)
+        elif not rank_equals:
             raise InputError("select needs at least one condition, e.g. select(family='Alcidae').")
-        mask = np.ones(self._n, dtype=bool)
-        for rank_name, value in conditions:
+        for rank_name, value in rank_equals.items():
             if not isinstance(value, str):
                 raise InputError(f"select compares labels with strings. Got {rank_name}={value!r} instead.")
             mask &= self.labels(rank_name) == value
@@ -741,14 +827,8 @@ class EmbeddingCache:
         ``taxa[rank]`` counts distinct non-empty labels at ``rank`` by their full lineage from
         kingdom down, so homonyms in different clades count separately.
         """
-        import pandas as pd
-
-        taxa, lineage = {}, np.zeros(self._n, dtype=np.int64)
-        for r in RANK_NAMES:
-            labels = self.labels(r)
-            codes, uniques = pd.factorize(labels)
-            lineage = pd.factorize(lineage * (len(uniques) + 1) + codes)[0]
-            taxa[r] = int(np.unique(lineage[labels != ""]).size)
+        tax = self.taxonomy()
+        taxa = {r.label: tax.n_taxa(r) for r in Rank}
         attrs, prov = self.attrs, self.provenance
         return {"path": str(self.path), "rows": self._n, "dim": self.dim, "dtype": self.dtype.name,
                 "complete": self.complete, "created": attrs.get("created", ""),
