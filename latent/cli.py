@@ -100,6 +100,34 @@ def cmd_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from latent.models import list_models
+
+    print(f"{'name':<22} {'dim':>5}  {'open_clip':<32} {'weights':<20} description")
+    for spec in list_models():
+        weights = "untrained (random)" if spec.untrained else (spec.pretrained or "hub")
+        print(f"{spec.name:<22} {spec.embed_dim or '?':>5}  {spec.open_clip_name:<32} {weights:<20} {spec.description}")
+    print("\nAlso: any open_clip architecture with --pretrained TAG|FILE|FOLDER, 'random:<arch>' for a random "
+          "initialisation of any architecture, 'hf-hub:org/repo', or a local Hugging Face snapshot folder.")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from latent.extract import embed_images
+
+    report = embed_images(
+        args.source, args.out, model=args.model, pretrained=args.pretrained, preprocess=args.preprocess,
+        taxonomy=args.taxonomy, join_on=args.join_on, path_column=args.path_column, batch_size=args.batch_size,
+        workers=args.workers, device=args.device, precision=args.precision, store_dtype=args.store_dtype,
+        seed=args.seed, force=args.force, progress=not args.no_progress, commit_every=args.commit_every,
+    )
+    print(report.summary())
+    if args.text and not report.already_complete:
+        return cmd_embed_text(argparse.Namespace(cache=args.out, templates=args.templates, force=False,
+                                                 batch_size=256, device=args.device, common_names=None))
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from latent.synthetic import make_hierarchical, write_synthetic
 
@@ -152,6 +180,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, metavar="CACHE", help="HDF5 cache to write")
     p.add_argument("--force", action="store_true", help="replace an existing cache")
     p.set_defaults(func=cmd_import)
+
+    p = sub.add_parser("models", help="list the named models")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("embed", help="embed a folder of images (or a manifest) with an open_clip model")
+    p.add_argument("source", help="folder of images (recursive) or manifest table (CSV/Parquet) with a path column")
+    p.add_argument("--out", required=True, metavar="CACHE", help="HDF5 cache to write (resumed if interrupted)")
+    p.add_argument("--model", default="bioclip-2", help="registry name (latent models), open_clip arch, "
+                   "random:<arch>, hf-hub:org/repo or a snapshot folder (default: bioclip-2)")
+    p.add_argument("--pretrained", help="open_clip pretrained tag, local checkpoint file or snapshot folder")
+    p.add_argument("--preprocess", choices=["openclip", "squash"], default="openclip",
+                   help="openclip: the model's validation transform (default); squash: pybioclip's 224x224 resize")
+    p.add_argument("--taxonomy", metavar="TABLE", help="taxonomy table to join labels from")
+    p.add_argument("--join-on", metavar="KEY=TAXCOL", help="KEY is 'folder' (parent folder name) or a manifest column")
+    p.add_argument("--path-column", help="manifest column holding image paths")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--workers", type=int, default=None, help="decoding processes (default: cores - 1, at most 8)")
+    p.add_argument("--device", default="auto", help="auto (CUDA, then CPU), cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "amp"])
+    p.add_argument("--store-dtype", default="float16", choices=["float16", "float32"])
+    p.add_argument("--seed", type=int, default=0, help="seed of random initialisations")
+    p.add_argument("--force", action="store_true", help="replace an existing cache (once the new one is complete)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--commit-every", type=int, default=1024, metavar="ROWS", help="rows between commits")
+    p.add_argument("--text", action="store_true", help="also embed the taxon names (see latent embed-text)")
+    p.add_argument("--templates", choices=["single", "openai"], default="openai",
+                   help="with --text: 'a photo of {}.' or the 80 OpenAI ImageNet templates averaged")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("synth", help="synthetic embeddings with a planted taxonomic hierarchy")
     p.add_argument("--taxonomy", metavar="TABLE", help="taxonomy table (default: the built-in one)")
