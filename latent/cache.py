@@ -6,7 +6,8 @@ File format (``format_version`` 1), a contract that other tools read::
     /ids               UTF-8 strings, (N,), unique
     /taxonomy/<rank>   UTF-8 strings, (N,), one per rank kingdom..species; species is the binomial; "" = unknown
     /failed/ids, /failed/reasons   UTF-8 strings, (F,): inputs that could not be embedded, and why
-    /text/<name>/labels, /text/<name>/embeddings   optional text embeddings, (T,) and (T, D)
+    /text/<name>/labels, /text/<name>/embeddings   optional text embeddings, (T,) and (T, D); <name> may be
+                       nested, e.g. /text/species/taxon (text embeddings of every species, "taxon" text form)
     root attributes    format_version, latent_version, model, pretrained, preprocess (JSON), embed_dim,
                        normalized, created (ISO 8601 UTC), source, extra (JSON), complete,
                        rows_committed, failed_committed
@@ -489,9 +490,9 @@ class CacheWriter:
                          attrs: Mapping[str, Any] | None = None) -> None:
         """Store (or replace) text embeddings under ``/text/<name>``: labels (T,), embeddings (T, D')."""
         f = self._h5()
-        if not isinstance(name, str) or not name or "/" in name:
-            raise InputError(f"The 'name' parameter of write_text_group must be a non-empty string without '/'. "
-                             f"Got {name!r} instead.")
+        if not isinstance(name, str) or not name or any(not part for part in name.split("/")):
+            raise InputError(f"The 'name' parameter of write_text_group must be a non-empty path such as "
+                             f"'species/taxon' (no empty parts). Got {name!r} instead.")
         labels = _str_list(labels, "labels")
         emb = np.asarray(embeddings, dtype=self.provenance.store_dtype)
         if emb.ndim != 2 or emb.shape[0] != len(labels) or not np.isfinite(emb).all():
@@ -701,9 +702,13 @@ class EmbeddingCache:
             return pd.DataFrame({"id": f["failed/ids"].asstr()[:n], "reason": f["failed/reasons"].asstr()[:n]})
 
     def text_groups(self) -> list[str]:
-        """Names of the groups under ``/text`` (sorted)."""
+        """Names of the text-embedding groups under ``/text``, nested names included (``"species/taxon"``), sorted."""
         f = self._h5()
-        return sorted(f["text"].keys()) if "text" in f else []
+        if "text" not in f:
+            return []
+        names: list[str] = []
+        f["text"].visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Group) and "embeddings" in obj else None)
+        return sorted(names)
 
     def read_text_group(self, name: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """Labels (T,), embeddings (T, D') as float32 and attrs of ``/text/<name>``."""

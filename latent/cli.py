@@ -128,6 +128,41 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _common_names(table: str) -> dict:
+    """``{binomial: common name}`` from a table with a common-name column and species (or all rank) columns."""
+    from latent.errors import InputError
+    from latent.tables import read_table
+    from latent.taxonomy import lineages_from_table, resolve_rank_columns
+
+    frame = read_table(table, what="--common-names")
+    lowered = {str(c).lower(): c for c in frame.columns}
+    column = next((lowered[c] for c in ("common_name", "common", "vernacular_name", "vernacularname") if c in lowered), None)
+    if column is None:
+        raise InputError(f"--common-names {table!r} needs a common_name column; columns: {', '.join(map(str, frame.columns))}.")
+    try:
+        resolve_rank_columns(list(frame.columns))
+        species = lineages_from_table(frame, what="--common-names")[:, -1]
+    except InputError:
+        if "species" not in lowered:
+            raise InputError(f"--common-names {table!r} needs a species column (binomials) or all rank columns.") from None
+        species = frame[lowered["species"]].astype(str).str.strip().to_numpy()
+    names = {}
+    for sp, common in zip(species, frame[column].fillna("").astype(str).str.strip()):
+        if sp and common:
+            names.setdefault(str(sp), common)
+    return names
+
+
+def cmd_embed_text(args: argparse.Namespace) -> int:
+    from latent.text import embed_text
+
+    common = _common_names(args.common_names) if args.common_names else None
+    report = embed_text(args.cache, template_set=args.templates, force=args.force, device=args.device,
+                        batch_size=args.batch_size, common_names=common)
+    print(report.summary())
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from latent.synthetic import make_hierarchical, write_synthetic
 
@@ -208,6 +243,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--templates", choices=["single", "openai"], default="openai",
                    help="with --text: 'a photo of {}.' or the 80 OpenAI ImageNet templates averaged")
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("embed-text", help="embed the names of every taxon in a cache (for zero-shot)")
+    p.add_argument("cache")
+    p.add_argument("--templates", choices=["single", "openai"], default="openai",
+                   help="'a photo of {}.' or the 80 OpenAI ImageNet templates averaged (default)")
+    p.add_argument("--common-names", metavar="TABLE", help="table with species and common_name columns (com forms)")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--force", action="store_true", help="recompute text groups that exist")
+    p.set_defaults(func=cmd_embed_text)
 
     p = sub.add_parser("synth", help="synthetic embeddings with a planted taxonomic hierarchy")
     p.add_argument("--taxonomy", metavar="TABLE", help="taxonomy table (default: the built-in one)")
