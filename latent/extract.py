@@ -50,18 +50,20 @@ class EmbedReport:
     seconds: float
     already_complete: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)
+    loop_seconds: float = 0.0
 
     @property
     def images_per_second(self) -> float:
-        return self.embedded / self.seconds if self.seconds > 0 else 0.0
+        """Images embedded per second of the decode -> model -> cache loop (model loading excluded)."""
+        return self.embedded / self.loop_seconds if self.loop_seconds > 0 else 0.0
 
     def summary(self) -> str:
         if self.already_complete:
             return (f"{self.path}: complete, all {self.total} inputs already embedded or recorded as failed; "
                     "nothing to do (pass --force to recompute)")
         text = (f"{self.path}: embedded {self.embedded}, skipped {self.skipped} (already in the cache), "
-                f"failed {self.failed}; {self.rows} rows in all; {self.seconds:.1f} s "
-                f"({self.images_per_second:.1f} images/s)")
+                f"failed {self.failed}; {self.rows} rows in all; {self.seconds:.1f} s in all, "
+                f"{self.images_per_second:.1f} images/s while embedding)")
         for image_id, reason in self.failures[:20]:
             text += f"\n  failed: {image_id}: {reason}"
         if len(self.failures) > 20:
@@ -108,6 +110,8 @@ def collect_inputs(
 
     source = Path(source)
     manifest = None
+    if not source.exists():
+        raise InputError(f"The source {str(source)!r} does not exist (give a folder of images or a manifest table).")
     if source.is_dir():
         records = find_images(source)
     elif source.is_file() and source.suffix.lower() in _MANIFEST_SUFFIXES:
@@ -136,6 +140,8 @@ def collect_inputs(
             allowed = ["folder"] + ([str(c) for c in manifest.columns] if manifest is not None else [])
             raise InputError(f"The join key {key!r} of --join-on is not available; use one of {format_list(allowed)}.")
         lineages = join_taxonomy(keys, taxonomy, tax_column)
+    elif join_on is not None:
+        raise InputError(f"--join-on {join_on!r} needs --taxonomy TABLE (the table to join the labels from).")
     elif manifest is not None and _has_rank_columns(manifest):
         lineages = lineages_from_table(manifest.fillna(""), what="manifest")
     else:
@@ -240,8 +246,9 @@ def embed_images(
         with open_cache(out) as existing:
             same = existing.provenance.identity() == provenance.identity()
             done = set(existing.ids.tolist()) | set(existing.failed()["id"].tolist())
+            n_rows = existing.n_rows
         if same and done.issuperset(ids):
-            report = EmbedReport(out, len(ids), 0, len(ids), 0, len(done), time.perf_counter() - start, already_complete=True)
+            report = EmbedReport(out, len(ids), 0, len(ids), 0, n_rows, time.perf_counter() - start, already_complete=True)
             log.info("%s", report.summary())
             return report
         mode = "append"  # the writer refuses other provenance, naming both
@@ -252,12 +259,14 @@ def embed_images(
         skipped = len(ids) - len(todo)
         if skipped:
             log.info("%d of %d inputs are already in %s: embedding the other %d", skipped, len(ids), out, len(todo))
+        loop_start = time.perf_counter()
         embedded, failures = _run(loaded, records, todo, labels, writer, batch_size=batch_size,
                                   workers=_default_workers() if workers is None else workers,
                                   progress=progress, commit_every=commit_every)
+        loop_seconds = time.perf_counter() - loop_start
         rows = writer.n_rows
     report = EmbedReport(out, len(ids), embedded, skipped, len(failures), rows, time.perf_counter() - start,
-                         failures=failures)
+                         failures=failures, loop_seconds=loop_seconds)
     log.info("%s", report.summary())
     return report
 
