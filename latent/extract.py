@@ -63,7 +63,7 @@ class EmbedReport:
                     "nothing to do (pass --force to recompute)")
         text = (f"{self.path}: embedded {self.embedded}, skipped {self.skipped} (already in the cache), "
                 f"failed {self.failed}; {self.rows} rows in all; {self.seconds:.1f} s in all, "
-                f"{self.images_per_second:.1f} images/s while embedding)")
+                f"{self.images_per_second:.1f} images/s while embedding")
         for image_id, reason in self.failures[:20]:
             text += f"\n  failed: {image_id}: {reason}"
         if len(self.failures) > 20:
@@ -242,16 +242,18 @@ def embed_images(
     )
     mode = "create"
     ids = [r.id for r in records]
+    partial = out.with_name(out.name + ".partial")
     if out.exists() and not force:
-        with open_cache(out) as existing:
-            same = existing.provenance.identity() == provenance.identity()
-            done = set(existing.ids.tolist()) | set(existing.failed()["id"].tolist())
-            n_rows = existing.n_rows
-        if same and done.issuperset(ids):
-            report = EmbedReport(out, len(ids), 0, len(ids), 0, n_rows, time.perf_counter() - start, already_complete=True)
-            log.info("%s", report.summary())
-            return report
         mode = "append"  # the writer refuses other provenance, naming both
+        if not partial.exists():  # (an interrupted append is resumed by the writer instead)
+            with open_cache(out) as existing:
+                same = existing.provenance.identity() == provenance.identity()
+                done = set(existing.ids.tolist()) | set(existing.failed()["id"].tolist())
+                rows = existing.n_rows
+            if same and done.issuperset(ids):
+                report = EmbedReport(out, len(ids), 0, len(ids), 0, rows, time.perf_counter() - start, already_complete=True)
+                log.info("%s", report.summary())
+                return report
 
     with CacheWriter.open(out, provenance, mode=mode, force=force) as writer:
         done = writer.existing_ids | writer.failed_ids
