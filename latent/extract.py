@@ -71,13 +71,6 @@ class EmbedReport:
         return text
 
 
-def _parse_join(join_on: str) -> tuple[str, str]:
-    left, sep, right = join_on.partition("=")
-    if not sep or not left.strip() or not right.strip():
-        raise InputError(f"The 'join_on' parameter must look like KEY=TAXCOL (e.g. folder=cub_class). Got {join_on!r} instead.")
-    return left.strip(), right.strip()
-
-
 def collect_inputs(
     source: "str | os.PathLike[str]",
     *,
@@ -106,7 +99,7 @@ def collect_inputs(
     lineages : numpy.ndarray
         ``(len(records), 7)`` names per rank, ``""`` where unknown.
     """
-    from latent.importer import join_taxonomy
+    from latent.importer import join_taxonomy, parse_join
 
     source = Path(source)
     manifest = None
@@ -129,7 +122,7 @@ def collect_inputs(
     if taxonomy is not None:
         if join_on is None:
             raise InputError("--taxonomy needs --join-on KEY=TAXCOL (KEY is 'folder' or a manifest column).")
-        key, tax_column = _parse_join(join_on)
+        key, tax_column = parse_join(join_on, form="KEY=TAXCOL", example="folder=cub_class")
         import pandas as pd
 
         if key.lower() == "folder":

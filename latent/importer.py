@@ -19,7 +19,7 @@ from latent.ranks import RANK_NAMES, RANKS
 from latent.tables import read_table
 from latent.taxonomy import Taxonomy, lineages_from_table, resolve_rank_columns
 
-__all__ = ["LoadedEmbeddings", "ImportReport", "load_embeddings", "import_embeddings", "join_taxonomy"]
+__all__ = ["LoadedEmbeddings", "ImportReport", "load_embeddings", "import_embeddings", "join_taxonomy", "parse_join"]
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +202,11 @@ def _find_column(frame: pd.DataFrame, name: str, *, what: str) -> str:
     raise InputError(f"There is no column {name!r} in {what}; columns: {format_list(map(str, frame.columns))}.")
 
 
-def _parse_join(join_on: str) -> tuple[str, str]:
+def parse_join(join_on: str, *, form: str = "META_COL=TAX_COL", example: str = "species=cub_class") -> tuple[str, str]:
+    """Split ``"LEFT=RIGHT"`` of a ``--join-on`` option into its two column names."""
     left, sep, right = join_on.partition("=")
     if not sep or not left.strip() or not right.strip():
-        raise InputError(f"The 'join_on' parameter must look like META_COL=TAX_COL (e.g. species=cub_class). Got {join_on!r} instead.")
+        raise InputError(f"The 'join_on' parameter must look like {form} (e.g. {example}). Got {join_on!r} instead.")
     return left.strip(), right.strip()
 
 
@@ -288,7 +289,7 @@ def import_embeddings(
             raise InputError("--taxonomy needs --join-on META_COL=TAX_COL to know which metadata column to look up.")
         if meta is None:
             raise InputError("--taxonomy needs --metadata: the join key comes from a metadata column.")
-        meta_col, tax_col = _parse_join(join_on)
+        meta_col, tax_col = parse_join(join_on)
         key = _find_column(meta, meta_col, what="--metadata")
         lineages = join_taxonomy(meta[key].fillna(""), taxonomy, tax_col)
     elif meta is not None:
