@@ -1,0 +1,177 @@
+"""Ranked predictions at every rank: the object every predictor returns and every metric reads.
+
+Taxa are node codes of one :class:`~latent.taxonomy.Taxonomy` (the cache's), so a prediction is a full
+lineage, never a bare name: homonyms cannot be confused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from latent.ranks import RANK_NAMES, RANKS, Rank
+from latent.taxonomy import Taxonomy
+
+__all__ = ["Predictions", "topk_from_scores", "flat_to_ranks", "rank_indicator"]
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """Top-k predictions at each of the seven ranks for ``n`` test rows.
+
+    Attributes
+    ----------
+    taxonomy : Taxonomy
+        The label space; codes below are its node indices (``taxonomy.node_names[r][code]``).
+    rows : numpy.ndarray
+        ``(n,)`` int, the test rows (row indices of ``taxonomy`` / of the cache).
+    ids : numpy.ndarray
+        ``(n,)`` str, the ids of those rows.
+    true : numpy.ndarray
+        ``(n, 7)`` int, the true node at each rank, ``-1`` where the row is unlabelled at that rank.
+    topk : numpy.ndarray
+        ``(n, 7, k)`` int, the predicted nodes at each rank, best first; ``-1`` pads ranks with fewer
+        than ``k`` candidates and ranks the predictor does not predict.
+    scores : numpy.ndarray
+        ``(n, 7, k)`` float, the score of each ``topk`` entry (a probability where the predictor has
+        one; NaN for padding).
+    method : str
+        Which predictor made them (``zero-shot``, ``linear``, ``knn``, ``centroid``).
+    mode : str
+        ``flat`` (species scores summed up the lineage) or ``per-rank`` (each rank predicted directly).
+    info : dict
+        Anything else worth recording (split, seed, chosen C, ...).
+    """
+
+    taxonomy: Taxonomy
+    rows: np.ndarray
+    ids: np.ndarray
+    true: np.ndarray
+    topk: np.ndarray
+    scores: np.ndarray
+    method: str
+    mode: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = len(self.rows)
+        if self.true.shape != (n, 7) or self.topk.ndim != 3 or self.topk.shape[:2] != (n, 7) or self.scores.shape != self.topk.shape:
+            raise ValueError(
+                f"Predictions arrays disagree: rows {n}, true {self.true.shape}, topk {self.topk.shape}, scores {self.scores.shape}"
+            )
+
+    @property
+    def n(self) -> int:
+        return len(self.rows)
+
+    @property
+    def k(self) -> int:
+        return int(self.topk.shape[2])
+
+    def top1(self, rank: "Rank | int") -> np.ndarray:
+        """``(n,)`` predicted node at ``rank`` (``-1`` where not predicted)."""
+        return self.topk[:, int(rank), 0]
+
+    def to_frame(self, k_species: int = 5) -> pd.DataFrame:
+        """One row per test image: ``id``, ``true_<rank>``, ``pred_<rank>`` (names; species are binomials),
+        ``pred_<rank>_lineage`` for the species, and the top-``k_species`` species with scores
+        (``top{i}_species``, ``top{i}_score``)."""
+        tax = self.taxonomy
+        names = [np.append(np.asarray(tax.node_names[r], dtype=object).astype(str), "") for r in RANKS]  # -1 -> ""
+        out: dict[str, Any] = {"id": self.ids}
+        for r in RANKS:
+            out[f"true_{r.label}"] = names[r][self.true[:, r]]
+        for r in RANKS:
+            out[f"pred_{r.label}"] = names[r][self.topk[:, r, 0]]
+        species_lineages = np.array([";".join(tax.lineage(Rank.SPECIES, s)) for s in range(tax.n_species)] + [""], dtype=object)
+        out["true_lineage"] = species_lineages[self.true[:, Rank.SPECIES]]
+        out["pred_lineage"] = species_lineages[self.topk[:, Rank.SPECIES, 0]]
+        for i in range(min(k_species, self.k)):
+            out[f"top{i + 1}_species"] = names[Rank.SPECIES][self.topk[:, Rank.SPECIES, i]]
+            out[f"top{i + 1}_score"] = self.scores[:, Rank.SPECIES, i]
+        return pd.DataFrame(out)
+
+
+def topk_from_scores(scores: np.ndarray, classes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` classes per row.
+
+    Parameters
+    ----------
+    scores
+        ``(n, C)`` higher is better.
+    classes
+        ``(C,)`` node code of each column.
+    k
+        How many to keep; columns beyond ``C`` are padded with ``-1`` / NaN.
+
+    Returns
+    -------
+    codes, values : numpy.ndarray
+        ``(n, k)`` int and ``(n, k)`` float, best first (ties broken by column order).
+    """
+    n, c = scores.shape
+    kk = min(k, c)
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+    codes = np.full((n, k), -1, dtype=np.int64)
+    values = np.full((n, k), np.nan)
+    codes[:, :kk] = np.asarray(classes)[order]
+    values[:, :kk] = np.take_along_axis(scores, order, axis=1)
+    return codes, values
+
+
+def rank_indicator(taxonomy: Taxonomy, rank: "Rank | int", species: "np.ndarray | None" = None):
+    """Sparse ``(S, n_nodes[rank])`` 0/1 matrix: species ``s`` lies under node ``j`` at ``rank``.
+
+    ``species`` restricts (and orders) the rows to those species codes.
+    """
+    from scipy import sparse
+
+    codes = taxonomy.species_codes if species is None else taxonomy.species_codes[np.asarray(species)]
+    r = int(rank)
+    return sparse.csr_matrix(
+        (np.ones(len(codes)), (np.arange(len(codes)), codes[:, r])), shape=(len(codes), taxonomy.n_nodes(r))
+    )
+
+
+def flat_to_ranks(
+    species_probs: np.ndarray, taxonomy: Taxonomy, k: int = 5, species: "np.ndarray | None" = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Map species probabilities up the tree: a node's probability is the sum over its species.
+
+    Parameters
+    ----------
+    species_probs
+        ``(n, S')`` probabilities over the species ``species`` (default: all species of ``taxonomy``).
+    taxonomy
+        The tree.
+    k
+        Top-k kept per rank.
+    species
+        ``(S',)`` species codes of the columns (e.g. the species of a clade).
+
+    Returns
+    -------
+    topk, scores : numpy.ndarray
+        ``(n, 7, k)`` codes and summed probabilities at every rank (pybioclip's flat classifier).
+    """
+    n = species_probs.shape[0]
+    topk = np.full((n, len(RANKS), k), -1, dtype=np.int64)
+    scores = np.full((n, len(RANKS), k), np.nan)
+    for r in RANKS:
+        indicator = rank_indicator(taxonomy, r, species)
+        node_probs = np.asarray(indicator.T.dot(species_probs.T).T)  # (n, n_nodes[r])
+        present = np.flatnonzero(np.asarray(indicator.sum(axis=0)).ravel() > 0)
+        topk[:, r], scores[:, r] = topk_from_scores(node_probs[:, present], present, k)
+    return topk, scores
+
+
+def true_codes(taxonomy: Taxonomy, rows: np.ndarray) -> np.ndarray:
+    """``(len(rows), 7)`` true node codes, ``-1`` where unlabelled at that rank."""
+    return np.stack([taxonomy.codes(r)[rows] for r in RANKS], axis=1)
+
+
+__all__.append("true_codes")
+RANK_COLUMNS = tuple(f"pred_{name}" for name in RANK_NAMES)
