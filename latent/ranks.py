@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import numbers
 
 __all__ = ["Rank", "RANKS", "RANK_NAMES", "parse_rank"]
 
@@ -44,9 +45,9 @@ def parse_rank(value: "Rank | str | int", *, parameter: str = "rank") -> Rank:
     """
     if isinstance(value, Rank):
         return value
-    if isinstance(value, int) and not isinstance(value, bool):
-        if 0 <= value < len(RANKS):
-            return Rank(value)
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if 0 <= int(value) < len(RANKS):
+            return Rank(int(value))
     elif isinstance(value, str):
         key = value.strip().lower()
         if key in ("cls", "class_"):
