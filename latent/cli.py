@@ -163,6 +163,19 @@ def cmd_embed_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from latent.evaluate import evaluate_cache
+
+    report = evaluate_cache(
+        args.cache, args.out, method=args.method, mode=args.mode, split=args.split, shots=args.shots,
+        folds=args.folds, seed=args.seed, clade=args.clade, test_fraction=args.test_fraction,
+        k_neighbors=args.k, temperature=args.temperature, text_form=args.text_form, n_boot=args.bootstrap,
+        device=args.device,
+    )
+    print(report.summary())
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from latent.synthetic import make_hierarchical, write_synthetic
 
@@ -253,6 +266,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--force", action="store_true", help="recompute text groups that exist")
     p.set_defaults(func=cmd_embed_text)
+
+    p = sub.add_parser("evaluate", help="per-rank and hierarchical evaluation of a predictor on a cache")
+    p.add_argument("cache")
+    p.add_argument("--method", required=True, choices=["zero-shot", "linear", "knn", "centroid"])
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--mode", choices=["flat", "per-rank"], help="flat: species scores summed up the tree "
+                   "(zero-shot default); per-rank: each rank predicted directly (default otherwise)")
+    p.add_argument("--split", choices=["random", "species-disjoint"], default="random")
+    p.add_argument("--shots", type=int, default=5, metavar="K", help="support images per species (centroid)")
+    p.add_argument("--folds", type=int, default=5, help="seeded folds (centroid)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clade", metavar="RANK=NAME", help="only this clade's images and taxa (e.g. class=Insecta)")
+    p.add_argument("--test-fraction", type=float, default=0.3)
+    p.add_argument("--k", type=int, default=20, help="neighbours (knn)")
+    p.add_argument("--temperature", type=float, default=0.07, help="vote temperature (knn)")
+    p.add_argument("--text-form", default="taxon", choices=["taxon", "sci", "com", "taxon_com"],
+                   help="which text embeddings zero-shot uses")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for the CIs")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("synth", help="synthetic embeddings with a planted taxonomic hierarchy")
     p.add_argument("--taxonomy", metavar="TABLE", help="taxonomy table (default: the built-in one)")

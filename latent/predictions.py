@@ -76,8 +76,9 @@ class Predictions:
         return self.topk[:, int(rank), 0]
 
     def to_frame(self, k_species: int = 5) -> pd.DataFrame:
-        """One row per test image: ``id``, ``true_<rank>``, ``pred_<rank>`` (names; species are binomials),
-        ``pred_<rank>_lineage`` for the species, and the top-``k_species`` species with scores
+        """One row per test image: ``id``, ``true_<rank>``, ``pred_<rank>`` (top-1 names; species are
+        binomials; ``""`` = unlabelled / not predicted), ``true_lineage_<rank>``, ``pred_lineage_<rank>``
+        (full lineages joined by ``";"``), and the top-``k_species`` species with scores
         (``top{i}_species``, ``top{i}_score``)."""
         tax = self.taxonomy
         names = [np.append(np.asarray(tax.node_names[r], dtype=object).astype(str), "") for r in RANKS]  # -1 -> ""
@@ -86,9 +87,10 @@ class Predictions:
             out[f"true_{r.label}"] = names[r][self.true[:, r]]
         for r in RANKS:
             out[f"pred_{r.label}"] = names[r][self.topk[:, r, 0]]
-        species_lineages = np.array([";".join(tax.lineage(Rank.SPECIES, s)) for s in range(tax.n_species)] + [""], dtype=object)
-        out["true_lineage"] = species_lineages[self.true[:, Rank.SPECIES]]
-        out["pred_lineage"] = species_lineages[self.topk[:, Rank.SPECIES, 0]]
+        for r in RANKS:  # full lineages ("Animalia;Chordata;...") tell homonyms apart
+            lineages = np.array([";".join(tax.lineage(r, node)) for node in range(tax.n_nodes(r))] + [""], dtype=object)
+            out[f"true_lineage_{r.label}"] = lineages[self.true[:, r]]
+            out[f"pred_lineage_{r.label}"] = lineages[self.topk[:, r, 0]]
         for i in range(min(k_species, self.k)):
             out[f"top{i + 1}_species"] = names[Rank.SPECIES][self.topk[:, Rank.SPECIES, i]]
             out[f"top{i + 1}_score"] = self.scores[:, Rank.SPECIES, i]
