@@ -53,7 +53,7 @@ class EvaluateReport:
         for rank in RANK_NAMES:
             rows = m[m["rank"] == rank].set_index("metric")
             if "top1" not in rows.index:
-                lines.append(f"  {rank:<8} {'not predicted':>22}")
+                lines.append(f"  {rank:<8} not predicted (fewer than 2 classes to learn, or not predictable on this split)")
                 continue
 
             def v(name: str) -> str:

@@ -41,7 +41,8 @@ class Predictions:
     method : str
         Which predictor made them (``zero-shot``, ``linear``, ``knn``, ``centroid``).
     mode : str
-        ``flat`` (species scores summed up the lineage) or ``per-rank`` (each rank predicted directly).
+        ``flat`` (species scores mapped up the lineage: probabilities summed, or for the centroid
+        predictor the nearest species) or ``per-rank`` (each rank predicted directly).
     info : dict
         Anything else worth recording (split, seed, chosen C, ...).
     """
@@ -112,11 +113,17 @@ def topk_from_scores(scores: np.ndarray, classes: np.ndarray, k: int) -> tuple[n
     Returns
     -------
     codes, values : numpy.ndarray
-        ``(n, k)`` int and ``(n, k)`` float, best first (ties broken by column order).
+        ``(n, k)`` int and ``(n, k)`` float, best first (ties inside the k kept are broken by column
+        order; which of several tied classes enters at the k-th place is not specified).
     """
     n, c = scores.shape
     kk = min(k, c)
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :kk]
+    if kk < c:  # partial selection first (O(n c)), then a stable sort of the k kept
+        part = np.sort(np.argpartition(-scores, kk - 1, axis=1)[:, :kk], axis=1)
+        inner = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
+        order = np.take_along_axis(part, inner, axis=1)
+    else:
+        order = np.argsort(-scores, axis=1, kind="stable")
     codes = np.full((n, k), -1, dtype=np.int64)
     values = np.full((n, k), np.nan)
     codes[:, :kk] = np.asarray(classes)[order]
