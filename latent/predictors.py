@@ -653,7 +653,14 @@ def predict_linear(
         if len(classes) < 2:
             if mode == "flat":
                 raise InputError(f"{function}: mode='flat' needs train rows of at least two species; found {len(classes)}.")
-            log.info("linear: %d class(es) at %s among the train rows; that rank is not predicted", len(classes), r.label)
+            if len(classes) == 1:
+                # One class to learn: the only possible answer, predicted with probability 1 (as the
+                # other predictors do), so every method covers the same ranks; n_classes = 1 says so.
+                topk[:, r, 0], scores[:, r, 0] = classes[0], 1.0
+                n_classes[r.label] = 1
+                log.info("linear: a single class at %s among the train rows; predicted trivially", r.label)
+            else:
+                log.info("linear: no labelled train rows at %s; that rank is not predicted", r.label)
             continue
         result = linear_probe(Xtr_n[labelled], labels[labelled], Xte_n, val_fraction=val_fraction, seed=seed,
                               grid=grid, device=device, **probe_options)

@@ -273,14 +273,15 @@ def test_linear_probe_per_rank_and_flat(strong):
     np.testing.assert_array_equal(flat.topk[:, Rank.GENUS, 0], data.taxonomy.species_codes[top, Rank.GENUS])
 
 
-def test_linear_skips_ranks_with_one_class():
+def test_linear_predicts_single_class_ranks_trivially():
     data = make_hierarchical(per_species=10, signal=1.0, noise=0.5, seed=5)
     tax = data.taxonomy.subset("class", "Mammalia")  # one kingdom, one phylum, one class
     X = data.embeddings[data.taxonomy.clade_mask("class", "Mammalia")]
     train, test = random_split(tax, seed=0)
     pred = predict_linear(X[train], train, X[test], test, tax, device="cpu", **LINEAR_OPTIONS)
-    for r in (Rank.KINGDOM, Rank.PHYLUM, Rank.CLASS):
-        assert np.all(pred.topk[:, r] == -1)
+    for r in (Rank.KINGDOM, Rank.PHYLUM, Rank.CLASS):  # the only class, probability 1, no probe fitted
+        assert np.all(pred.topk[:, r, 0] == tax.codes(r)[test]) and np.all(pred.scores[:, r, 0] == 1.0)
+        assert np.all(pred.topk[:, r, 1:] == -1) and pred.info["n_classes"][r.label] == 1
     assert accuracy(pred, Rank.SPECIES) > 0.9
     assert set(pred.info["best_C"]) == {"order", "family", "genus", "species"}
     no_species = predict_linear(X[train], train, X[test], test, tax, device="cpu", predict_species=False, **LINEAR_OPTIONS)
