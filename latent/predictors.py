@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from latent.errors import InputError, format_list
+from latent.errors import InputError, TaxonomyError, format_list
 from latent.predictions import Predictions, flat_to_ranks, topk_from_scores, true_codes
 from latent.ranks import RANKS, Rank, parse_rank
 from latent.splits import check_rows
@@ -158,20 +158,11 @@ def _resolve_clade(taxonomy: Taxonomy, clade: "tuple[Rank | str | int, str] | No
             f"The 'clade' parameter of predict_zero_shot must be a (rank, name) pair such as ('class', 'Insecta'). "
             f"Got {clade!r} instead."
         ) from e
-    nodes = taxonomy.find(rank, name)
-    if not nodes:
-        known = sorted({str(n) for n in taxonomy.node_names[rank] if n})
-        raise InputError(
-            f"The clade {rank.label} {name!r} is not in the taxonomy, so no taxon can be predicted inside it. "
-            f"Known {rank.label} names: {format_list(known)}."
-        )
-    if len(nodes) > 1:
-        lineages = [";".join(taxonomy.lineage(rank, n)) for n in nodes]
-        raise InputError(
-            f"The clade {rank.label} name {name!r} is ambiguous (homonyms): {format_list(lineages)}. "
-            "Give the full lineage, separated by ';'."
-        )
-    return rank, int(nodes[0]), str(name)
+    try:
+        node = taxonomy.clade_node(rank, name)
+    except TaxonomyError as e:
+        raise InputError(f"The clade {rank.label} {name!r} cannot restrict the predictions: {e}") from e
+    return rank, int(node), str(name)
 
 
 def _text_candidates(taxonomy: Taxonomy, text: Mapping[Any, Any], rank: Rank, dim: int,

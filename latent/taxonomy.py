@@ -453,8 +453,8 @@ class Taxonomy:
             matches = [m for m in matches if self.lineage(r, int(m)) == tuple(parts)]
         return [int(m) for m in matches]
 
-    def clade_mask(self, rank: "Rank | str | int", name: "str | Sequence[str]") -> np.ndarray:
-        """``(n_rows,)`` bool: rows inside the clade ``name`` at ``rank``.
+    def clade_node(self, rank: "Rank | str | int", name: "str | Sequence[str]") -> int:
+        """The one node at ``rank`` named ``name`` (a name, or a lineage ``"Animalia;Chordata;Aves"``).
 
         Raises
         ------
@@ -475,7 +475,12 @@ class Taxonomy:
                 f"The {r.label} name {name!r} is ambiguous (homonyms): {format_list(lineages)}. "
                 "Give the full lineage, separated by ';'."
             )
-        return self.row_codes[:, r] == nodes[0]
+        return nodes[0]
+
+    def clade_mask(self, rank: "Rank | str | int", name: "str | Sequence[str]") -> np.ndarray:
+        """``(n_rows,)`` bool: rows inside the clade ``name`` at ``rank`` (see :meth:`clade_node`)."""
+        r = parse_rank(rank)
+        return self.row_codes[:, r] == self.clade_node(r, name)
 
     def subset(self, rank: "Rank | str | int", name: "str | Sequence[str]") -> "Taxonomy":
         """The taxonomy of the rows inside one clade (rows renumbered from 0)."""

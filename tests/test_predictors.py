@@ -114,7 +114,7 @@ def test_zero_shot_errors_and_ignored_keys(strong, texts):
         predict_zero_shot(X, test, tax, {r: texts[r] for r in texts if r != "genus"}, mode="per-rank")
     with pytest.raises(InputError, match="rank\\(s\\) species.*Run latent embed-text first"):
         predict_zero_shot(X, test, tax, {"genus": texts["genus"]}, mode="flat")
-    with pytest.raises(InputError, match="clade class 'Reptilia' is not in the taxonomy"):
+    with pytest.raises(InputError, match="clade class 'Reptilia' cannot restrict the predictions: No class named 'Reptilia'"):
         predict_zero_shot(X, test, tax, texts, clade=("class", "Reptilia"))
     # a clade whose taxa have no text is empty
     keys, emb = texts["species"]
