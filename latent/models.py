@@ -39,6 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from latent.devices import resolve_device
 from latent.errors import InputError, LatentError, format_list
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -663,26 +664,6 @@ def _load_weights(model: Any, path: Path, spec: ModelSpec) -> None:
                          f"{type(e).__name__}: {e}") from e
 
 
-def _resolve_device(device: Any) -> torch.device:
-    import torch
-
-    if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str) and device.strip().lower() == "auto":
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            dev = torch.device(device.strip() if isinstance(device, str) else device)
-        except (RuntimeError, TypeError, ValueError, AttributeError) as e:
-            raise _bad("device", "load_model", "'auto', 'cpu', 'cuda', 'cuda:<index>' or a torch.device", device) from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise _bad("device", "load_model", "a device that exists ('auto' or 'cpu': torch sees no CUDA GPU here)",
-                   device)
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise _bad("device", "load_model", f"a CUDA device below cuda:{torch.cuda.device_count()}", device)
-    return dev
-
-
 class _ToRGB:
     """``PIL.Image.convert('RGB')`` (pybioclip's ``ensure_rgb_image``); tensors and arrays pass through."""
 
@@ -927,7 +908,7 @@ def load_model(
         spec = resolve_model(spec_or_name, pretrained)
     else:
         raise _bad("spec_or_name", "load_model", "a model name or a ModelSpec", spec_or_name)
-    dev = _resolve_device(device)
+    dev = resolve_device(device, function="load_model")
     if precision == "auto":
         precision = "amp" if dev.type == "cuda" else "fp32"
     if precision == "fp16" and dev.type == "cpu":
