@@ -46,8 +46,9 @@ Over the whole hierarchy (``rank = "all"``):
   absent (hiclass drops ``""`` from both sets). A prediction deeper than the truth (a species predicted
   for a row known only to genus) enlarges ``A`` and so lowers ``hP``.
 * ``hca`` (hierarchically consistent accuracy, ProTeCt): on rows whose true species is known, the
-  fraction with ``H`` right at every labelled rank (all seven, except ranks left unnamed in the
-  taxonomy, which have no truth to compare).
+  fraction with ``H`` right at every labelled rank that the predictor predicts (all seven, except
+  ranks left unnamed in the taxonomy, which have no truth to compare, and ranks not predicted at all,
+  such as the species on a species-disjoint split).
 * ``consistency``: the fraction of rows whose every adjacent pair of predicted ranks in ``H`` is
   consistent (rows with at least one such pair).
 
@@ -428,7 +429,9 @@ def _set_metrics(taxonomy: Taxonomy, true: np.ndarray, hier: np.ndarray) -> list
 
     # HCA: right at every labelled rank, on rows whose species is known.
     hca_rows = true[:, Rank.SPECIES] >= 0
-    right = ((hier == true) | (true < 0)).all(axis=1)[hca_rows].astype(np.float64)
+    # Only ranks the predictor predicts take part (a species-disjoint split predicts no species).
+    predicted_ranks = (hier >= 0).any(axis=0)
+    right = ((hier == true) | (true < 0) | ~predicted_ranks).all(axis=1)[hca_rows].astype(np.float64)
     out.append(_mean_job("all", "hca", right))
 
     # Consistency: rank r's node is a child of rank r-1's node, for adjacent predicted ranks.

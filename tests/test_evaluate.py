@@ -163,6 +163,8 @@ def test_centroid_shots_and_species_disjoint(tmp_path):
     disjoint = evaluate_cache(cache, tmp_path / "d", method="knn", split="species-disjoint", n_boot=50).metrics
     assert not ((disjoint["rank"] == "species") & (disjoint["metric"] == "top1")).any()  # not predicted
     assert metric(disjoint, "genus", "top1")["value"] > 0.5
+    # hca covers the predicted ranks only (kingdom..genus here), so it cannot exceed genus top-1 nor be 0
+    assert 0 < metric(disjoint, "all", "hca")["value"] <= metric(disjoint, "genus", "top1")["value"]
     with pytest.raises(InputError, match="species-disjoint split cannot use --mode flat"):
         evaluate_cache(cache, tmp_path / "d2", method="knn", split="species-disjoint", mode="flat")
 
