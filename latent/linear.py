@@ -171,20 +171,9 @@ def _check_choice(value: Any, parameter: str, function: str, choices: Sequence[s
 
 
 def _resolve_device(device: Any, function: str) -> "torch.device":
-    import torch
+    from latent.devices import resolve_device
 
-    if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str) and device.strip().lower() == "auto":
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            dev = torch.device(device.strip() if isinstance(device, str) else device)
-        except (RuntimeError, TypeError, ValueError, AttributeError) as e:
-            raise _bad("device", function, "'auto', 'cpu', 'cuda', 'cuda:<index>' or a torch.device", repr(device)) from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise _bad("device", function, "a device that exists ('auto' or 'cpu': torch sees no CUDA GPU here)", repr(device))
-    return dev
+    return resolve_device(device, function=function)
 
 
 # ---------------------------------------------------------------------------------------------- model
@@ -341,7 +330,9 @@ class _Problem:
         sums = torch.zeros(self.K, self.d, device=device, dtype=self.dtype).index_add_(0, self.y, Xc)
         self.grad0 = self._grad_at_zero(sums, counts)
         if precondition:
-            evals, Q = torch.linalg.eigh((Xc.T @ Xc).double() / self.n)
+            cov = (Xc.T @ Xc).double() / self.n
+            with self.threads:  # LAPACK's eigensolver takes many short parallel steps: one thread
+                evals, Q = torch.linalg.eigh(cov)
             self.Q: "torch.Tensor | None" = Q.to(self.dtype)
             self.Z = Xc @ self.Q
             del Xc
@@ -520,16 +511,16 @@ class _Woodbury:
         diag = torch.where(valid, n / a.clamp_min(1e-8), torch.ones_like(a)).double()
         M.diagonal(dim1=1, dim2=2).add_(diag)
         self.Minv = torch.linalg.inv(M).to(pb.dtype)  # (K, r, r)
-        self.d, self.K, self.nw, self.threads = d, K, pb.nw, pb.threads
+        self.d, self.K, self.nw = d, K, pb.nw
 
     def apply(self, v: "torch.Tensor") -> "torch.Tensor":
         import torch
 
-        d, K, nw, mm = self.d, self.K, self.nw, self.threads.mm
+        d, K, nw = self.d, self.K, self.nw
         U = torch.cat([v[:nw].view(d, K), v[nw:].view(1, K)], 0).mul_(self.inv)  # (d + 1, K)
-        r = mm(torch.bmm, self.Zk, U.T.unsqueeze(2))  # (K, r, 1)
+        r = torch.bmm(self.Zk, U.T.unsqueeze(2))  # (K, r, 1); memory-bound: one thread
         c = torch.bmm(self.Minv, r)
-        V = mm(torch.bmm, self.Zk.transpose(1, 2), c)[:, :, 0].T  # (d + 1, K)
+        V = torch.bmm(self.Zk.transpose(1, 2), c)[:, :, 0].T  # (d + 1, K)
         U.sub_(V.mul_(self.inv))
         return torch.cat([U[:d].reshape(-1), U[d]])
 
