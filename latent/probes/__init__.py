@@ -1,0 +1,70 @@
+"""Latent-space probes: does the geometry of the embeddings follow the taxonomy?
+
+Each probe is ``function(data: ProbeData, options: ProbeOptions) -> ProbeResult`` in a module named
+for its family; :data:`PROBES` names them (``latent probe --list``). Modules are imported only when a
+probe runs, so importing :mod:`latent.probes` stays cheap.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable
+
+from latent.errors import InputError
+from latent.probes.base import ProbeData, ProbeOptions, ProbeResult
+
+__all__ = ["PROBES", "ProbeSpec", "ProbeData", "ProbeOptions", "ProbeResult", "get_probe", "parse_probes"]
+
+
+@dataclass(frozen=True)
+class ProbeSpec:
+    """A probe's name, where it lives (``module:function``) and what it measures."""
+
+    name: str
+    target: str
+    description: str
+    default: bool = True
+
+    def load(self) -> Callable[[ProbeData, ProbeOptions], ProbeResult]:
+        module, function = self.target.split(":")
+        return getattr(importlib.import_module(module), function)
+
+
+PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
+    ProbeSpec("distances", "latent.probes.distances:probe_distances",
+              "embedding distance of image and centroid pairs by LCA height; intra/inter-clade ratio per rank; "
+              "Spearman of distance with height"),
+    ProbeSpec("clusters", "latent.probes.clusters:probe_clusters",
+              "cluster quality per rank: silhouette, Calinski-Harabasz, NC1, mean CDNV"),
+    ProbeSpec("separability", "latent.probes.separability:probe_separability",
+              "linear probe accuracy per rank, random and species-disjoint splits"),
+    ProbeSpec("alignment", "latent.probes.alignment:probe_alignment",
+              "Mantel (Pearson, Spearman) of centroid vs taxonomic distances, CKA with the taxonomy kernel, RSA"),
+    ProbeSpec("dendrogram", "latent.probes.dendrogram:probe_dendrogram",
+              "hierarchical clustering of centroids vs the taxonomy: cophenetic correlation, FMI, ARI, "
+              "clade recovery, Baker's gamma"),
+    ProbeSpec("hyperbolicity", "latent.probes.hyperbolic:probe_hyperbolicity",
+              "Gromov delta-hyperbolicity of centroid distances (and of the taxonomy as a reference)"),
+    ProbeSpec("hyperbolic_fit", "latent.probes.hyperbolic:probe_hyperbolic_fit",
+              "Poincare-ball vs Euclidean fits of the centroid distances at dimensions 2, 4, 8, 16"),
+)}
+
+
+def get_probe(name: str) -> ProbeSpec:
+    """The probe called ``name`` (a clear error listing the probes otherwise)."""
+    if name not in PROBES:
+        raise InputError(f"Unknown probe {name!r}. Probes: {', '.join(PROBES)} (see `latent probe --list`).")
+    return PROBES[name]
+
+
+def parse_probes(value: "str | list[str] | None") -> list[str]:
+    """Probe names from ``"a,b"`` or a list (None: every default probe), validated, in registry order."""
+    if value is None:
+        return [name for name, spec in PROBES.items() if spec.default]
+    names = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
+    unknown = [n for n in names if n not in PROBES]
+    if unknown or not names:
+        raise InputError(f"The 'probes' parameter must name probes from: {', '.join(PROBES)}. "
+                         f"Got {', '.join(map(repr, unknown)) or 'nothing'}.")
+    return [n for n in PROBES if n in names]
