@@ -13,8 +13,9 @@ which latent minimises in the equivalent scaled form ``f = mean_i CE_i + ||W||^2
 form scikit-learn >= 1.2 uses internally), so the minimiser is the same for the same ``C``.
 
 The solver is full-batch L-BFGS in torch (CUDA when present; own implementation: compact
-representation, strong-Wolfe line search) with four things scikit-learn's lbfgs does not do. None
-changes the objective, so the minimiser is the same:
+representation, strong-Wolfe line search; torch.optim.LBFGS recomputes the full gradient at every
+line-search trial and keeps no memory between problems) with four things scikit-learn's lbfgs does
+not do. None changes the objective, so the minimiser is the same:
 
 - *Preconditioning.* Features are centred (the intercept absorbs the mean) and rotated onto the
   eigenvectors of their covariance. L-BFGS's initial inverse Hessian is, with few rows per class (at
@@ -27,7 +28,10 @@ changes the objective, so the minimiser is the same:
   iteration costs two products with the data whatever the line search does.
 - *Memory along the C path.* The penalty is quadratic, so the logits, the gradient and L-BFGS's
   curvature pairs stay exact when C changes (``y += (lam' - lam) s``): the sweep from strong to weak
-  regularisation warm-starts all of them.
+  regularisation warm-starts all of them. Each new C first tries a secant predictor, the previous
+  step along the path scaled to the new step in log C; its logits are known (``L_k - L_{k-1}``), so
+  the line search along it is free of products with the data. At large C, where the solution moves
+  along a nearly straight line in log C, this replaces most iterations.
 - *Few small operations.* On a CPU, element-wise passes run on one thread and matrix products on all
   (see :class:`_Threads`); float32 by default, with float64 accumulation where sums cancel.
 
@@ -131,7 +135,8 @@ def _check_y(y: Any, n: int, parameter: str, function: str, rows_of: str) -> np.
     elif arr.dtype.kind not in "iuUS":
         raise _bad(parameter, function, "integer (or string) class labels", f"dtype {arr.dtype}")
     if len(arr) != n:
-        raise _bad(parameter, function, f"an array with one label per row of {rows_of} ({n} rows)", f"{len(arr)} labels")
+        raise _bad(parameter, function, f"an array with one label per row of {rows_of} ({n} rows)",
+                   f"{len(arr)} labels")
     return arr
 
 
@@ -292,62 +297,89 @@ class _Threads:
             self.torch.set_num_threads(1)
 
 
-class _Problem:
-    """Training rows prepared on the device once, shared by every C of a sweep.
+class _Frame:
+    """Rows centred and rotated once, shared by every problem on (subsets of) them.
 
-    Parameters live in the rotated, centred frame: ``logits = Z @ Wr + c`` with ``Z = (X - mu) Q``
-    (``Q``: eigenvectors of the covariance; identity without preconditioning); ``W = Q Wr`` and
-    ``b = c - mu W`` in the caller's frame. For two classes there is one column (scikit-learn's binary
-    model: the logit of class 1 against a fixed 0 for class 0). ``theta = [Wr.ravel(), c]``.
+    ``Z = (X - mu) Q`` with ``Q`` the eigenvectors of the covariance of ``X`` (identity without
+    preconditioning). Any centring and any rotation give the same minimiser (the intercept absorbs the
+    centre, the penalty is rotation-invariant); this one makes the preconditioner work. A sweep's
+    training rows, its validation rows and the refit on both are row subsets of one frame, as are the
+    seven ranks of :func:`linear_probe_ranks`: the covariance and its eigendecomposition are computed once.
     """
 
-    def __init__(self, X: np.ndarray, y_index: np.ndarray, n_classes: int, *, device: "torch.device",
-                 dtype: str, precondition: bool) -> None:
+    def __init__(self, X: np.ndarray, *, device: "torch.device", dtype: str, precondition: bool) -> None:
         import torch
 
         self.torch = torch
         self.device = device
         self.threads = _Threads(device)
         self.dtype = torch.float32 if dtype == "float32" else torch.float64
-        self.n, self.d = X.shape
-        self.K = int(n_classes)
-        self.binary = self.K == 2
-        self.k = 1 if self.binary else self.K  # parameter columns
-        self.nw = self.d * self.k
         self.precondition = precondition
-        self._static_rows: "torch.Tensor | None" = None
-        self._static_features: "torch.Tensor | None" = None
-        self._static_squares: "torch.Tensor | None" = None
         Xt = torch.as_tensor(X, device=device).to(self.dtype)
+        self.n, self.d = Xt.shape
         self.mu = Xt.mean(0)
         Xc = Xt - self.mu
         del Xt
-        self.y = torch.as_tensor(y_index, device=device, dtype=torch.long)
-        self.minus_one = torch.full((self.n, 1), -1.0, device=device, dtype=self.dtype)
-        if self.binary:
-            self.y1 = (self.y == 1).to(self.dtype)[:, None]
-        counts = torch.bincount(self.y, minlength=self.K).to(self.dtype)
-        sums = torch.zeros(self.K, self.d, device=device, dtype=self.dtype).index_add_(0, self.y, Xc)
-        self.grad0 = self._grad_at_zero(sums, counts)
         if precondition:
             cov = (Xc.T @ Xc).double() / self.n
             with self.threads:  # LAPACK's eigensolver takes many short parallel steps: one thread
                 evals, Q = torch.linalg.eigh(cov)
             self.Q: "torch.Tensor | None" = Q.to(self.dtype)
             self.Z = Xc @ self.Q
-            del Xc
-            self.feature_var = evals.clamp_min(0).to(self.dtype)  # variance along each rotated axis
+            self.evals = evals.clamp_min(0).to(self.dtype)  # variance along each rotated axis
             self.mu_rot = self.Q.T @ self.mu
-            class_counts = torch.bincount(self.y, minlength=self.K)
+        else:
+            self.Q = None
+            self.Z = Xc
+            self.evals = None
+            self.mu_rot = self.mu
+
+    def rows(self, index: "np.ndarray | None") -> "torch.Tensor":
+        """``Z`` of the rows ``index`` (all rows for None)."""
+        if index is None:
+            return self.Z
+        return self.Z[self.torch.as_tensor(np.asarray(index), device=self.device, dtype=self.torch.long)]
+
+
+class _Problem:
+    """One training set (rows of a :class:`_Frame`), prepared once and shared by every C of a sweep.
+
+    Parameters live in the frame: ``logits = Z @ Wr + c``; ``W = Q Wr`` and ``b = c - mu W`` in the
+    caller's frame. For two classes there is one column (scikit-learn's binary model: the logit of
+    class 1 against a fixed 0 for class 0). ``theta = [Wr.ravel(), c]``.
+    """
+
+    def __init__(self, frame: _Frame, rows: "np.ndarray | None", y_index: np.ndarray, n_classes: int) -> None:
+        torch = frame.torch
+        self.torch, self.device, self.threads, self.dtype = torch, frame.device, frame.threads, frame.dtype
+        self.precondition = frame.precondition
+        self.Q, self.mu, self.mu_rot = frame.Q, frame.mu, frame.mu_rot
+        self.Z = frame.rows(rows)
+        self.n, self.d = self.Z.shape
+        self.K = int(n_classes)
+        self.binary = self.K == 2
+        self.k = 1 if self.binary else self.K  # parameter columns
+        self.nw = self.d * self.k
+        self._static_rows: "torch.Tensor | None" = None
+        self._static_features: "torch.Tensor | None" = None
+        self._static_squares: "torch.Tensor | None" = None
+        device = self.device
+        self.y = torch.as_tensor(y_index, device=device, dtype=torch.long)
+        self.minus_one = torch.full((self.n, 1), -1.0, device=device, dtype=self.dtype)
+        if self.binary:
+            self.y1 = (self.y == 1).to(self.dtype)[:, None]
+        class_counts = torch.bincount(self.y, minlength=self.K)
+        sums = torch.zeros(self.K, self.d, device=device, dtype=self.dtype).index_add_(0, self.y, self.Z)
+        if self.Q is not None:
+            sums = sums @ self.Q.T  # back to the caller's axes (still centred)
+        self.grad0 = self._grad_at_zero(sums, class_counts.to(self.dtype))
+        if self.precondition:
+            self.feature_var = frame.evals
             if int(class_counts.max()) <= _RANK_CAP and not self.binary:  # few rows per class: Woodbury
                 self.Zsq = self.Z * self.Z
                 self._class_starts = torch.cumsum(class_counts, 0) - class_counts
                 self._rank = int(class_counts.max())
                 self._static_rows = self._group(torch.argsort(self.y, stable=True))
-        else:
-            self.Q = None
-            self.Z = Xc
-            self.mu_rot = self.mu
 
     def _grad_at_zero(self, sums: "torch.Tensor", counts: "torch.Tensor") -> float:
         """Largest absolute gradient entry of ``f`` at ``W = 0, b = 0`` (caller's frame), from the
@@ -473,6 +505,9 @@ class _Diagonal:
     def apply(self, v: "torch.Tensor") -> "torch.Tensor":
         return v * self.inv
 
+    def apply_many(self, V: "torch.Tensor") -> "torch.Tensor":
+        return V * self.inv
+
 
 class _Woodbury:
     """Per-class block preconditioner: a diagonal plus the class's own rows, inverted by Woodbury.
@@ -511,18 +546,23 @@ class _Woodbury:
         diag = torch.where(valid, n / a.clamp_min(1e-8), torch.ones_like(a)).double()
         M.diagonal(dim1=1, dim2=2).add_(diag)
         self.Minv = torch.linalg.inv(M).to(pb.dtype)  # (K, r, r)
-        self.d, self.K, self.nw = d, K, pb.nw
+        self.d, self.K, self.nw, self.threads = d, K, pb.nw, pb.threads
 
     def apply(self, v: "torch.Tensor") -> "torch.Tensor":
+        """``B v`` for a flat parameter vector ``v``."""
+        return self.apply_many(v[None, :])[0]
+
+    def apply_many(self, V: "torch.Tensor") -> "torch.Tensor":
+        """``B v`` for each row of ``V`` ``(m, n_params)``, in one batched product."""
         import torch
 
-        d, K, nw = self.d, self.K, self.nw
-        U = torch.cat([v[:nw].view(d, K), v[nw:].view(1, K)], 0).mul_(self.inv)  # (d + 1, K)
-        r = torch.bmm(self.Zk, U.T.unsqueeze(2))  # (K, r, 1); memory-bound: one thread
-        c = torch.bmm(self.Minv, r)
-        V = torch.bmm(self.Zk.transpose(1, 2), c)[:, :, 0].T  # (d + 1, K)
-        U.sub_(V.mul_(self.inv))
-        return torch.cat([U[:d].reshape(-1), U[d]])
+        d, K, nw, m, mm = self.d, self.K, self.nw, V.shape[0], self.threads.mm
+        U = torch.cat([V[:, :nw].reshape(m, d, K), V[:, nw:].reshape(m, 1, K)], 1).mul_(self.inv)  # (m, d + 1, K)
+        Ut = U.permute(2, 1, 0)  # (K, d + 1, m)
+        c = torch.bmm(self.Minv, mm(torch.bmm, self.Zk, Ut))  # (K, r, m)
+        corr = mm(torch.bmm, self.Zk.transpose(1, 2), c).permute(2, 1, 0)  # (m, d + 1, K)
+        U.sub_(corr.mul_(self.inv))
+        return torch.cat([U[:, :d].reshape(m, -1), U[:, d]], 1)
 
 
 class _Memory:
@@ -549,9 +589,8 @@ class _Memory:
 
     def set_preconditioner(self, B: "_Diagonal | _Woodbury") -> None:
         self.B = B
-        for k in self.order:
-            self.BY[k] = B.apply(self.Y[k])
         if self.order:
+            self.BY.copy_(B.apply_many(self.Y))
             self.YBY = _np(self.Y @ self.BY.T)
 
     def free_slot(self) -> int:
@@ -636,6 +675,7 @@ class _State:
     g: "torch.Tensor | None" = None  # gradient at theta for penalty lam
     sq: float = math.nan  # ||Wr||^2
     since_refresh: int = 0
+    prev: "tuple[torch.Tensor, torch.Tensor, float] | None" = None  # (theta, logits, lam) of the previous C
 
 
 class _Line:
@@ -674,11 +714,11 @@ class _Line:
             R = mm(torch.softmax, B, 1)
             py = R.gather(1, pb.y[:, None])
             loss = -float(torch.sum(torch.log(py), dtype=f64))
-            if not math.isfinite(loss):
-                rows = (py[:, 0] < 1e-30).nonzero()[:, 0]
+            if not math.isfinite(loss):  # P[i, y_i] underflowed to 0 somewhere: log-sum-exp for those rows
+                tiny = py[:, 0] < 1e-30
+                rows = tiny.nonzero()[:, 0]
                 exact = torch.logsumexp(B[rows], 1) - B[rows].gather(1, pb.y[rows, None])[:, 0]
-                loss = -float(torch.sum(torch.log(py.clamp_min(1e-30)), dtype=f64))
-                loss += float(torch.sum(exact, dtype=f64)) + float(torch.sum(torch.log(py[rows].clamp_min(1e-30)), dtype=f64))
+                loss = float(torch.sum(exact, dtype=f64)) - float(torch.sum(torch.log(py[~tiny]), dtype=f64))
             loss /= n
             R.scatter_add_(1, pb.y[:, None], pb.minus_one)
         rows = mm(torch.sum, torch.mul(R, self.LP, out=self.work2), 1)  # per-row float32 sums, then float64
@@ -785,25 +825,16 @@ def _solve(problem: _Problem, lam: float, start: _State, *, max_iter: int, tol: 
         gmax = problem.grad_max(g, threshold)
         n_iter, reason = 0, "max_iter"
         converged = gmax <= threshold
-        if not converged:
-            memory.set_preconditioner(problem.preconditioner(line.R, lam))
-            bg = memory.B.apply(g)
-        while not converged and n_iter < max_iter:
-            p = memory.direction(g, bg)
-            gtd = float(torch.dot(g, p))
-            if not gtd < 0:  # the memory gave no descent direction: restart from the preconditioned gradient
-                B = memory.B
-                memory = _Memory(history, theta.numel(), theta)
-                memory.set_preconditioner(B)
-                p = memory.direction(g, bg)
-                gtd = float(torch.dot(g, p))
-            Pw, pc = problem.split(p)
-            LP = threads.mm(torch.addmm, pc, Z, Pw)
+        # the solution at start.lam, for the next C's predictor
+        here = (theta.clone(), L.clone(), start.lam) if warm and math.isfinite(start.lam) else None
+
+        def step(p: "torch.Tensor", LP: "torch.Tensor") -> bool:
+            """Line search along ``p`` (logits ``LP``); on success move there and update the memory."""
+            nonlocal L, sq, since_refresh, n_iter, g, bg, f, gmax, converged, line
             line = _Line(problem, L, LP, theta, p, lam, work, work2, sq)
-            t, f_new, _, ok = _line_search(line, f, gtd, 1.0)
+            t, f_new, _, ok = _line_search(line, f, float(torch.dot(g, p)), 1.0)
             if not ok:
-                reason = "no decrease (precision limit)"
-                break
+                return False
             if line.t_eval != t:
                 line(t)
             sq = line.penalty_sq(t)
@@ -831,9 +862,33 @@ def _solve(problem: _Problem, lam: float, start: _State, *, max_iter: int, tol: 
             g, bg, f = g_new, bg_new, f_new
             gmax = problem.grad_max(g, threshold)
             converged = gmax <= threshold
+            return True
+
+        if not converged:
+            memory.set_preconditioner(problem.preconditioner(line.R, lam))
+            bg = memory.B.apply(g)
+            if warm and start.prev is not None and dlam and max_iter > 0 and start.prev[2] != start.lam:
+                # Secant predictor along the C path: the last step, scaled to this step in log C. Its
+                # logits are known, so the line search along it costs no product with the data.
+                theta_prev, L_prev, lam_prev = start.prev
+                ratio = math.log(start.lam / lam) / math.log(lam_prev / start.lam)
+                p = (theta - theta_prev).mul_(ratio)
+                if float(torch.dot(g, p)) < 0:
+                    step(p, (L - L_prev).mul_(ratio))
+        while not converged and n_iter < max_iter:
+            p = memory.direction(g, bg)
+            if not float(torch.dot(g, p)) < 0:  # no descent direction: restart from the preconditioned gradient
+                B = memory.B
+                memory = _Memory(history, theta.numel(), theta)
+                memory.set_preconditioner(B)
+                p = memory.direction(g, bg)
+            Pw, pc = problem.split(p)
+            if not step(p, threads.mm(torch.addmm, pc, Z, Pw)):
+                reason = "no decrease (precision limit)"
+                break
         if converged:
             reason = "tol"
-        return _State(theta, lam, memory, n_iter, converged, f, gmax, reason, L, g, sq, since_refresh)
+        return _State(theta, lam, memory, n_iter, converged, f, gmax, reason, L, g, sq, since_refresh, here)
 
 
 # ---------------------------------------------------------------------------------------------- sklearn reference
@@ -957,7 +1012,7 @@ def fit_logistic(
                            f"({len(classes)},)", f"shapes {W0.shape} and {b0.shape}")
             start_W = (W0, b0)
     start = time.perf_counter()
-    problem = _Problem(X, y_index, len(classes), device=dev, dtype=dtype, precondition=precondition)
+    problem = _Problem(_Frame(X, device=dev, dtype=dtype, precondition=precondition), None, y_index, len(classes))
     lam = 1.0 / (C * problem.n)
     theta0 = problem.zeros() if start_W is None else problem.to_theta(*start_W)
     state = _solve(problem, lam, _State(theta0, lam, None), max_iter=max_iter, tol=tol, history=history)
@@ -970,17 +1025,14 @@ def fit_logistic(
 
 # ---------------------------------------------------------------------------------------------- sweep
 class _TorchBackend:
-    """Fits at successive C on one training set; validation scores on device."""
+    """Fits at successive C on one training set (rows of a frame); validation scores on the device."""
 
-    def __init__(self, X: np.ndarray, y_index: np.ndarray, K: int, X_val: np.ndarray, y_val_index: np.ndarray,
-                 *, device: "torch.device", dtype: str, precondition: bool, max_iter: int, tol: float,
-                 history: int) -> None:
-        self.problem = _Problem(X, y_index, K, device=device, dtype=dtype, precondition=precondition)
-        pb = self.problem
-        torch = pb.torch
-        Xv = torch.as_tensor(X_val, device=device).to(pb.dtype) - pb.mu
-        self.Zval = Xv if pb.Q is None else Xv @ pb.Q
-        self.yval = torch.as_tensor(y_val_index, device=device, dtype=torch.long)
+    def __init__(self, frame: _Frame, train_rows: np.ndarray, y_index: np.ndarray, K: int, val_rows: np.ndarray,
+                 y_val_index: np.ndarray, *, max_iter: int, tol: float, history: int) -> None:
+        torch = frame.torch
+        self.problem = _Problem(frame, train_rows, y_index, K)
+        self.Zval = frame.rows(val_rows)
+        self.yval = torch.as_tensor(y_val_index, device=frame.device, dtype=torch.long)
         self.max_iter, self.tol, self.history = max_iter, tol, history
 
     def initial(self) -> _State:
@@ -1000,7 +1052,9 @@ class _TorchBackend:
         known = self.yval >= 0
         correct = int((L.argmax(1) == self.yval).sum())
         lp = torch.log_softmax(L[known].double(), dim=1)
-        nll = float(-lp[torch.arange(int(known.sum()), device=lp.device), self.yval[known]].mean()) if bool(known.any()) else math.nan
+        if not bool(known.any()):
+            return correct, math.nan
+        nll = float(-lp[torch.arange(int(known.sum()), device=lp.device), self.yval[known]].mean())
         return correct, nll
 
     def weights(self, state: _State) -> tuple[np.ndarray, np.ndarray]:
@@ -1101,13 +1155,19 @@ def _run_sweep(backend: Any, grid: np.ndarray, *, refine: bool, refine_steps: in
     return best_C, table, states[best_C]
 
 
-def _make_backend(solver: str, X: np.ndarray, y_index: np.ndarray, K: int, X_val: np.ndarray,
-                  y_val_index: np.ndarray, *, device: Any, dtype: str, precondition: bool, max_iter: int,
-                  tol: float, history: int, function: str) -> Any:
+def _make_backend(solver: str, X_train: np.ndarray, y_index: np.ndarray, K: int, X_val: np.ndarray,
+                  y_val_index: np.ndarray, *, frame: "_Frame | None", train_rows: "np.ndarray | None",
+                  val_rows: "np.ndarray | None", device: Any, dtype: str, precondition: bool, max_iter: int,
+                  tol: float, function: str) -> Any:
     if solver == "sklearn":
-        return _SklearnBackend(X, y_index, K, X_val, y_val_index, max_iter=max_iter, tol=tol)
-    return _TorchBackend(X, y_index, K, X_val, y_val_index, device=_resolve_device(device, function), dtype=dtype,
-                         precondition=precondition, max_iter=max_iter, tol=tol, history=history)
+        return _SklearnBackend(X_train, y_index, K, X_val, y_val_index, max_iter=max_iter, tol=tol)
+    if frame is None:  # one frame for the training and validation rows
+        frame = _Frame(np.concatenate([X_train, X_val]), device=_resolve_device(device, function), dtype=dtype,
+                       precondition=precondition)
+        train_rows = np.arange(len(X_train))
+        val_rows = np.arange(len(X_train), len(X_train) + len(X_val))
+    return _TorchBackend(frame, train_rows, y_index, K, val_rows, y_val_index, max_iter=max_iter, tol=tol,
+                         history=10)
 
 
 def sweep_C(
@@ -1182,20 +1242,23 @@ def _val_index(classes: np.ndarray, y_val: np.ndarray) -> np.ndarray:
 
 def _sweep(function: str, X_train: np.ndarray, y_index: np.ndarray, classes: np.ndarray, X_val: np.ndarray,
            y_val: np.ndarray, *, grid: Any, refine: bool, refine_steps: int, device: Any, max_iter: int, tol: float,
-           dtype: str, precondition: bool, solver: str) -> tuple[float, pd.DataFrame, Any, Any]:
+           dtype: str, precondition: bool, solver: str, frame: "_Frame | None" = None,
+           train_rows: "np.ndarray | None" = None, val_rows: "np.ndarray | None" = None
+           ) -> tuple[float, pd.DataFrame, Any, Any]:
+    """Validate the options, run the sweep; returns ``(best_C, table, best state, backend)``."""
     grid = _check_grid(grid, function)
     refine_steps = _check_int(refine_steps, "refine_steps", function, 0)
     max_iter = _check_int(max_iter, "max_iter", function, 0)
     tol = _check_positive(tol, "tol", function)
     dtype = _check_choice(dtype, "dtype", function, _DTYPES)
     solver = _check_choice(solver, "solver", function, _SOLVERS)
-    if len(X_val) == 0:
+    if len(y_val) == 0:
         raise _bad("X_val", function, "at least one validation row", "none")
-    backend = _make_backend(solver, X_train, y_index, len(classes), X_val, _val_index(classes, y_val), device=device,
-                            dtype=dtype, precondition=precondition, max_iter=max_iter, tol=tol, history=10,
-                            function=function)
-    best_C, table, state = _run_sweep(backend, grid, refine=refine, refine_steps=refine_steps, n_val=len(X_val))
-    return best_C, table, backend.weights(state), backend
+    backend = _make_backend(solver, X_train, y_index, len(classes), X_val, _val_index(classes, y_val), frame=frame,
+                            train_rows=train_rows, val_rows=val_rows, device=device, dtype=dtype,
+                            precondition=precondition, max_iter=max_iter, tol=tol, function=function)
+    best_C, table, state = _run_sweep(backend, grid, refine=refine, refine_steps=refine_steps, n_val=len(y_val))
+    return best_C, table, state, backend
 
 
 # ---------------------------------------------------------------------------------------------- split
@@ -1315,13 +1378,24 @@ def linear_probe(
     -------
     ProbeResult
     """
-    function = "linear_probe"
+    return _probe("linear_probe", X_train, y_train, X_test, val_fraction=val_fraction, seed=seed, grid=grid,
+                  refine=refine, refine_steps=refine_steps, device=device, stratify=stratify, max_iter=max_iter,
+                  tol=tol, dtype=dtype, precondition=precondition, solver=solver)
+
+
+def _probe(function: str, X_train: Any, y_train: Any, X_test: Any, *, val_fraction: float = 0.2, seed: int = 0,
+           grid: Any = None, refine: bool = True, refine_steps: int = 3, device: Any = "auto", stratify: bool = True,
+           max_iter: int = 500, tol: float = 1e-3, dtype: str = "float32", precondition: bool = True,
+           solver: str = "torch", frame: "_Frame | None" = None, rows: "np.ndarray | None" = None) -> ProbeResult:
+    """:func:`linear_probe`; ``frame`` and ``rows`` (the frame's rows that are ``X_train``) let several
+    probes on the same embeddings share one centring and rotation."""
     t0 = time.perf_counter()
     X_train = _check_X(X_train, "X_train", function)
     y_train = _check_y(y_train, len(X_train), "y_train", function, "X_train")
     X_test = _check_X(X_test, "X_test", function, dim=X_train.shape[1])
     classes, y_index = _classes_of(y_train, "y_train", function)
     solver = _check_choice(solver, "solver", function, _SOLVERS)
+    dtype = _check_choice(dtype, "dtype", function, _DTYPES)
     train, val = train_val_split(y_index, val_fraction=val_fraction, seed=seed, stratify=stratify)
     if len(val) == 0:
         raise _bad("y_train", function, "enough rows per class to hold some out for validation "
@@ -1329,27 +1403,44 @@ def linear_probe(
     sub_classes, sub_index = np.unique(y_index[train], return_inverse=True)
     if len(sub_classes) < 2:  # pragma: no cover - single-row classes stay in train, so >= 2 remain
         raise _bad("y_train", function, "labels of at least 2 classes in the training part", "1 class")
-    best_C, table, (W, b), backend = _sweep(
+    if solver == "torch" and frame is None:
+        frame = _Frame(X_train, device=_resolve_device(device, function), dtype=dtype, precondition=precondition)
+        rows = None
+    frame_rows = np.arange(len(X_train)) if rows is None else np.asarray(rows)
+    best_C, table, state, backend = _sweep(
         function, X_train[train], sub_index.astype(np.int64), sub_classes, X_train[val], y_index[val], grid=grid,
         refine=refine, refine_steps=refine_steps, device=device, max_iter=max_iter, tol=tol, dtype=dtype,
-        precondition=precondition, solver=solver)
-    # Warm start of the refit: the sweep's weights, with classes absent from the sweep's training part
-    # (possible when stratify=False) at zero.
+        precondition=precondition, solver=solver, frame=frame, train_rows=frame_rows[train],
+        val_rows=frame_rows[val])
     K = len(classes)
-    W_full = np.zeros((X_train.shape[1], K))
-    b_full = np.zeros(K)
-    W_full[:, sub_classes] = W
-    b_full[sub_classes] = b
-    if len(sub_classes) < K:
+    max_iter = _check_int(max_iter, "max_iter", function, 0)
+    tol = _check_positive(tol, "tol", function)
+
+    def expanded(W: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The sweep's weights for all classes (those absent from its training part, possible with
+        ``stratify=False``: zero weights, a low intercept)."""
+        W_full, b_full = np.zeros((X_train.shape[1], K)), np.zeros(K)
+        W_full[:, sub_classes], b_full[sub_classes] = W, b
         b_full[np.setdiff1d(np.arange(K), sub_classes)] = b.min() - 5.0
+        return W_full, b_full
+
+    # Refit on train + validation at the best C, from the sweep's solution.
     if solver == "sklearn":
         tol_abs = tol * _grad0_numpy(X_train, y_index, K)
-        W, b, n_iter, conv = _fit_sklearn(X_train, y_index, K, best_C, (W_full, b_full), tol_abs=tol_abs,
+        W, b, n_iter, conv = _fit_sklearn(X_train, y_index, K, best_C, expanded(state.W, state.b), tol_abs=tol_abs,
                                           max_iter=max_iter)
         model = LogisticModel(W, b, classes, best_C, n_iter, conv)
     else:
-        model = fit_logistic(X_train, y_train, C=best_C, max_iter=max_iter, tol=tol, device=device,
-                             warm_start=(W_full, b_full), dtype=dtype, precondition=precondition)
+        problem = _Problem(frame, rows, y_index, K)
+        if len(sub_classes) == K:  # same frame, same classes: the sweep's parameters as they are
+            theta = state.theta
+        else:
+            theta = problem.to_theta(*expanded(*backend.weights(state)))
+        lam = 1.0 / (best_C * problem.n)
+        final = _solve(problem, lam, _State(theta, lam), max_iter=max_iter, tol=tol, history=10)
+        W, b = problem.from_theta(final.theta)
+        model = LogisticModel(W, b, classes, best_C, final.n_iter, final.converged, final.objective, final.grad_max,
+                              problem.grad0)
     proba = model.predict_proba(X_test)
     seconds = time.perf_counter() - t0
     log.info("linear probe: %d classes, %d train + %d val rows, best C=%g (val accuracy %.4f), %.1fs",
@@ -1437,6 +1528,11 @@ def linear_probe_ranks(
     if Y_test is not None:
         Y_test = _check_codes(Y_test, len(X_test), "Y_test", function, "X_test")
     chosen = list(RANKS) if ranks is None else [parse_rank(r, parameter="ranks") for r in ranks]
+    frame = None
+    if options.get("solver", "torch") == "torch":  # one centring and rotation for every rank
+        dtype = _check_choice(options.get("dtype", "float32"), "dtype", function, _DTYPES)
+        frame = _Frame(X_train, device=_resolve_device(options.get("device", "auto"), function), dtype=dtype,
+                       precondition=bool(options.get("precondition", True)))
     results: dict[str, ProbeResult] = {}
     skipped: dict[str, str] = {}
     accuracy: dict[str, float] = {}
@@ -1450,7 +1546,8 @@ def linear_probe_ranks(
             log.warning("linear probe: rank %s skipped: %s", r.label, reason)
             skipped[r.label] = reason
             continue
-        res = linear_probe(X_train[keep], labels[keep], X_test, **options)
+        res = _probe(function, X_train[keep], labels[keep], X_test, frame=frame, rows=np.flatnonzero(keep),
+                     **options)
         results[r.label] = res
         if Y_test is not None:
             scored = Y_test[:, r] >= 0

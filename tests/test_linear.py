@@ -229,10 +229,11 @@ def test_errors():
         fit_logistic(X, np.full(50, 3), C=1.0, device="cpu")
     bad = X.copy()
     bad[[3, 17], 1] = np.nan
-    with pytest.raises(InputError, match=r"The 'X_train' parameter of linear_probe must be finite .* 2 row\(s\): 3, 17"):
+    with pytest.raises(InputError, match=r"The 'X_train' parameter of linear_probe must be finite .* "
+                                         r"2 row\(s\): 3, 17"):
         linear_probe(bad, y, X, device="cpu")
-    with pytest.raises(InputError, match=r"The 'y_train' parameter of linear_probe must be an array with one label per row of "
-                                         r"X_train \(50 rows\)\. Got 49 labels instead\."):
+    with pytest.raises(InputError, match=r"The 'y_train' parameter of linear_probe must be an array with one label "
+                                         r"per row of X_train \(50 rows\)\. Got 49 labels instead\."):
         linear_probe(X, y[:49], X, device="cpu")
     with pytest.raises(InputError, match=r"The 'X_test' parameter of linear_probe must be an array with 4 columns"):
         linear_probe(X, y, X[:, :3], device="cpu")
