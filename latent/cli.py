@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from latent._version import __version__
-from latent.errors import LatentError
+from latent.errors import InputError, LatentError
 
 log = logging.getLogger("latent")
 
@@ -130,7 +130,6 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 def _common_names(table: str) -> dict:
     """``{binomial: common name}`` from a table with a common-name column and species (or all rank) columns."""
-    from latent.errors import InputError
     from latent.tables import read_table
     from latent.taxonomy import lineages_from_table, resolve_rank_columns
 
@@ -172,6 +171,45 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         k_neighbors=args.k, temperature=args.temperature, text_form=args.text_form, n_boot=args.bootstrap,
         device=args.device,
     )
+    print(report.summary())
+    return 0
+
+
+def _probe_settings(items: "Sequence[str] | None") -> dict:
+    """``["dendrogram.method=ward", "clusters.permutations=99"]`` -> per-probe settings (values as JSON
+    where they parse, else strings)."""
+    import json
+
+    settings: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        probe, dot, name = key.partition(".")
+        if not sep or not dot or not probe or not name:
+            raise InputError(f"The '--set' option must look like PROBE.SETTING=VALUE (e.g. dendrogram.method=ward). "
+                             f"Got {item!r} instead.")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        settings.setdefault(probe.strip(), {})[name.strip()] = parsed
+    return settings
+
+
+def cmd_probe(args: argparse.Namespace) -> int:
+    from latent.probes.run import list_probes, probe_cache
+
+    if args.list:
+        print(list_probes())
+        return 0
+    if args.cache is None or args.out is None:
+        raise InputError("latent probe needs a CACHE and --out DIR (or --list to list the probes).")
+    from latent.probes.base import ProbeOptions
+
+    options = ProbeOptions(distance=args.distance, permutations=args.permutations, max_pairs=args.max_pairs,
+                           max_images=args.max_images, seed=args.seed, device=args.device,
+                           extra=_probe_settings(args.set))
+    report = probe_cache(args.cache, args.out, probes=args.probes, options=options, baseline=args.baseline,
+                         clade=args.clade)
     print(report.summary())
     return 0
 
@@ -286,6 +324,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for the CIs")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("probe", help="latent-space probes with permutation nulls: does the geometry follow the taxonomy?")
+    p.add_argument("cache", nargs="?")
+    p.add_argument("--out", metavar="DIR")
+    p.add_argument("--list", action="store_true", help="list the probes and exit")
+    p.add_argument("--probes", metavar="NAME,...", help="probes to run (default: all; see --list)")
+    p.add_argument("--distance", choices=["cosine", "euclidean"], default="cosine")
+    p.add_argument("--permutations", type=int, default=999, metavar="N", help="species permutations per null")
+    p.add_argument("--max-pairs", type=int, default=2_000_000, metavar="N",
+                   help="image pairs used by pair-level statistics before sampling")
+    p.add_argument("--max-images", type=int, default=5_000, metavar="N",
+                   help="images used by image-level matrices (e.g. silhouette) before stratified sampling")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", metavar="CACHE", help="random-features baseline cache with the same image ids")
+    p.add_argument("--clade", metavar="RANK=NAME", help="only this clade's images (e.g. class=Aves)")
+    p.add_argument("--set", action="append", metavar="PROBE.SETTING=VALUE",
+                   help="probe-specific setting, repeatable (e.g. dendrogram.method=ward)")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_probe)
 
     p = sub.add_parser("synth", help="synthetic embeddings with a planted taxonomic hierarchy")
     p.add_argument("--taxonomy", metavar="TABLE", help="taxonomy table (default: the built-in one)")
