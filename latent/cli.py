@@ -214,6 +214,36 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from latent.report import ReportSettings, build_report
+
+    evaluations = tuple(tuple(e.split(":", 1)) if ":" in e else (e, "random") for e in args.evaluate.split(","))
+    settings = ReportSettings(
+        evaluations=evaluations, probes=tuple(args.probes.split(",")) if args.probes else None,
+        permutations=args.permutations, distance=args.distance, seed=args.seed, n_boot=args.bootstrap,
+        projections=tuple(p for p in args.projections.split(",") if p), probe_settings=_probe_settings(args.set),
+        device=args.device)
+    result = build_report(args.caches, args.out, settings=settings, baseline=args.baseline, force=args.force)
+    print(result.summary())
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from latent.experiment import run_experiment
+
+    print(run_experiment(args.config, results=args.results, force=args.force).summary())
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from latent.experiment import run_demo
+
+    result = run_demo(args.out, force=args.force)
+    print(result.summary())
+    print(f"open {result.report.html} in a browser")
+    return 0
+
+
 def cmd_synth(args: argparse.Namespace) -> int:
     from latent.synthetic import make_hierarchical, write_synthetic
 
@@ -343,6 +373,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probe-specific setting, repeatable (e.g. dendrogram.method=ward)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_probe)
+
+    p = sub.add_parser("report", help="evaluations, probes, figures and one report (HTML + Markdown) for one or "
+                                      "more caches side by side")
+    p.add_argument("caches", nargs="+", metavar="CACHE")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--evaluate", default="linear:random,knn:species-disjoint", metavar="METHOD:SPLIT,...",
+                   help="evaluations to run (default: %(default)s)")
+    p.add_argument("--probes", metavar="NAME,...", help="probes (default: all; see latent probe --list)")
+    p.add_argument("--permutations", type=int, default=199, metavar="N")
+    p.add_argument("--distance", choices=["cosine", "euclidean"], default="cosine")
+    p.add_argument("--projections", default="pca,umap", metavar="METHOD,...")
+    p.add_argument("--bootstrap", type=int, default=1000, metavar="N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--baseline", metavar="CACHE", help="random-features cache of the same images")
+    p.add_argument("--set", action="append", metavar="PROBE.SETTING=VALUE", help="probe-specific setting")
+    p.add_argument("--force", action="store_true", help="recompute results that exist")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("run", help="run an experiment config end to end (data -> evaluate -> probe -> report)")
+    p.add_argument("config", metavar="CONFIG.yaml")
+    p.add_argument("--results", default="results", metavar="DIR", help="results root (default: %(default)s)")
+    p.add_argument("--force", action="store_true", help="recompute steps whose outputs exist")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="offline demo: synthetic data on the built-in taxonomy through the whole "
+                                    "pipeline to a report (about a minute)")
+    p.add_argument("--out", default="latent-demo", metavar="DIR")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("synth", help="synthetic embeddings with a planted taxonomic hierarchy")
     p.add_argument("--taxonomy", metavar="TABLE", help="taxonomy table (default: the built-in one)")

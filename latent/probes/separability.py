@@ -87,7 +87,7 @@ def probe_separability(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         ``seed`` (splits, probes, bootstrap, permutations), ``device``; probe settings
         (``options.extra["separability"]``): ``splits`` (default both), ``test_fraction`` (0.3),
         ``permutations`` (default ``min(options.permutations, 19)``), ``n_boot`` (1000), and
-        ``max_iter``/``tol``/``grid`` passed to the linear probe.
+        ``max_iter``/``tol``/``grid``/``refine`` passed to the linear probe.
 
     Returns
     -------
@@ -105,7 +105,7 @@ def probe_separability(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     n_boot = int(opts.get("n_boot", 1000))
     test_fraction = float(opts.get("test_fraction", 0.3))
     fit = {"seed": options.seed, "device": options.device}
-    fit.update({k: opts[k] for k in ("max_iter", "tol", "grid") if k in opts})
+    fit.update({k: opts[k] for k in ("max_iter", "tol", "grid", "refine") if k in opts})
 
     rows: list[dict[str, Any]] = []
     nulls: list[dict[str, Any]] = []

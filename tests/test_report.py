@@ -1,0 +1,155 @@
+"""`latent report` / `latent run` / `latent demo`: results reused, verdict rule, documents that render."""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from latent.cli import main
+from latent.errors import InputError
+from latent.experiment import load_config, run_experiment
+from latent.report import MIN_PERMUTATIONS, ReportSettings, build_report, verdicts
+from latent.synthetic import make_hierarchical, write_synthetic
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ReportSettings(evaluations=(("knn", "random"),), probes=("separability",), permutations=99,
+                      probe_settings={"separability": {"permutations": 2, "grid": [0.1, 10], "n_boot": 50}},
+                      n_boot=50, projections=("pca",))
+
+
+def synth(path: Path, signal: float, seed: int = 0) -> Path:
+    write_synthetic(path, make_hierarchical(per_species=6, dim=16, signal=signal, seed=seed))
+    return path
+
+
+def test_verdict_rule_hand_built():
+    ev = pd.DataFrame([
+        # genus: 3 testable statistics, all evidence -> yes
+        *[{"rank": "genus", "p_value": 0.001, "evidence": True, "testable": True}] * 3,
+        # family: 3 statistics, 1 evidence -> partly
+        {"rank": "family", "p_value": 0.001, "evidence": True, "testable": True},
+        *[{"rank": "family", "p_value": 0.4, "evidence": False, "testable": True}] * 2,
+        # order: 2 statistics, none evidence -> no
+        *[{"rank": "order", "p_value": 0.5, "evidence": False, "testable": True}] * 2,
+        # class: 3 statistics, 2 evidence -> yes (2 >= ceil(2 * 3 / 3))
+        *[{"rank": "class", "p_value": 0.002, "evidence": True, "testable": True}] * 2,
+        {"rank": "class", "p_value": 0.3, "evidence": False, "testable": True},
+        # phylum: one statistic, evidence -> partly (a single statistic is never "yes")
+        {"rank": "phylum", "p_value": 0.001, "evidence": True, "testable": True},
+        # kingdom: only an untestable statistic (too few permutations) -> not testable
+        {"rank": "kingdom", "p_value": 0.2, "evidence": False, "testable": False},
+    ])
+    v = verdicts(ev).set_index("rank")
+    assert v.loc["genus", "verdict"] == "yes" and v.loc["family", "verdict"] == "partly"
+    assert v.loc["order", "verdict"] == "no" and v.loc["class", "verdict"] == "yes"
+    assert v.loc["phylum", "verdict"] == "partly" and v.loc["kingdom", "verdict"] == "not testable"
+    assert v.loc["species", "verdict"] == "not testable" and v.loc["all", "available"] == 0
+    assert MIN_PERMUTATIONS == 99
+
+
+def test_report_two_caches_reuse_and_force(tmp_path):
+    a, b = synth(tmp_path / "planted.h5", 2.0), synth(tmp_path / "none.h5", 0.0, seed=1)
+    out = tmp_path / "rep"
+    result = build_report([a, b], out, settings=FAST)
+    html = result.html.read_text()
+    assert result.html.exists() and result.markdown.exists()
+    # two models side by side: labels made unique from the cache names
+    assert set(result.answer["model"]) == {"synthetic", "synthetic (none)"}
+    assert "synthetic (none)" in html and "Provenance" in html and "Rule." in html
+    images = re.findall(r"src='data:image/png;base64,([^']+)'", html)
+    assert len(images) == len(result.figures) >= 4
+    assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
+    md = result.markdown.read_text()
+    for fig in result.figures:
+        assert fig.exists() and fig.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
+        assert f"]({fig.relative_to(out).as_posix()})" in md
+    # reuse: the second report recomputes nothing
+    marks = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/metrics.csv")}
+    assert len(marks) == 4  # 2 models x (1 evaluation + 1 probe run)
+    build_report([a, b], out, settings=FAST)
+    assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/metrics.csv")} == marks
+    # a changed setting gets its own folder; force recomputes
+    build_report([a], out, settings=ReportSettings(**{**FAST.__dict__, "seed": 1}))
+    assert len(list(out.glob("runs/synthetic/evaluate-knn-random-seed1-*"))) == 1
+    build_report([a, b], out, settings=FAST, force=True)
+    assert any(p.stat().st_mtime_ns != t for p, t in marks.items())
+
+
+def _chromium() -> "str | None":
+    return shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    browser = _chromium()
+    if browser is None:
+        pytest.skip("no chromium on this machine (Debian: apt-get install chromium)")
+    a = synth(tmp_path / "a.h5", 2.0)
+    result = build_report([a], tmp_path / "rep", settings=FAST)
+    shot = tmp_path / "shot.png"
+    dom = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                          "--virtual-time-budget=5000", "--dump-dom", result.html.as_uri()],
+                         capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert "Does the embedding space reflect the taxonomy?" in dom.stdout
+    assert dom.stdout.count("<img") == len(result.figures)
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                    f"--screenshot={shot}", "--window-size=1200,3000", result.html.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    import matplotlib.image as mpimg
+
+    img = mpimg.imread(shot)
+    assert img.shape[:2] == (3000, 1200)
+    # the page is not blank: figures (non-white pixels) are drawn
+    assert (img[..., :3] < 0.9).mean() > 0.02
+
+
+def test_config_errors(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ndata: {synth: {}}\nfoo: 1\n")
+    with pytest.raises(InputError, match="unknown key.*foo"):
+        load_config(bad)
+    bad.write_text("name: x\ndata: {pictures: {}}\n")
+    with pytest.raises(InputError, match="exactly one of import, images, synth"):
+        load_config(bad)
+    bad.write_text("name: x\ndata: {images: {source: imgs}}\n")
+    with pytest.raises(InputError, match="models"):
+        load_config(bad)
+    bad.write_text("name: 'a b'\ndata: {synth: {}}\n")
+    with pytest.raises(InputError, match="'name'"):
+        load_config(bad)
+    bad.write_text("name: x\ndata: {synth: {}}\nprobe: {permutation: 5}\n")
+    with pytest.raises(InputError, match="Unknown probe setting"):
+        run_experiment(bad, results=tmp_path / "r")
+    assert not (tmp_path / "r").exists()
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_synthetic_experiment_records_config_and_versions(tmp_path):
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        "name: tiny\nseed: 0\ndata:\n  synth: {signal: [2.0, 0.0], per_species: 5, dim: 16}\n"
+        "evaluate: [{method: knn, split: random}]\n"
+        "probe: {probes: [separability], permutations: 99, settings: {separability: {permutations: 2, grid: [1.0],"
+        " refine: false, n_boot: 20, splits: random}}}\n"
+        "report: {projections: [pca], n_boot: 20}\n")
+    result = run_experiment(config, results=tmp_path / "results")
+    out = tmp_path / "results" / "tiny"
+    assert (out / "config.yaml").read_text().startswith("# run from")
+    import json
+
+    versions = json.loads((out / "versions.json").read_text())
+    assert versions["latent"] and "numpy" in versions["packages"] and "git_commit" in versions
+    assert sorted(p.name for p in (out / "caches").glob("*.h5")) == [
+        "synth-signal0-noise1-dim16-n5-seed0.h5", "synth-signal2-noise1-dim16-n5-seed0.h5"]
+    assert result.report.html.exists() and len(result.report.answer["model"].unique()) == 2
+    # a second run skips every step (caches and results exist)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.h5")}
+    run_experiment(config, results=tmp_path / "results")
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.h5")} == before
