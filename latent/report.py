@@ -4,9 +4,9 @@ For each cache (one model each; several side by side) the report runs what is mi
 already computed for the same cache and settings:
 
 - evaluations (``latent evaluate``; by default a linear probe on a random split and kNN on a
-  species-disjoint split) into ``DIR/runs/<label>/evaluate-<method>-<split>-seed<S>-boot<B>/``;
-- probes (``latent probe``) into ``DIR/runs/<label>/probe-<distance>-perm<N>-seed<S>-<hash>/``;
-- 2-D projections of the images into ``DIR/runs/<label>/projection-<method>-seed<S>.csv``.
+  species-disjoint split) into ``DIR/runs/<cache>/evaluate-<method>-<split>-seed<S>-boot<B>/``;
+- probes (``latent probe``) into ``DIR/runs/<cache>/probe-<distance>-perm<N>-seed<S>-<hash>/``;
+- 2-D projections of the images into ``DIR/runs/<cache>/projection-<method>-seed<S>.csv``.
 
 Each step writes ``settings.json`` (the cache's path, size and modification time, and every
 parameter) last; a later report skips the step when that file matches, unless ``force``. Output
@@ -166,6 +166,13 @@ def _label(provenance: Any, path: Path, taken: set[str]) -> str:
     k = 2
     while label in taken:
         label, k = f"{base} ({path.stem} {k})", k + 1
+    return label
+
+
+def _label_by_stem(stem: str, taken: set[str]) -> str:
+    label, k = stem, 2
+    while label in taken:
+        label, k = f"{stem} {k}", k + 1
     return label
 
 
@@ -425,12 +432,15 @@ def _draw_figures(models: list[_Model], fig_dir: Path) -> list[_Figure]:
                  f"Dendrogram of centroids against the taxonomy ({m.label})",
                  "Left: the taxonomy; right: average-linkage clustering of species centroids; lines join the same species.")
         hyp = _npz(m.probe / "hyperbolic_fit.npz")
-        coords = {k: v for k, v in hyp.items() if k.startswith("poincare") and v.ndim == 2 and v.shape[1] == 2}
-        if coords:
-            key = sorted(coords)[0]
-            save(f"poincare_{slug}", lp.plot_poincare_disk(coords[key], species),
+        if "poincare@2" in hyp:
+            fitted = species.iloc[hyp["species"]] if "species" in hyp else species
+            coords = {"embedding fit": hyp["poincare@2"]}
+            if "taxonomy_poincare@2" in hyp:
+                coords["taxonomy fit"] = hyp["taxonomy_poincare@2"]
+            save(f"poincare_{slug}", lp.plot_poincare_disk(coords, fitted.reset_index(drop=True)),
                  f"Species in the Poincare disk ({m.label})",
-                 f"Two-dimensional Poincare-ball fit ({key}) of the centroid distances, coloured by order.")
+                 "Two-dimensional Poincare-ball fits of the species-centroid distances (left) and of the taxonomic "
+                 "distances (right), coloured by order.")
         nulls = [t for t in (_read_csv(m.probe / f"{p}_null.csv") for p in ("alignment", "dendrogram", "distances"))
                  if t is not None]
         if nulls and probe_rows is not None:
@@ -448,10 +458,24 @@ def _draw_figures(models: list[_Model], fig_dir: Path) -> list[_Figure]:
                  f"{method.upper()} projection of the images ({m.label})",
                  f"{method.upper()} of the image embeddings ({len(table)} images), coloured by each rank; "
                  "the largest taxa get colours, the rest is grey.")
-    fit_rows = probe_rows[probe_rows["probe"] == "hyperbolic_fit"] if probe_rows is not None else None
-    if fit_rows is not None and len(fit_rows):
-        save("distortion", lp.plot_distortion(fit_rows), "Poincare vs Euclidean fits",
-             "Average distortion and MAP of fits of the centroid distances at equal dimension.")
+    if probe_rows is not None and "target" in probe_rows.columns:
+        fits = probe_rows[probe_rows["probe"] == "hyperbolic_fit"]
+        if len(fits):
+            embedding = fits[fits["target"] == "embedding"]
+            reference = fits[fits["target"] == "taxonomy"]
+            reference = reference[reference["model"] == reference["model"].iloc[0]].assign(model="taxonomy (reference)") \
+                if len(reference) else reference
+            save("distortion", lp.plot_distortion(pd.concat([embedding, reference], ignore_index=True)),
+                 "Poincare vs Euclidean fits at equal dimension",
+                 "Average distortion and MAP of fits of the species-centroid distances in the Poincare ball and in "
+                 "Euclidean space of the same dimension; the taxonomy's own distances as the reference (a tree: the "
+                 "Poincare ball should win).")
+        losses = _concat({m.label: _read_csv(m.probe / "hyperbolic_fit_loss.csv") for m in models})
+        if losses is not None and len(losses):
+            if "target" in losses.columns:
+                losses = losses[losses["target"] == "embedding"]
+            save("fit_loss", lp.plot_fit_loss(losses), "Convergence of the fits",
+                 "Loss of the Poincare and Euclidean fits of the centroid distances against the optimisation step.")
     return made
 
 
@@ -520,6 +544,47 @@ def _evidence_display(evidence: pd.DataFrame) -> pd.DataFrame:
     })
 
 
+def _treelike_table(models: list[_Model]) -> pd.DataFrame:
+    """Per model: relative Gromov delta of the centroid distances (with the taxonomy's own value and the
+    baseline's when probed) and the Poincare / Euclidean distortion at dimension 2."""
+    rows = []
+    for m in models:
+        metrics = _read_csv(m.probe / "metrics.csv")
+        if metrics is None or "target" not in metrics.columns:
+            continue
+
+        def pick(probe: str, metric: str, target: str, features: str = "model", method: "str | None" = None) -> str:
+            sel = metrics[(metrics["probe"] == probe) & (metrics["metric"] == metric) & (metrics["target"] == target)]
+            if "features" in sel.columns:
+                sel = sel[sel["features"] == features]
+            if method is not None and "method" in sel.columns:
+                sel = sel[sel["method"] == method]
+            return _fmt(sel["value"].iloc[0]) if len(sel) else "-"
+
+        methods = metrics.loc[(metrics["probe"] == "hyperbolicity") & (metrics["metric"] == "delta_rel"), "method"]
+        method = next((x for x in ("exact", "base_point", "sampled") if x in set(methods)), None)
+        if method is None and not (metrics["probe"] == "hyperbolic_fit").any():
+            continue
+        rows.append({
+            "model": m.label, "delta method": method or "-",
+            "relative delta (embedding)": pick("hyperbolicity", "delta_rel", "embedding", method=method),
+            "relative delta (taxonomy)": pick("hyperbolicity", "delta_rel", "taxonomy", method=method),
+            "relative delta (baseline)": pick("hyperbolicity", "delta_rel", "embedding", "baseline", method),
+            "Poincare distortion@2": pick("hyperbolic_fit", "poincare_distortion@2", "embedding"),
+            "Euclidean distortion@2": pick("hyperbolic_fit", "euclidean_distortion@2", "embedding"),
+            "Poincare MAP@2": pick("hyperbolic_fit", "poincare_map@2", "embedding"),
+            "Euclidean MAP@2": pick("hyperbolic_fit", "euclidean_map@2", "embedding"),
+        })
+    return pd.DataFrame(rows)
+
+
+TREELIKE_NOTE = (
+    "Relative delta = 2 delta / diameter of the species-centroid distances (0 for a tree metric; the taxonomy's "
+    "own distances are ultrametric, so 0). These have no permutation null (they do not depend on the labels): "
+    "compare them with the random-features baseline when one was probed. Distortion is the mean of "
+    "|d_fit - d| / d over species pairs; lower is better; MAP recovers each species' nearest taxonomic relatives.")
+
+
 def _provenance(models: list[_Model], settings: ReportSettings) -> pd.DataFrame:
     rows = []
     for m in models:
@@ -557,6 +622,7 @@ def _write_documents(out: Path, models: list[_Model], settings: ReportSettings, 
                      evidence: pd.DataFrame, figures: list[_Figure]) -> tuple[Path, Path]:
     wide = _verdict_wide(verdict)
     detail = _evidence_display(evidence)
+    treelike = _treelike_table(models)
     prov = _provenance(models, settings)
     names = ", ".join(m.label for m in models)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -570,7 +636,10 @@ def _write_documents(out: Path, models: list[_Model], settings: ReportSettings, 
 
     md = [f"# Does the embedding space reflect the taxonomy? ({names})", "", intro, "",
           _markdown_table(wide), "", f"**Rule.** {VERDICT_RULE}", "", "## Evidence per statistic", "",
-          _markdown_table(detail), "", "## Figures", ""]
+          _markdown_table(detail), ""]
+    if len(treelike):
+        md += ["## Is the space tree-like?", "", _markdown_table(treelike), "", TREELIKE_NOTE, ""]
+    md += ["## Figures", ""]
     for f in figures:
         md += [f"### {f.title}", "", f"![{f.title}]({f.png.relative_to(out).as_posix()})", "", f.caption, ""]
     md += ["## Provenance", "", _markdown_table(prov), "",
@@ -587,7 +656,12 @@ def _write_documents(out: Path, models: list[_Model], settings: ReportSettings, 
              f"<h1>Does the embedding space reflect the taxonomy?</h1><p>{html.escape(intro)}</p>",
              _html_table(wide, verdict_cols=[c for c in wide.columns if c != "rank"]),
              f"<p class='rule'><b>Rule.</b> {html.escape(VERDICT_RULE)}</p>",
-             "<h2>Evidence per statistic</h2>", _html_table(detail), "<h2>Figures</h2>"]
+             "<h2>Evidence per statistic</h2><details><summary>Every statistic behind the verdicts "
+             f"({len(detail)} rows): value, bootstrap CI, null mean, z, permutation p-value</summary>",
+             _html_table(detail), "</details>"]
+    if len(treelike):
+        parts += ["<h2>Is the space tree-like?</h2>", _html_table(treelike), f"<p class='rule'>{html.escape(TREELIKE_NOTE)}</p>"]
+    parts.append("<h2>Figures</h2>")
     for f in figures:
         data = base64.b64encode(f.png.read_bytes()).decode("ascii")
         parts.append(f"<figure id='{html.escape(f.key)}'><h3>{html.escape(f.title)}</h3>"
@@ -645,13 +719,22 @@ def build_report(
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     models: list[_Model] = []
-    taken: set[str] = set()
+    provenances = []
     for path in paths:
         with open_cache(path) as cache:
-            provenance = cache.provenance
-        label = _label(provenance, path, taken)
+            provenances.append(cache.provenance)
+    names = [str(p.model or path.stem) for p, path in zip(provenances, paths)]
+    # shared parts of the file names of one model's caches ("-dim32-seed0") say nothing: drop them
+    tokens = {path: path.stem.split("-") for path in paths}
+    common = set.intersection(*(set(t) for t in tokens.values())) if len(paths) > 1 else set()
+    short = {path: "-".join(t for t in tokens[path] if t not in common) or path.stem for path in paths}
+    taken: set[str] = set()
+    for path, provenance, name in zip(paths, provenances, names):
+        # caches of one model (e.g. synthetic data at several signals) are told apart by their file names
+        label = _label(provenance, path, taken) if names.count(name) == 1 else _label_by_stem(short[path], taken)
         taken.add(label)
-        folder = out / "runs" / _slug(label)
+        # one folder per cache file (not per display label, which depends on the other caches of the report)
+        folder = out / "runs" / f"{_slug(path.stem)}-{_short_hash(str(path.resolve()))[:6]}"
         folder.mkdir(parents=True, exist_ok=True)
         evaluations = _run_evaluations(path, folder, settings, force)
         probe = _run_probes(path, folder, settings, force, None if baseline is None else Path(baseline))

@@ -61,8 +61,8 @@ def test_report_two_caches_reuse_and_force(tmp_path):
     html = result.html.read_text()
     assert result.html.exists() and result.markdown.exists()
     # two models side by side: labels made unique from the cache names
-    assert set(result.answer["model"]) == {"synthetic", "synthetic (none)"}
-    assert "synthetic (none)" in html and "Provenance" in html and "Rule." in html
+    assert set(result.answer["model"]) == {"planted", "none"}
+    assert "planted" in html and "Provenance" in html and "Rule." in html
     images = re.findall(r"src='data:image/png;base64,([^']+)'", html)
     assert len(images) == len(result.figures) >= 4
     assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
@@ -77,7 +77,7 @@ def test_report_two_caches_reuse_and_force(tmp_path):
     assert {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/metrics.csv")} == marks
     # a changed setting gets its own folder; force recomputes
     build_report([a], out, settings=ReportSettings(**{**FAST.__dict__, "seed": 1}))
-    assert len(list(out.glob("runs/synthetic/evaluate-knn-random-seed1-*"))) == 1
+    assert len(list(out.glob("runs/planted-*/evaluate-knn-random-seed1-*"))) == 1
     build_report([a, b], out, settings=FAST, force=True)
     assert any(p.stat().st_mtime_ns != t for p, t in marks.items())
 
@@ -153,3 +153,51 @@ def test_synthetic_experiment_records_config_and_versions(tmp_path):
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*.h5")}
     run_experiment(config, results=tmp_path / "results")
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.h5")} == before
+
+
+def test_report_planted_vs_null_in_answer(tmp_path):
+    """The verdicts construct their answer: a planted hierarchy is 'yes' at every rank, none is 'no'."""
+    a, b = synth(tmp_path / "planted.h5", 3.0), synth(tmp_path / "none.h5", 0.0, seed=1)
+    settings = ReportSettings(evaluations=(), probes=("distances", "clusters"), permutations=99, projections=())
+    result = build_report([a, b], tmp_path / "rep", settings=settings)
+    ans = result.answer.set_index(["model", "rank"])
+    for rank in ("kingdom", "phylum", "class", "order", "family", "genus"):
+        assert ans.loc[("planted", rank), "verdict"] == "yes", rank
+        assert ans.loc[("none", rank), "verdict"] in ("no", "partly"), rank
+    assert ans.loc[("planted", "all"), "verdict"] in ("yes", "partly")
+    # over the whole table the unplanted data is not evidence at more than a chance rate
+    none = result.answer[result.answer["model"] == "none"]
+    assert none["evidence"].sum() <= 2
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_experiment_configs_are_valid(config):
+    from latent.experiment import _report_settings
+
+    loaded = load_config(config)
+    settings = _report_settings(loaded)
+    assert settings.evaluations and loaded["name"]
+
+
+def test_cub10_experiment_end_to_end(tmp_path, shared):
+    """The shipped cub10 study (fewer permutations, PCA only, to stay quick) on the real embeddings."""
+    import yaml
+
+    shared("cub10")
+    config = yaml.safe_load((REPO / "experiments" / "cub10.yaml").read_text())
+    config["probe"] = {"permutations": 99, "settings": {"separability": {"permutations": 2, "n_boot": 50},
+                                                         "hyperbolic_fit": {"steps": 200}}}
+    config["report"] = {"projections": ["pca"], "n_boot": 100}
+    for key in ("embeddings", "metadata", "taxonomy"):
+        config["data"]["import"][key] = config["data"]["import"][key].replace(
+            "${LATENT_SHARED_DATA}", str(shared("cub10").parent))
+    path = tmp_path / "cub10.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = run_experiment(path, results=tmp_path / "results")
+    answer = result.report.answer.set_index("rank")
+    # one kingdom, phylum and class in cub10: nothing to test there
+    for rank in ("kingdom", "phylum", "class"):
+        assert answer.loc[rank, "verdict"] == "not testable", rank
+    assert answer.loc["all", "available"] >= 4
+    html = result.report.html.read_text()
+    assert html.count("data:image/png;base64,") == len(result.report.figures) >= 8
