@@ -42,7 +42,7 @@ from latent._version import __version__
 from latent.errors import InputError
 from latent.ranks import RANK_NAMES
 
-__all__ = ["ReportSettings", "ReportResult", "build_report", "EVIDENCE", "VERDICT_RULE", "verdicts"]
+__all__ = ["ReportSettings", "ReportResult", "build_report", "draw_figures", "EVIDENCE", "VERDICT_RULE", "verdicts"]
 
 log = logging.getLogger(__name__)
 
@@ -479,6 +479,31 @@ def _draw_figures(models: list[_Model], fig_dir: Path) -> list[_Figure]:
     return made
 
 
+def draw_figures(report_dir: "str | os.PathLike[str]", out: "str | os.PathLike[str] | None" = None) -> list[Path]:
+    """Redraw a report's figures from its results tables only (``report.json`` lists them).
+
+    Parameters
+    ----------
+    report_dir
+        A folder written by :func:`build_report`.
+    out
+        Where to write the figures (default ``report_dir/figures``).
+
+    Returns
+    -------
+    list of Path
+        The PNG files (a PDF beside each).
+    """
+    report_dir = Path(report_dir)
+    index = report_dir / "report.json"
+    if not index.exists():
+        raise InputError(f"{report_dir} has no report.json: run `latent report` (or `latent run`) first.")
+    models = [_Model(label, Path(run["cache"]), None, [Path(d) for d in run["evaluations"]], Path(run["probe"]),
+                     [Path(p) for p in run["projections"]])
+              for label, run in json.loads(index.read_text())["models"].items()]
+    return [f.png for f in _draw_figures(models, Path(out) if out else report_dir / "figures")]
+
+
 # ------------------------------------------------------------------------------ documents
 def _fmt(value: Any, digits: int = 3) -> str:
     try:
@@ -744,7 +769,10 @@ def build_report(
     figures = _draw_figures(models, out / "figures")
     verdict, evidence = _answer_tables(models)
     html_path, md_path = _write_documents(out, models, settings, verdict, evidence, figures)
-    runs = {m.label: {"evaluations": [str(d) for d in m.evaluations], "probe": str(m.probe),
-                      "projections": [str(p) for p in m.projections]} for m in models}
+    runs = {m.label: {"cache": str(m.cache.resolve()), "evaluations": [str(d.resolve()) for d in m.evaluations],
+                      "probe": str(m.probe.resolve()), "projections": [str(p.resolve()) for p in m.projections]}
+            for m in models}
+    (out / "report.json").write_text(json.dumps({"models": runs, "settings": asdict(settings),
+                                                 "latent_version": __version__}, indent=2, default=str))
     log.info("report written to %s in %.1fs", html_path, time.perf_counter() - start)
     return ReportResult(out, html_path, md_path, verdict, [f.png for f in figures], runs)

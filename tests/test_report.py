@@ -70,6 +70,11 @@ def test_report_two_caches_reuse_and_force(tmp_path):
     for fig in result.figures:
         assert fig.exists() and fig.with_suffix(".pdf").read_bytes()[:4] == b"%PDF"
         assert f"]({fig.relative_to(out).as_posix()})" in md
+    # the figures redraw from the results tables alone (figures/draw_report_figures.py)
+    from latent.report import draw_figures
+
+    redrawn = draw_figures(out, tmp_path / "redrawn")
+    assert sorted(p.name for p in redrawn) == sorted(p.name for p in result.figures)
     # reuse: the second report recomputes nothing
     marks = {p: p.stat().st_mtime_ns for p in out.glob("runs/*/*/metrics.csv")}
     assert len(marks) == 4  # 2 models x (1 evaluation + 1 probe run)
