@@ -1,0 +1,372 @@
+"""Figures of the hyperbolic fit: the taxonomy in the Poincare disk, distortion against dimension, loss.
+
+Inputs (the ``hyperbolic_fit`` probe's outputs)
+-----------------------------------------------
+* Poincare coordinates ``(S, 2)`` of the species (norms < 1) with the species table (columns
+  ``kingdom``..``species``, row ``s`` = species ``s``).
+* Fit summary: long rows ``rank, metric, value, ci_low, ci_high, n`` whose ``metric`` is
+  ``<geometry>_<statistic>@<dim>``: ``poincare_distortion@2``, ``euclidean_map@16``, ... (any statistic
+  name works; distortion and MAP are the ones reported); optional ``model``.
+* Loss table: ``geometry, dim, step, loss`` (optional ``model``).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Circle
+
+from latent.errors import InputError, format_list
+from latent.ranks import RANK_NAMES
+from latent.plotting.geometry import check_species_table
+from latent.plotting.style import (
+    OKABE_ITO,
+    OTHER_COLOR,
+    SEQUENTIAL_CMAP,
+    check_int,
+    figure_legend,
+    figure_title,
+    grid_shape,
+    hide_unused,
+    lineage_keys,
+    model_values,
+    new_figure,
+    palette,
+    rank_keys,
+    require_columns,
+    shorten,
+    styled,
+    top_categories,
+)
+
+__all__ = ["plot_poincare_disk", "plot_distortion", "plot_fit_loss", "parse_fit_metric"]
+
+log = logging.getLogger(__name__)
+
+GEOMETRIES = ("poincare", "euclidean")
+_GEOMETRY_STYLE = {"poincare": {"linestyle": "-", "marker": "o"}, "euclidean": {"linestyle": "--", "marker": "s"}}
+_GEOMETRY_COLOUR = {"poincare": OKABE_ITO[0], "euclidean": OKABE_ITO[1]}
+_STAT_LABELS = {
+    "distortion": "average distortion (lower is better)",
+    "worst_distortion": "worst-case distortion (lower is better)",
+    "map": "MAP (higher is better)",
+}
+_METRIC = re.compile(r"^(poincare|euclidean)_(.+)@(\d+)$")
+
+
+def parse_fit_metric(metric: str) -> "tuple[str, str, int] | None":
+    """``"poincare_distortion@8"`` -> ``("poincare", "distortion", 8)``; None if it is not a fit metric."""
+    match = _METRIC.match(str(metric))
+    if not match:
+        return None
+    return match.group(1), match.group(2), int(match.group(3))
+
+
+@styled
+def plot_poincare_disk(
+    coords: "np.ndarray | Mapping[str, np.ndarray]",
+    species: pd.DataFrame,
+    *,
+    color_rank: str = "order",
+    top_n: int = 8,
+    edges: bool = False,
+    point_size: "float | None" = None,
+    zoom: "bool | None" = None,
+    title: "str | None" = "Species in the Poincare disk",
+) -> tuple[Figure, np.ndarray]:
+    """The species of a 2-D Poincare fit in the unit disk, coloured by their clade at one rank.
+
+    Faint circles mark hyperbolic distances d from the centre (Euclidean radius ``tanh(d / 2)``,
+    curvature -1; d = 1, 2, 3 on the whole disk): near the rim, small Euclidean gaps are large
+    hyperbolic distances.
+
+    Parameters
+    ----------
+    coords
+        ``(S, 2)`` Poincare-disk coordinates (norms < 1), row ``s`` = species table row ``s``; or
+        ``{model: (S, 2)}`` for one panel per model.
+    species
+        ``(S, 7+)`` species table (``kingdom``..``species``).
+    color_rank
+        Rank whose clades colour the points: the ``top_n`` largest clades, the rest "other" (grey).
+    top_n
+        Clades given their own colour.
+    edges
+        Draw the tree as straight segments between clade centres (the Euclidean mean of the
+        members' coordinates, a drawing aid, not a hyperbolic barycentre), genus to species and up
+        to kingdom; the centre of the disk is the root.
+    point_size
+        Marker area (default from S).
+    zoom
+        Show only the disk around the points (True), the whole disk (False), or zoom when every point
+        lies within radius 0.5 (None, the default); a zoomed panel says so in its title.
+    title
+        Figure title.
+
+    Returns
+    -------
+    (Figure, numpy.ndarray)
+        ``(n_models,)`` axes.
+    """
+    function = "plot_poincare_disk"
+    top_n = check_int("top_n", top_n, minimum=1, function=function)
+    if color_rank not in RANK_NAMES:
+        raise InputError(f"The 'color_rank' parameter of {function} must be one of {', '.join(RANK_NAMES)}. "
+                         f"Got {color_rank!r} instead.")
+    sets = dict(coords) if isinstance(coords, Mapping) else {"": coords}
+    if not sets:
+        raise InputError(f"The 'coords' parameter of {function} is an empty mapping.")
+    arrays = {}
+    for name, P in sets.items():
+        P = np.asarray(P, dtype=np.float64)
+        where = f" (model {name!r})" if name else ""
+        if P.ndim != 2 or P.shape[1] != 2:
+            raise InputError(f"The 'coords' parameter of {function} must be (S, 2) disk coordinates{where}. "
+                             f"Got shape {P.shape} instead.")
+        if not np.isfinite(P).all():
+            raise InputError(f"The 'coords' parameter of {function} holds non-finite values{where}.")
+        norm = np.linalg.norm(P, axis=1)
+        if len(norm) and norm.max() >= 1 + 1e-9:
+            raise InputError(f"The 'coords' parameter of {function} must lie inside the unit disk{where}; the largest "
+                             f"norm is {norm.max():.4g} (row {int(norm.argmax())}). Pass Poincare-ball coordinates.")
+        arrays[name] = P
+    S = next(iter(arrays.values())).shape[0]
+    table = check_species_table(species, S, parameter="species", function=function)
+    if any(P.shape[0] != S for P in arrays.values()):
+        raise InputError(f"The coordinate sets given to {function} have different numbers of species.")
+    keys, names = rank_keys(table, color_rank)
+    codes, clades, sizes = top_categories(keys, top_n, names=names)
+    colours = palette(len(clades))
+    has_other = bool(clades) and clades[-1] == "other"
+    if has_other:
+        colours[-1] = OTHER_COLOR
+    point_colours = np.asarray(colours, dtype=object)[codes] if len(codes) else np.zeros(0, dtype=object)
+    size = point_size if point_size is not None else float(np.clip(400.0 / np.sqrt(max(S, 1)), 1.0, 40.0))
+    # "other" underneath, the clades above it in a seeded random order (no clade hides another).
+    shuffled = np.random.default_rng(0).permutation(S)
+    other = codes[shuffled] == len(clades) - 1 if has_other else np.zeros(S, dtype=bool)
+    draw = np.r_[shuffled[other], shuffled[~other]]
+    fig, axes = new_figure(1, len(arrays), panel=(3.6, 3.6), extra=(0.2, 0.9))
+    axes = axes[0]
+    for ax, (name, P) in zip(axes, arrays.items()):
+        radius = float(np.linalg.norm(P, axis=1).max()) if S else 1.0
+        zoomed = (radius < 0.5) if zoom is None else bool(zoom)
+        limit = min(1.04, max(radius, 1e-6) * 1.15) if zoomed else 1.04
+        ax.add_patch(Circle((0, 0), 1.0, fill=False, edgecolor="#333333", linewidth=1.0))
+        # Reference circles at hyperbolic distances d from the centre (the three largest in view).
+        shown = [d for d in (0.05, 0.1, 0.2, 0.5, 1, 2, 3) if np.tanh(d / 2) < 0.97 * limit][-3:]
+        for d in shown:
+            r = np.tanh(d / 2)
+            ax.add_patch(Circle((0, 0), r, fill=False, edgecolor="#D0D0D0", linewidth=0.6, linestyle=":"))
+            ax.text(r * np.cos(np.pi / 4), r * np.sin(np.pi / 4), f"d={d:g}", fontsize=5.5, color="#888888",
+                    ha="left", va="bottom")
+        if edges:
+            ax.add_collection(LineCollection(_tree_edges(P, table), colors="#999999", linewidths=0.4, alpha=0.6,
+                                             zorder=1))
+        ax.scatter(P[draw, 0], P[draw, 1], s=size, c=list(point_colours[draw]), linewidths=0.2,
+                   edgecolors="white" if S <= 300 else "none", rasterized=S > 2000, zorder=2)
+        ax.set_xlim(-limit, limit)
+        ax.set_ylim(-limit, limit)
+        ax.set_aspect("equal")
+        ax.set_axis_off()
+        label = name or f"{S:,} species"
+        ax.set_title(f"{label}\n(zoomed to radius {limit:.2g} of 1)" if zoomed and limit < 1 else label)
+    handles = [Line2D([], [], marker="o", linestyle="", markerfacecolor=c, markeredgecolor="none", markersize=6)
+               for c in colours]
+    figure_legend(fig, handles, [f"{shorten(c, 24)} ({n:,})" for c, n in zip(clades, sizes)],
+               max_ncol=min(4, max(1, len(clades))), title=f"{color_rank} (species)")
+    figure_title(fig, title)
+    return fig, axes
+
+
+def _tree_edges(P: np.ndarray, table: pd.DataFrame) -> np.ndarray:
+    """Segments species -> genus centre -> ... -> kingdom centre -> origin (Euclidean clade means)."""
+    pieces = []
+    child_keys = lineage_keys(table, RANK_NAMES[-1])
+    child_pos = pd.DataFrame(P, index=child_keys).groupby(level=0).mean()
+    for r in range(len(RANK_NAMES) - 2, -1, -1):
+        keys = lineage_keys(table, RANK_NAMES[r])
+        centres = pd.DataFrame(P).groupby(keys).mean()
+        parent_of = pd.Series(keys, index=child_keys).groupby(level=0).first().reindex(child_pos.index)
+        starts = child_pos.to_numpy()
+        ends = centres.loc[parent_of.to_numpy()].to_numpy()
+        pieces.append(np.stack([starts, ends], axis=1))
+        child_keys, child_pos = keys, centres
+    pieces.append(np.stack([child_pos.to_numpy(), np.zeros_like(child_pos.to_numpy())], axis=1))
+    return np.concatenate(pieces)
+
+
+def _fit_series(frame: pd.DataFrame) -> pd.Series:
+    """One label per row: the model, and the fit's target (``embedding``/``taxonomy``) where both occur."""
+    label = model_values(frame)
+    if "target" in frame.columns and model_values(frame, "target").nunique() > 1:
+        target = model_values(frame, "target").map(lambda t: "taxonomy, reference" if t == "taxonomy" else t)
+        label = pd.Series([f"{m} ({t})" if m else t for m, t in zip(label, target)], index=frame.index, dtype=object)
+    return label
+
+
+@styled
+def plot_distortion(
+    summary: pd.DataFrame,
+    *,
+    statistics: "Sequence[str] | None" = None,
+    title: "str | None" = "Poincare vs Euclidean fits of the centroid distances",
+) -> tuple[Figure, np.ndarray]:
+    """Fit quality against embedding dimension for both geometries, one panel per statistic.
+
+    Parameters
+    ----------
+    summary
+        Long rows with ``metric`` = ``<geometry>_<statistic>@<dim>`` (``poincare_distortion@2``,
+        ``euclidean_map@16``, ...), ``value`` and optional ``ci_low``, ``ci_high`` (error bars),
+        ``model`` and ``target`` (``embedding`` or ``taxonomy``: the fit of the taxonomy's own
+        distances, a reference series). Other metrics are ignored.
+    statistics
+        Which statistics to draw (default all found: distortion first, MAP last).
+    title
+        Figure title.
+
+    Returns
+    -------
+    (Figure, numpy.ndarray)
+        ``(n_statistics,)`` axes. One model: colour and line style both mark the geometry; several
+        models: colour is the model, line style (solid Poincare, dashed Euclidean) the geometry.
+    """
+    function = "plot_distortion"
+    require_columns(summary, ["metric", "value"], parameter="summary", function=function,
+                    hint="Pass the hyperbolic_fit probe's rows (metrics poincare_distortion@D, ...).")
+    parsed = summary["metric"].astype(str).map(parse_fit_metric)
+    frame = summary[parsed.notna()].copy()
+    if frame.empty:
+        raise InputError(f"The 'summary' table of {function} has no metrics named <geometry>_<statistic>@<dim> "
+                         f"(e.g. poincare_distortion@2). Metrics present: "
+                         f"{format_list(sorted(set(summary['metric'].astype(str))))}.")
+    frame["_geometry"] = [p[0] for p in parsed[parsed.notna()]]
+    frame["_stat"] = [p[1] for p in parsed[parsed.notna()]]
+    frame["_dim"] = [p[2] for p in parsed[parsed.notna()]]
+    frame["_model"] = _fit_series(frame)
+    found = list(dict.fromkeys(frame["_stat"]))
+    order = {"distortion": 0, "worst_distortion": 1, "map": 3}
+    found.sort(key=lambda s: order.get(s, 2))
+    if statistics is not None:
+        statistics = [statistics] if isinstance(statistics, str) else list(statistics)
+        bad = [s for s in statistics if s not in found]
+        if bad:
+            raise InputError(f"The 'statistics' parameter of {function} names {format_list(bad)}, not in the table "
+                             f"(found: {format_list(found)}).")
+        found = statistics
+    dup = frame.duplicated(["_model", "_geometry", "_stat", "_dim"], keep=False)
+    if dup.any():
+        raise InputError(f"The 'summary' table of {function} has several rows for one model/metric "
+                         f"({frame.loc[dup, ['_model', 'metric']].iloc[0].tolist()}); add a 'model' (or "
+                         "'target') column.")
+    models = list(dict.fromkeys(frame["_model"]))
+    model_colours = dict(zip(models, palette(len(models))))
+    nrows, ncols = grid_shape(len(found), 3)
+    fig, axes = new_figure(nrows, ncols, panel=(2.9, 2.5), extra=(0.2, 0.6))
+    flat = axes.ravel()
+    dims = sorted(set(frame["_dim"]))
+    for ax, stat in zip(flat, found):
+        sub = frame[frame["_stat"] == stat]
+        for model in models:
+            for geometry in GEOMETRIES:
+                rows = sub[(sub["_model"] == model) & (sub["_geometry"] == geometry)].sort_values("_dim")
+                if rows.empty:
+                    continue
+                colour = _GEOMETRY_COLOUR[geometry] if len(models) == 1 else model_colours[model]
+                y = rows["value"].to_numpy(float)
+                err = None
+                if {"ci_low", "ci_high"} <= set(rows.columns):
+                    lo = np.nan_to_num(y - rows["ci_low"].to_numpy(float), nan=0.0).clip(min=0)
+                    hi = np.nan_to_num(rows["ci_high"].to_numpy(float) - y, nan=0.0).clip(min=0)
+                    err = np.vstack([lo, hi]) if (lo > 0).any() or (hi > 0).any() else None
+                ax.errorbar(rows["_dim"].to_numpy(float), y, yerr=err, color=colour, markersize=4.5,
+                            **_GEOMETRY_STYLE[geometry])
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(dims, [str(d) for d in dims])
+        ax.minorticks_off()
+        ax.set_xlabel("dimension")
+        ax.set_ylabel(_STAT_LABELS.get(stat, stat))
+        ax.grid(axis="y")
+        ax.set_axisbelow(True)
+    hide_unused(axes, len(found))
+    handles: list[Any] = []
+    labels: list[str] = []
+    for geometry in GEOMETRIES:
+        colour = _GEOMETRY_COLOUR[geometry] if len(models) == 1 else "#444444"
+        handles.append(Line2D([], [], color=colour, **_GEOMETRY_STYLE[geometry]))
+        labels.append("Poincare ball" if geometry == "poincare" else "Euclidean")
+    if len(models) > 1:
+        for model in models:
+            handles.append(Line2D([], [], color=model_colours[model], linewidth=3))
+            labels.append(model or "model")
+    figure_legend(fig, handles, labels, max_ncol=min(len(labels), 5))
+    figure_title(fig, title)
+    return fig, flat[: len(found)]
+
+
+@styled
+def plot_fit_loss(
+    losses: pd.DataFrame,
+    *,
+    title: "str | None" = "Fit loss",
+) -> tuple[Figure, np.ndarray]:
+    """Training loss of the fits against the step: one panel per geometry (rows per model), colour = dimension.
+
+    Parameters
+    ----------
+    losses
+        Columns ``geometry``, ``dim``, ``step``, ``loss``; optional ``model`` and ``target`` (rows of
+        panels per model and target).
+    title
+        Figure title.
+
+    Returns
+    -------
+    (Figure, numpy.ndarray)
+        ``(n_models, n_geometries)`` axes.
+    """
+    function = "plot_fit_loss"
+    require_columns(losses, ["geometry", "dim", "step", "loss"], parameter="losses", function=function,
+                    hint="Pass the hyperbolic_fit probe's loss table.")
+    if losses.empty:
+        raise InputError(f"The 'losses' table of {function} is empty.")
+    frame = losses.copy()
+    frame["_model"] = _fit_series(frame)
+    frame["geometry"] = frame["geometry"].astype(str)
+    present = set(frame["geometry"])
+    geometries = [g for g in GEOMETRIES if g in present] + sorted(present - set(GEOMETRIES))
+    models = list(dict.fromkeys(frame["_model"]))
+    dims = sorted(set(frame["dim"].astype(int)))
+    import matplotlib as mpl
+
+    cmap = mpl.colormaps[SEQUENTIAL_CMAP]
+    dim_colour = {d: cmap(0.1 + 0.8 * i / max(1, len(dims) - 1)) for i, d in enumerate(dims)}
+    fig, axes = new_figure(len(models), len(geometries), panel=(2.9, 2.3), extra=(0.2, 0.5), sharey=True)
+    positive = bool((frame["loss"] > 0).all())
+    for i, model in enumerate(models):
+        for j, geometry in enumerate(geometries):
+            ax = axes[i, j]
+            sub = frame[(frame["_model"] == model) & (frame["geometry"] == geometry)]
+            for d in dims:
+                rows = sub[sub["dim"].astype(int) == d].sort_values("step")
+                if not rows.empty:
+                    ax.plot(rows["step"], rows["loss"], color=dim_colour[d], linewidth=1.1)
+            if positive:
+                ax.set_yscale("log")
+            name = {"poincare": "Poincare ball", "euclidean": "Euclidean"}.get(geometry, geometry)
+            ax.set_title(f"{model}: {name}" if model else name)
+            ax.set_xlabel("step")
+        axes[i, 0].set_ylabel("loss")
+    handles = [Line2D([], [], color=dim_colour[d], linewidth=2) for d in dims]
+    figure_legend(fig, handles, [f"dim {d}" for d in dims], max_ncol=min(len(dims), 6))
+    figure_title(fig, title)
+    return fig, axes
