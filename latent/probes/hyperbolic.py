@@ -1,0 +1,280 @@
+"""Hyperbolicity probes: is the species-centroid geometry tree-like?
+
+Two probes of ``latent probe``, both on species centroids (``data.centroids``) with the embedding
+distance ``options.distance``:
+
+``hyperbolicity`` (:func:`probe_hyperbolicity`)
+    Gromov delta and relative delta ``2 delta / diameter`` of the centroid distances
+    (:func:`latent.hyperbolic.gromov_delta`, half-gap four-point convention, see that module), by each
+    method asked for, and the same for the taxonomic distances of the same species as a reference
+    (an ultrametric: delta 0).
+``hyperbolic_fit`` (:func:`probe_hyperbolic_fit`)
+    Poincare-ball and Euclidean fits at equal dimension (default 2, 4, 8, 16) of the centroid distances
+    and, as a reference, of the taxonomic distances; average and worst-case distortion and MAP of each
+    species' nearest taxonomic relatives in the fit.
+
+Nulls
+-----
+Neither probe has a species-permutation null: the delta of the embedding distances, and a fit of
+them, do not depend on which species sits at which leaf of the taxonomy (permuting labels leaves both
+unchanged). The comparisons are instead (1) the taxonomy's own row (``target="taxonomy"``: delta 0,
+the best a geometry can do for a tree) and (2) the random-features baseline, which the ``latent probe``
+runner evaluates with the same probe on baseline embeddings. ``tables["null"]`` is therefore empty
+(it keeps its columns so every probe's outputs have the same shape). Only the fits' MAP uses the
+taxonomy (which species are relevant), and it is reported without a null as well.
+
+Cost and sampling
+-----------------
+``base_point`` delta is ``O(S^3)`` time, ``O(S^2)`` memory (about 1 s at S = 2,000 on 2 CPU cores);
+``exact`` is ``O(S^4)`` and runs only up to ``exact_max`` species; a fit is ``steps`` full-batch steps
+over ``S (S - 1) / 2`` pairs. Above ``max_species`` species a seeded uniform sample of species
+(``numpy.random.default_rng([seed, 0x48595042])``, kept in lineage order) is used; each row's ``n``
+is the number of species used, ``species_total`` the number available, ``sampled`` says whether a
+sample was taken, and ``arrays["species"]`` holds the indices used.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from latent.errors import InputError
+from latent.hyperbolic import (
+    DELTA_METHODS, GEOMETRIES, fit_distances, fit_report, gromov_delta, mean_average_precision, nearest_relatives,
+)
+from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, pairwise_distances
+
+__all__ = ["HYPERBOLICITY_DEFAULTS", "HYPERBOLIC_FIT_DEFAULTS", "probe_hyperbolicity", "probe_hyperbolic_fit"]
+
+log = logging.getLogger(__name__)
+
+#: Settings of ``hyperbolicity`` (``options.extra["hyperbolicity"]`` overrides them).
+HYPERBOLICITY_DEFAULTS: dict[str, Any] = {
+    # "auto": base_point and sampled, plus exact when S <= exact_max; or a list / "a,b" of methods.
+    "methods": "auto",
+    "exact_max": 200,       # species up to which "auto" adds exact (O(S^4): ~2 s at 200 on 2 cores)
+    "max_species": 4000,    # above: a seeded sample of species (base_point ~5 s at 4000 on 2 cores)
+    "base_point": 0,        # base point (index among the species used) of base_point
+    "sample_size": 1500,    # sampled: points per try (Khrulkov et al.), capped at S
+    "tries": 10,            # sampled: number of tries
+    "dtype": "float32",     # of the (max,min) product (see latent.hyperbolic.gromov_delta)
+}
+
+#: Settings of ``hyperbolic_fit`` (``options.extra["hyperbolic_fit"]`` overrides them).
+HYPERBOLIC_FIT_DEFAULTS: dict[str, Any] = {
+    "dims": (2, 4, 8, 16),
+    "steps": 1000,          # full-batch RiemannianAdam steps per fit
+    "lr": 0.1,              # cosine-decayed to lr / 100
+    "init_radius": 1.5,     # largest coordinate of the (shared) classical-MDS start
+    "max_species": 200,     # above: a seeded sample (19,900 pairs; ~80 s for both targets x 4 dims on 2 cores)
+    "targets": ("embedding", "taxonomy"),
+}
+
+_TARGETS = ("embedding", "taxonomy")
+_NULL_COLUMNS = ["rank", "metric", "permutation", "value"]
+
+
+def _settings(options: ProbeOptions, probe: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
+    given = options.for_probe(probe)
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise InputError(f"Unknown setting(s) {', '.join(map(repr, unknown))} for probe {probe!r}. "
+                         f"Settings: {', '.join(defaults)}.")
+    return {**defaults, **given}
+
+
+def _int_setting(settings: Mapping[str, Any], name: str, probe: str, minimum: int) -> int:
+    value = settings[name]
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"The {name!r} setting of probe {probe!r} must be an integer >= {minimum}. Got {value!r}.")
+    return int(value)
+
+
+def _list_setting(settings: Mapping[str, Any], name: str, probe: str, allowed: "Sequence[str] | None" = None) -> list:
+    value = settings[name]
+    if isinstance(value, str):
+        items: list = [v.strip() for v in value.split(",") if v.strip()]
+    elif isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        items = [int(value)]
+    elif isinstance(value, Sequence):
+        items = list(value)
+    else:
+        items = []
+    if not items or (allowed is not None and any(v not in allowed for v in items)):
+        expect = f"names from {', '.join(allowed)}" if allowed is not None else "values"
+        raise InputError(f"The {name!r} setting of probe {probe!r} must be a non-empty list (or 'a,b') of {expect}. "
+                         f"Got {value!r}.")
+    return items
+
+
+def _species_sample(S: int, cap: int, seed: int) -> np.ndarray:
+    """Indices of the species used: all of them, or a seeded uniform sample of ``cap`` in lineage order."""
+    if S <= cap:
+        return np.arange(S)
+    rng = np.random.default_rng([int(seed), 0x48595042])
+    idx = np.sort(rng.choice(S, size=cap, replace=False))
+    log.info("hyperbolic probes: %d of %d species sampled (seed %d)", cap, S, seed)
+    return idx
+
+
+def _empty_null() -> pd.DataFrame:
+    return pd.DataFrame({"rank": pd.Series(dtype=str), "metric": pd.Series(dtype=str),
+                         "permutation": pd.Series(dtype=np.int64), "value": pd.Series(dtype=float)})
+
+
+def _target_matrices(data: ProbeData, idx: np.ndarray, distance: str, targets: Sequence[str]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for target in targets:
+        if target == "embedding":
+            out[target] = pairwise_distances(data.centroids[idx], metric=distance)
+        else:
+            out[target] = data.species_distances()[np.ix_(idx, idx)].astype(np.float64)
+    return out
+
+
+def probe_hyperbolicity(data: ProbeData, options: ProbeOptions) -> ProbeResult:
+    """Gromov delta of the species-centroid distances, with the taxonomy's delta as a reference.
+
+    Settings (``options.for_probe("hyperbolicity")``, defaults in :data:`HYPERBOLICITY_DEFAULTS`):
+    ``methods`` ("auto": ``base_point`` and ``sampled``, plus ``exact`` when ``S <= exact_max``),
+    ``exact_max``, ``max_species``, ``base_point``, ``sample_size``, ``tries``, ``dtype``.
+
+    No species-permutation null applies (see the module docstring): the embedding's delta does not
+    depend on the taxonomy labels. Compare with the ``target="taxonomy"`` row (0 for an ultrametric)
+    and with the runner's random-features baseline.
+
+    Returns
+    -------
+    ProbeResult
+        Rows (rank ``"all"``) ``delta`` and ``delta_rel`` (``2 delta / diameter``) per ``method`` and
+        ``target`` (``"embedding"``, ``"taxonomy"``), with ``std`` (over the tries of ``sampled``),
+        ``diameter``, ``tries``, ``n_used``, ``base_point``, ``distance``, ``species_total``,
+        ``sampled``; ``tables["tries"]`` (target, method, try, base_point, delta, delta_rel) and an
+        empty ``tables["null"]``; ``arrays["species"]`` ``(n,)`` the species indices used.
+    """
+    probe = "hyperbolicity"
+    settings = _settings(options, probe, HYPERBOLICITY_DEFAULTS)
+    S = data.n_species
+    exact_max = _int_setting(settings, "exact_max", probe, 0)
+    cap = _int_setting(settings, "max_species", probe, 4)
+    base = _int_setting(settings, "base_point", probe, 0)
+    sample_size = _int_setting(settings, "sample_size", probe, 4)
+    tries = _int_setting(settings, "tries", probe, 1)
+    if settings["methods"] == "auto":
+        methods = ["base_point", "sampled"] + (["exact"] if min(S, cap) <= exact_max else [])
+    else:
+        methods = _list_setting(settings, "methods", probe, DELTA_METHODS)
+    idx = _species_sample(S, cap, options.seed)
+    n = len(idx)
+    if base >= n:
+        raise InputError(f"The 'base_point' setting of probe {probe!r} must be below the number of species used "
+                         f"({n}). Got {base}.")
+    rows, tries_rows = [], []
+    for target, D in _target_matrices(data, idx, options.distance, _TARGETS).items():
+        for method in methods:
+            res = gromov_delta(D, method, base_point=base, sample_size=sample_size, tries=tries, seed=options.seed,
+                               device=options.device, dtype=settings["dtype"])
+            extra = dict(method=method, target=target,
+                         distance=options.distance if target == "embedding" else "taxonomic",
+                         diameter=res.diameter, tries=res.tries, n_used=res.n_used, base_point=res.base_point,
+                         species_total=S, sampled=bool(n < S), seconds=res.seconds)
+            rows.append(null_row("all", "delta", res.delta, None, n, std=res.delta_std, **extra))
+            rows.append(null_row("all", "delta_rel", res.delta_rel, None, n, std=res.delta_rel_std, **extra))
+            for t in range(len(res.per_try_delta)):
+                tries_rows.append({"target": target, "method": method, "try": t,
+                                   "base_point": int(res.per_try_base[t]), "delta": float(res.per_try_delta[t]),
+                                   "delta_rel": float(res.per_try_delta_rel[t])})
+            log.info("hyperbolicity %s %s: delta %.4g, delta_rel %.4g", target, method, res.delta, res.delta_rel)
+    info = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
+            "methods": methods, "species_used": n, "species_total": S, "distance": options.distance,
+            "convention": "delta = max over quadruples of half the gap between the two largest pair sums; "
+                          "delta_rel = 2 delta / diameter",
+            "null": "none: delta of the embedding does not depend on the taxonomy labels; compare with the "
+                    "taxonomy row and the random-features baseline"}
+    return ProbeResult(probe, pd.DataFrame(rows), arrays={"species": idx},
+                       tables={"tries": pd.DataFrame(tries_rows), "null": _empty_null()}, info=info)
+
+
+def probe_hyperbolic_fit(data: ProbeData, options: ProbeOptions) -> ProbeResult:
+    """Poincare-ball versus Euclidean fits of the centroid distances (and of the taxonomy) at equal dimension.
+
+    Settings (``options.for_probe("hyperbolic_fit")``, defaults in :data:`HYPERBOLIC_FIT_DEFAULTS`):
+    ``dims`` (2, 4, 8, 16), ``steps`` (1000), ``lr`` (0.1), ``init_radius`` (1.5), ``max_species``
+    (200) and ``targets`` (``embedding`` = centroid distances with ``options.distance``, ``taxonomy``
+    = LCA heights, the tree reference). Each fit is :func:`latent.hyperbolic.fit_distances` with seed
+    ``options.seed`` on ``options.device``.
+
+    No label null applies to a fit of embedding distances (see the module docstring); MAP counts
+    each species' nearest taxonomic relatives (:func:`latent.hyperbolic.nearest_relatives` of the
+    taxonomic distances among the species used) and ``embedding_map`` gives the same MAP in the
+    original centroid distances as a reference.
+
+    Returns
+    -------
+    ProbeResult
+        Rows (rank ``"all"``) ``{geometry}_distortion@{D}``, ``{geometry}_worst_distortion@{D}``,
+        ``{geometry}_map@{D}`` for geometry ``poincare`` / ``euclidean`` and ``distortion_ratio@{D}``
+        (euclidean / poincare average distortion: > 1 when the ball fits better), with columns
+        ``target``, ``geometry``, ``dim``, ``steps``, ``lr``, ``scale``, ``final_loss``, ``pairs``,
+        ``species_total``, ``sampled``; ``embedding_map``. ``arrays``: ``"{geometry}@{D}"`` ``(n, D)``
+        fitted coordinates of the embedding target, ``"taxonomy_{geometry}@{D}"`` those of the
+        taxonomy target, ``"species"`` ``(n,)`` indices used. ``tables["loss"]`` (target, geometry,
+        dim, step, loss) and an empty ``tables["null"]``.
+    """
+    probe = "hyperbolic_fit"
+    settings = _settings(options, probe, HYPERBOLIC_FIT_DEFAULTS)
+    dims = _list_setting(settings, "dims", probe)
+    if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in dims):
+        raise InputError(f"The 'dims' setting of probe {probe!r} must be integers >= 1. Got {settings['dims']!r}.")
+    targets = _list_setting(settings, "targets", probe, _TARGETS)
+    steps = _int_setting(settings, "steps", probe, 1)
+    cap = _int_setting(settings, "max_species", probe, 3)
+    S = data.n_species
+    if S < 3:
+        raise InputError(f"Probe {probe!r} needs at least 3 species; got {S}.")
+    idx = _species_sample(S, cap, options.seed)
+    n = len(idx)
+    matrices = _target_matrices(data, idx, options.distance, _TARGETS)
+    relevant = nearest_relatives(matrices["taxonomy"])
+    rows: list[dict[str, Any]] = []
+    arrays: dict[str, np.ndarray] = {"species": idx}
+    loss_frames = []
+    common = dict(species_total=S, sampled=bool(n < S))
+    if "embedding" in targets:
+        rows.append(null_row("all", "embedding_map", mean_average_precision(matrices["embedding"], relevant), None, n,
+                             target="embedding", geometry="original", dim=int(data.centroids.shape[1]), **common))
+    for target in targets:
+        T = matrices[target]
+        for dim in dims:
+            dist = {}
+            for geometry in GEOMETRIES:
+                fit = fit_distances(T, geometry, int(dim), steps=steps, lr=settings["lr"], seed=options.seed,
+                                    init_radius=settings["init_radius"], device=options.device)
+                report = fit_report(fit, T, relevant)
+                dist[geometry] = report["distortion"]
+                extra = dict(target=target, geometry=geometry, dim=int(dim), steps=steps, lr=float(settings["lr"]),
+                             scale=fit.scale, final_loss=fit.final_loss, pairs=fit.pairs, seconds=fit.seconds,
+                             **common)
+                for name, key in (("distortion", "distortion"), ("worst_distortion", "worst_distortion"),
+                                  ("map", "map")):
+                    rows.append(null_row("all", f"{geometry}_{name}@{dim}", report[key], None, n, **extra))
+                key = f"{geometry}@{dim}" if target == "embedding" else f"taxonomy_{geometry}@{dim}"
+                arrays[key] = fit.coords
+                loss_frames.append(pd.DataFrame({"target": target, "geometry": geometry, "dim": int(dim),
+                                                 "step": np.arange(len(fit.loss)), "loss": fit.loss}))
+            ratio = dist["euclidean"] / dist["poincare"] if dist["poincare"] > 0 else float("inf")
+            rows.append(null_row("all", f"distortion_ratio@{dim}", ratio, None, n, target=target,
+                                 geometry="euclidean/poincare", dim=int(dim), steps=steps, **common))
+            log.info("hyperbolic_fit %s dim %d: distortion poincare %.4g, euclidean %.4g", target, dim,
+                     dist["poincare"], dist["euclidean"])
+    info = {"settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in settings.items()},
+            "species_used": n, "species_total": S, "distance": options.distance,
+            "loss": "mean over pairs of ((scale * d_fit - t) / t)^2, scale learned",
+            "null": "none: fits of embedding distances do not depend on the taxonomy labels; compare with the "
+                    "taxonomy target and the random-features baseline"}
+    return ProbeResult(probe, pd.DataFrame(rows), arrays=arrays,
+                       tables={"loss": pd.concat(loss_frames, ignore_index=True), "null": _empty_null()}, info=info)
