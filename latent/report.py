@@ -463,7 +463,7 @@ def _draw_figures(models: list[_Model], fig_dir: Path) -> list[_Figure]:
         if len(fits):
             embedding = fits[fits["target"] == "embedding"]
             reference = fits[fits["target"] == "taxonomy"]
-            reference = reference[reference["model"] == reference["model"].iloc[0]].assign(model="taxonomy (reference)") \
+            reference = reference[reference["model"] == reference["model"].iloc[0]].assign(model="") \
                 if len(reference) else reference
             save("distortion", lp.plot_distortion(pd.concat([embedding, reference], ignore_index=True)),
                  "Poincare vs Euclidean fits at equal dimension",
