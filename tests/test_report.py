@@ -163,13 +163,14 @@ def test_synthetic_experiment_records_config_and_versions(tmp_path):
 def test_report_planted_vs_null_in_answer(tmp_path):
     """The verdicts construct their answer: a planted hierarchy is 'yes' at every rank, none is 'no'."""
     a, b = synth(tmp_path / "planted.h5", 3.0), synth(tmp_path / "none.h5", 0.0, seed=1)
-    settings = ReportSettings(evaluations=(), probes=("distances", "clusters"), permutations=99, projections=())
+    settings = ReportSettings(evaluations=(), probes=("distances", "clusters", "alignment"), permutations=99,
+                              projections=())
     result = build_report([a, b], tmp_path / "rep", settings=settings)
     ans = result.answer.set_index(["model", "rank"])
     for rank in ("kingdom", "phylum", "class", "order", "family", "genus"):
         assert ans.loc[("planted", rank), "verdict"] == "yes", rank
         assert ans.loc[("none", rank), "verdict"] in ("no", "partly"), rank
-    assert ans.loc[("planted", "all"), "verdict"] in ("yes", "partly")
+    assert ans.loc[("planted", "all"), "verdict"] == "yes" and ans.loc[("none", "all"), "evidence"] == 0
     # over the whole table the unplanted data is not evidence at more than a chance rate
     none = result.answer[result.answer["model"] == "none"]
     assert none["evidence"].sum() <= 2
