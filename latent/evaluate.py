@@ -22,8 +22,8 @@ import pandas as pd
 
 from latent._version import __version__
 from latent.errors import InputError
-from latent.ranks import RANK_NAMES, RANKS, Rank, parse_rank
-from latent.results import results_frame, write_results
+from latent.ranks import RANK_NAMES, Rank, parse_rank
+from latent.results import jsonable, results_frame, write_results
 
 __all__ = ["METHODS", "SPLITS", "EvaluateReport", "evaluate_cache", "parse_clade"]
 
@@ -241,7 +241,7 @@ def evaluate_cache(
         "unlabelled_species": int(sum(int((p.true[:, Rank.SPECIES] < 0).sum()) for _, p in runs)),
         "model": provenance.model, "pretrained": provenance.pretrained, "preprocess": provenance.preprocess,
         "latent_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "seconds": round(time.perf_counter() - start, 2), "predictor_info": _jsonable(first.info),
+        "seconds": round(time.perf_counter() - start, 2), "predictor_info": jsonable(first.info),
     }
     metrics = results_frame(metrics, method=method, mode=mode, split=info["split"], model=provenance.model)
     out.mkdir(parents=True, exist_ok=True)
@@ -262,19 +262,3 @@ def evaluate_cache(
     report = EvaluateReport(out, metrics, files, info)
     log.info("%s", report.summary())
     return report
-
-
-def _jsonable(value: Any) -> Any:
-    try:
-        json.dumps(value)
-        return value
-    except TypeError:
-        if isinstance(value, dict):
-            return {str(k): _jsonable(v) for k, v in value.items()}
-        if isinstance(value, (list, tuple)):
-            return [_jsonable(v) for v in value]
-        if isinstance(value, np.ndarray):
-            return value.tolist()
-        if isinstance(value, (np.integer, np.floating)):
-            return value.item()
-        return str(value)

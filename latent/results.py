@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-__all__ = ["COLUMNS", "metric_row", "results_frame", "write_results", "read_results"]
+__all__ = ["COLUMNS", "metric_row", "results_frame", "write_results", "read_results", "jsonable"]
 
 COLUMNS = ("rank", "metric", "value", "ci_low", "ci_high", "n")
 
@@ -65,3 +65,16 @@ def write_results(frame: pd.DataFrame, path: "str | os.PathLike[str]") -> Path:
 def read_results(path: "str | os.PathLike[str]") -> pd.DataFrame:
     """Read a results CSV back in the long format."""
     return results_frame(pd.read_csv(path, keep_default_na=False, na_values=[""]))
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` with numpy scalars/arrays, tuples and odd keys made JSON-serialisable (for run.json)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist") and callable(value.tolist):  # numpy arrays and scalars
+        return value.tolist()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)

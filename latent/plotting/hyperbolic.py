@@ -32,6 +32,7 @@ from latent.plotting.style import (
     OTHER_COLOR,
     SEQUENTIAL_CMAP,
     check_int,
+    coordinate_sets,
     figure_legend,
     figure_title,
     grid_shape,
@@ -121,23 +122,13 @@ def plot_poincare_disk(
     if color_rank not in RANK_NAMES:
         raise InputError(f"The 'color_rank' parameter of {function} must be one of {', '.join(RANK_NAMES)}. "
                          f"Got {color_rank!r} instead.")
-    sets = dict(coords) if isinstance(coords, Mapping) else {"": coords}
-    if not sets:
-        raise InputError(f"The 'coords' parameter of {function} is an empty mapping.")
-    arrays = {}
-    for name, P in sets.items():
-        P = np.asarray(P, dtype=np.float64)
-        where = f" (model {name!r})" if name else ""
-        if P.ndim != 2 or P.shape[1] != 2:
-            raise InputError(f"The 'coords' parameter of {function} must be (S, 2) disk coordinates{where}. "
-                             f"Got shape {P.shape} instead.")
-        if not np.isfinite(P).all():
-            raise InputError(f"The 'coords' parameter of {function} holds non-finite values{where}.")
+    arrays = coordinate_sets(coords, function=function, what="(S, 2) disk coordinates")
+    for name, P in arrays.items():
+        where = f" ({name!r})" if name else ""
         norm = np.linalg.norm(P, axis=1)
         if len(norm) and norm.max() >= 1 + 1e-9:
             raise InputError(f"The 'coords' parameter of {function} must lie inside the unit disk{where}; the largest "
                              f"norm is {norm.max():.4g} (row {int(norm.argmax())}). Pass Poincare-ball coordinates.")
-        arrays[name] = P
     S = next(iter(arrays.values())).shape[0]
     table = check_species_table(species, S, parameter="species", function=function)
     if any(P.shape[0] != S for P in arrays.values()):

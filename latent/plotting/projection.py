@@ -20,6 +20,7 @@ from latent.ranks import RANK_NAMES
 from latent.plotting.style import (
     OTHER_COLOR,
     check_int,
+    coordinate_sets,
     check_ranks,
     figure_title,
     grid_shape,
@@ -87,17 +88,8 @@ def plot_projection(
     top_n = check_int("top_n", top_n, minimum=1, function=function)
     max_cols = check_int("max_cols", max_cols, minimum=1, function=function)
     ranks = check_ranks(ranks, function=function)
-    sets = dict(coords) if isinstance(coords, Mapping) else {"": coords}
-    if not sets:
-        raise InputError(f"The 'coords' parameter of {function} is an empty mapping.")
-    arrays = {}
-    for name, P in sets.items():
-        P = np.asarray(P, dtype=np.float64)
-        where = f" ({name!r})" if name else ""
-        if P.ndim != 2 or P.shape[1] != 2:
-            raise InputError(f"The 'coords' parameter of {function} must be (n, 2) coordinates{where}. "
-                             f"Got shape {P.shape} instead (project to 2-D with latent.projection.project).")
-        arrays[name] = P
+    arrays = coordinate_sets(coords, function=function, what="(n, 2) coordinates",
+                             hint=" (project to 2-D with latent.projection.project)")
     n = next(iter(arrays.values())).shape[0]
     if any(P.shape[0] != n for P in arrays.values()):
         raise InputError(f"The coordinate sets given to {function} have different numbers of points.")

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -378,3 +378,24 @@ def figure_title(fig: Figure, title: "str | None") -> None:
     size = float(size) if not isinstance(size, str) else 11.0
     width = max(12, int(fig.get_figwidth() * 72.0 / (size * 0.56)))
     fig.suptitle("\n".join(textwrap.wrap(str(title), width)) or str(title))
+
+
+def coordinate_sets(coords: Any, *, function: str, what: str, hint: str = "") -> dict[str, np.ndarray]:
+    """``{name: (n, 2) float64}`` from one array or a ``{name: array}`` mapping, checked (2 columns, finite).
+
+    ``what`` names the coordinates in the error (e.g. "(S, 2) disk coordinates"); ``hint`` says what to do.
+    """
+    sets = dict(coords) if isinstance(coords, Mapping) else {"": coords}
+    if not sets:
+        raise InputError(f"The 'coords' parameter of {function} is an empty mapping.")
+    arrays = {}
+    for name, P in sets.items():
+        P = np.asarray(P, dtype=np.float64)
+        where = f" ({name!r})" if name else ""
+        if P.ndim != 2 or P.shape[1] != 2:
+            raise InputError(f"The 'coords' parameter of {function} must be {what}{where}. "
+                             f"Got shape {P.shape} instead{hint}.")
+        if not np.isfinite(P).all():
+            raise InputError(f"The 'coords' parameter of {function} holds non-finite values{where}.")
+        arrays[name] = P
+    return arrays

@@ -32,7 +32,7 @@ from latent.errors import InputError
 from latent.probes import PROBES, get_probe, parse_probes
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult
 from latent.ranks import Rank
-from latent.results import results_frame, write_results
+from latent.results import jsonable, results_frame, write_results
 
 __all__ = ["ProbeReport", "load_probe_data", "probe_cache", "list_probes"]
 
@@ -136,20 +136,6 @@ def _save_result(result: ProbeResult, out: Path, suffix: str) -> list[Path]:
     return files
 
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return value.item()
-    if isinstance(value, (str, int, float, bool)) or value is None:
-        return value
-    return str(value)
-
-
 def probe_cache(
     cache_path: "str | os.PathLike[str]",
     out: "str | os.PathLike[str]",
@@ -217,7 +203,7 @@ def probe_cache(
             log.info("probe %s (%s features): %.1fs", name, features, timings[key])
             frames.append(results_frame(result.to_frame(), features=features))
             files += _save_result(result, out, suffix)
-            notes[key] = _jsonable(dict(result.info))
+            notes[key] = jsonable(dict(result.info))
     if not frames:
         raise InputError("No probe could run on this data: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
 
@@ -230,7 +216,7 @@ def probe_cache(
         "command": "probe", "cache": str(Path(cache_path).resolve()),
         "baseline": None if baseline is None else str(Path(baseline).resolve()),
         "clade": None if clade_spec is None else f"{clade_spec[0].label}={clade_spec[1]}",
-        "probes": names, "options": _jsonable(asdict(options)), "n_images": int(len(data.X)),
+        "probes": names, "options": jsonable(asdict(options)), "n_images": int(len(data.X)),
         "n_species": data.n_species, "dim": int(data.X.shape[1]),
         "model": provenance.model, "pretrained": provenance.pretrained, "preprocess": provenance.preprocess,
         "latent_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
