@@ -271,9 +271,10 @@ def _evidence_subset(metrics: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts) if parts else metrics.iloc[0:0]
 
 
-def _evidence_rows(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The evidence statistics of one model's probe table, one row each, with ``evidence`` (bool)."""
-    m = metrics[metrics["features"] == "model"] if "features" in metrics.columns else metrics
+def _evidence_rows(metrics: pd.DataFrame, features: str = "model") -> pd.DataFrame:
+    """The evidence statistics of one model's probe table (``features`` ``"model"`` or ``"baseline"``),
+    one row each, with ``evidence`` (bool)."""
+    m = metrics[metrics["features"] == features] if "features" in metrics.columns else metrics
     records = []
     for probe, metric, extra, direction, name in EVIDENCE:
         sel = m[(m["probe"] == probe) & (m["metric"] == metric)]
@@ -525,6 +526,12 @@ def _answer_tables(models: list[_Model]) -> tuple[pd.DataFrame, pd.DataFrame]:
             columns=["probe", "metric", "rank", "value", "ci_low", "ci_high", "n"]))
         evidence_frames.append(ev.assign(model=m.label))
         verdict_frames.append(verdicts(ev).assign(model=m.label))
+        if metrics is not None and "features" in metrics.columns and (metrics["features"] == "baseline").any():
+            # the random-features baseline, judged by the same rule, next to the model it was probed with
+            label = f"{m.label}: random-features baseline"
+            base = _evidence_rows(metrics, "baseline")
+            evidence_frames.append(base.assign(model=label))
+            verdict_frames.append(verdicts(base).assign(model=label))
     return pd.concat(verdict_frames, ignore_index=True), pd.concat(evidence_frames, ignore_index=True)
 
 

@@ -207,3 +207,17 @@ def test_cub10_experiment_end_to_end(tmp_path, shared):
     assert answer.loc["all", "available"] >= 4
     html = result.report.html.read_text()
     assert html.count("data:image/png;base64,") == len(result.report.figures) >= 8
+
+
+def test_baseline_judged_by_the_same_rule(tmp_path):
+    """A random-features baseline of the same images gets its own verdicts next to the model's."""
+    model, base = synth(tmp_path / "model.h5", 3.0), synth(tmp_path / "random.h5", 0.0, seed=9)
+    settings = ReportSettings(evaluations=(), probes=("distances", "clusters", "alignment"), permutations=99,
+                              projections=())
+    result = build_report([model], tmp_path / "rep", settings=settings, baseline=base)
+    ans = result.answer.set_index(["model", "rank"])
+    label = "synthetic: random-features baseline"
+    for rank in ("kingdom", "phylum", "class", "order", "family", "genus", "all"):
+        assert ans.loc[("synthetic", rank), "verdict"] == "yes", rank
+        assert ans.loc[(label, rank), "verdict"] in ("no", "partly"), rank
+    assert label in result.html.read_text() and label in result.markdown.read_text()
