@@ -547,7 +547,7 @@ def _html_table(frame: pd.DataFrame, verdict_cols: Sequence[str] = ()) -> str:
     for row in frame.itertuples(index=False):
         tds = []
         for col, value in zip(frame.columns, row):
-            cls = f' class="v-{str(value).replace(" ", "-")}"' if col in verdict_cols else ""
+            cls = f' class="v-{str(value).split(" (")[0].replace(" ", "-")}"' if col in verdict_cols else ""
             tds.append(f"<td{cls}>{html.escape(str(value))}</td>")
         cells.append("<tr>" + "".join(tds) + "</tr>")
     cells.append("</tbody></table>")

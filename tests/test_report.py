@@ -63,6 +63,7 @@ def test_report_two_caches_reuse_and_force(tmp_path):
     # two models side by side: labels made unique from the cache names
     assert set(result.answer["model"]) == {"planted", "none"}
     assert "planted" in html and "Provenance" in html and "Rule." in html
+    assert re.search(r"class=\"v-(yes|no|partly|not-testable)\"", html)  # verdict cells are styled
     images = re.findall(r"src='data:image/png;base64,([^']+)'", html)
     assert len(images) == len(result.figures) >= 4
     assert all(base64.b64decode(i)[:8] == b"\x89PNG\r\n\x1a\n" for i in images)
