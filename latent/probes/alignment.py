@@ -702,6 +702,19 @@ def _max_species(max_pairs: int) -> int:
     return int((1 + np.sqrt(1 + 8 * max(int(max_pairs), 1))) // 2)
 
 
+def centroid_species(data: ProbeData, options: ProbeOptions, probe: str) -> np.ndarray:
+    """The species a centroid-pair probe uses: all, or a stratified seeded sample when their pairs
+    exceed ``options.max_pairs`` (logged). Raises when fewer than 3 species remain."""
+    S_total = data.n_species
+    species = stratified_species(S_total, _max_species(options.max_pairs), options.seed)
+    if species.size < 3:
+        raise InputError(f"The {probe} probe needs at least 3 species; got {species.size}.")
+    if species.size < S_total:
+        log.info("%s: %d species give %d pairs > max_pairs %d; using a stratified sample of %d species",
+                 probe, S_total, S_total * (S_total - 1) // 2, options.max_pairs, species.size)
+    return species
+
+
 # ---------------------------------------------------------------------- the probe
 def _null_frame(metric: str, null: np.ndarray, rank: str = "all") -> pd.DataFrame:
     return pd.DataFrame({"rank": rank, "metric": metric, "permutation": np.arange(len(null), dtype=np.int64),
@@ -740,13 +753,8 @@ def probe_alignment(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise InputError(f"The alignment probe setting {name!r} must be an integer >= 0. Got {value!r}.")
     S_total = data.n_species
-    species = stratified_species(S_total, _max_species(options.max_pairs), options.seed)
+    species = centroid_species(data, options, "alignment")
     S = int(species.size)
-    if S < 3:
-        raise InputError(f"The alignment probe needs at least 3 species; got {S}.")
-    if S < S_total:
-        log.info("alignment: %d species give %d pairs > max_pairs %d; using a stratified sample of %d species",
-                 S_total, S_total * (S_total - 1) // 2, options.max_pairs, S)
     started = time.perf_counter()
     centroids = data.centroids[species]
     T = species_distances(data, species)

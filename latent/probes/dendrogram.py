@@ -57,12 +57,11 @@ import pandas as pd
 from latent.errors import InputError
 from latent.probes.alignment import (
     _Correlator,
-    _max_species,
     _null_frame,
     _snap_ties,
+    centroid_species,
     condensed,
     species_distances,
-    stratified_species,
 )
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, pairwise_distances, species_permutations
 from latent.ranks import RANK_NAMES, Rank
@@ -328,13 +327,8 @@ def probe_dendrogram(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         raise InputError(f"The dendrogram probe setting 'method' must be one of {', '.join(LINKAGE_METHODS)}. "
                          f"Got {method!r}.")
     S_total = data.n_species
-    species = stratified_species(S_total, _max_species(options.max_pairs), options.seed)
+    species = centroid_species(data, options, "dendrogram")
     S = int(species.size)
-    if S < 3:
-        raise InputError(f"The dendrogram probe needs at least 3 species; got {S}.")
-    if S < S_total:
-        log.info("dendrogram: %d species give %d pairs > max_pairs %d; using a stratified sample of %d species",
-                 S_total, S_total * (S_total - 1) // 2, options.max_pairs, S)
     started = time.perf_counter()
     centroids = data.centroids[species]
     codes = data.codes[species]
