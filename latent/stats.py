@@ -32,12 +32,20 @@ __all__ = [
     "bootstrap_ci_fn",
     "permutation_pvalue",
     "null_summary",
+    "MIN_CLUSTERS",
+    "cluster_ci",
+    "cluster_ci_note",
 ]
 
 log = logging.getLogger(__name__)
 
 #: Default bound on the number of resampled indices held in memory at once (32 MiB of int64).
 MAX_ELEMENTS = 1 << 22
+
+#: Fewest independent units (species, or clades) a bootstrap CI may rest on. Images of one species are
+#: not independent, so every CI of latent resamples whole species (a cluster bootstrap); below this many
+#: units a percentile interval is unreliable and no CI is given (the row says so in ``ci_note``).
+MIN_CLUSTERS = 10
 
 #: Fraction of undefined (NaN) resamples above which a warning, not a debug message, is logged.
 NAN_WARN_FRACTION = 0.1
@@ -360,3 +368,48 @@ def null_summary(observed: float, null: np.ndarray, alternative: str = "greater"
     score = (float(observed) - mean) / std if z.size and std > 0 else float("nan")
     return {"null_mean": mean, "null_std": std, "z": score,
             "p_value": permutation_pvalue(observed, z, alternative)}
+
+
+def cluster_ci_note(n_units: int, unit: str = "species") -> str:
+    """Why a row has no CI (``""`` when it has one): fewer than :data:`MIN_CLUSTERS` units."""
+    return "" if int(n_units) >= MIN_CLUSTERS else f"no CI: {int(n_units)} {unit} (< {MIN_CLUSTERS})"
+
+
+def cluster_ci(
+    statistic: Callable[[np.ndarray], np.ndarray],
+    n_units: int,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    alpha: float = 0.05,
+    unit: str = "species",
+    max_elements: int = MAX_ELEMENTS,
+) -> tuple[float, float, str]:
+    """Percentile CI of a statistic over a cluster bootstrap of whole units (species or clades).
+
+    Parameters
+    ----------
+    statistic
+        Maps ``(c, n_units)`` resampling weights (how many times each unit is drawn, as in
+        :func:`bootstrap_weights`) to ``(c,)`` values, NaN where undefined. Every image of a unit
+        drawn ``k`` times counts ``k`` times.
+    n_units
+        Number of units (species or clades) resampled.
+    n_boot, seed, alpha, max_elements
+        As in :func:`bootstrap_distribution` / :func:`percentile_interval`.
+    unit
+        Name of the unit, for the note.
+
+    Returns
+    -------
+    tuple
+        ``(low, high, note)``: NaN bounds and a note (:func:`cluster_ci_note`) when there are fewer
+        than :data:`MIN_CLUSTERS` units or ``n_boot`` is 0.
+    """
+    n_units = _check_int("n_units", n_units, minimum=0, function="cluster_ci")
+    note = cluster_ci_note(n_units, unit)
+    if note or n_boot == 0:
+        return float("nan"), float("nan"), note or "no CI: 0 bootstrap resamples"
+    samples = bootstrap_distribution(statistic, n_units, n_boot=n_boot, seed=seed, max_elements=max_elements)
+    low, high = percentile_interval(samples, alpha, what=f"{unit} bootstrap")
+    return low, high, ""
