@@ -42,42 +42,15 @@ from latent._version import __version__
 from latent.errors import InputError
 from latent.ranks import RANK_NAMES
 
-__all__ = ["ReportSettings", "ReportResult", "build_report", "draw_figures", "EVIDENCE", "VERDICT_RULE", "verdicts"]
+__all__ = ["ReportSettings", "ReportResult", "build_report", "draw_figures", "VERDICT_RULE"]
 
 log = logging.getLogger(__name__)
 
-#: Statistics read as evidence, per rank and for the whole hierarchy: (probe, metric, extra filter,
-#: the direction the taxonomy predicts, plain name).
-EVIDENCE: tuple[tuple[str, str, dict, str, str], ...] = (
-    ("distances", "intra_inter_ratio", {}, "less", "intra/inter-clade distance ratio"),
-    ("clusters", "silhouette", {}, "greater", "silhouette"),
-    ("dendrogram", "fmi", {}, "greater", "dendrogram cut vs taxa (Fowlkes-Mallows)"),
-    ("dendrogram", "clade_recovery", {}, "greater", "taxa recovered as dendrogram clades"),
-    ("separability", "linear_accuracy", {"split": "species-disjoint"}, "greater",
-     "linear probe on unseen species"),
-    ("alignment", "mantel_r_spearman", {}, "greater", "Mantel r (Spearman), centroids vs taxonomy"),
-    ("alignment", "cka_taxonomy", {}, "greater", "CKA with the taxonomy kernel"),
-    ("dendrogram", "cophenetic_taxonomy_corr", {}, "greater", "dendrogram vs taxonomic distances"),
-    ("dendrogram", "bakers_gamma", {}, "greater", "Baker's gamma, dendrogram vs taxonomy"),
-)
-# Not counted, because they repeat a statistic above: distances' distance_height_spearman is the Spearman
-# Mantel r on the same centroid pairs (equal by construction), and ARI moves with FMI (same permutations,
-# same p-value when every species is named at the rank). They stay in metrics.csv and the figures.
+from latent.verdict import (ALPHA, PRIMARY, PRIMARY_ALL, SUPPORTING, VERDICT_COLUMNS, VERDICT_RULE,  # noqa: E402
+                            supporting_table, verdict_table)
 
-ALPHA = 0.01
-
-#: Fewest permutations with which a p-value can reach ALPHA ((1 + 0) / (1 + N) <= ALPHA).
-MIN_PERMUTATIONS = int(round(1 / ALPHA)) - 1
-
-VERDICT_RULE = (
-    f"A statistic is evidence when its species-permutation p-value is <= {ALPHA} and it lies on the side of "
-    "its null that the taxonomy predicts (e.g. silhouette above, intra/inter ratio below). Per rank: "
-    "'yes' when at least two thirds of the available statistics (and at least two) are evidence, 'partly' "
-    "when at least one is, 'no' when none is, 'not testable' when no statistic could be computed at that "
-    "rank (e.g. a single taxon). A statistic whose null has fewer than 99 permutations cannot reach p <= 0.01 and "
-    "is left out of the count (shown with its p-value in the table). With the default 199 permutations the "
-    "smallest possible p-value is 0.005."
-)
+#: Probes that hold the primary statistics: always run by a report.
+PRIMARY_PROBES = (PRIMARY[0], PRIMARY_ALL[0])
 
 
 @dataclass(frozen=True)
@@ -100,6 +73,11 @@ class ReportSettings:
         Images drawn in a projection (a seeded sample above it).
     device
         Device for torch steps.
+    verdict_permutations
+        Restricted permutations of the primary statistic per rank (``levels`` probe; its own
+        ``probe_settings["levels"]["permutations"]`` wins when given).
+    common_dim
+        Compare models at a common dimension (PCA to the smallest), see :mod:`latent.compare`.
     """
 
     evaluations: tuple[tuple[str, str], ...] = (("linear", "random"), ("knn", "species-disjoint"))
@@ -114,11 +92,18 @@ class ReportSettings:
     projections: tuple[str, ...] = ("pca", "umap")
     max_projection_points: int = 20_000
     device: str = "auto"
+    verdict_permutations: int = 999
+    common_dim: bool = True
 
 
 @dataclass(frozen=True)
 class ReportResult:
-    """Where the report is and what it found (``answer``: one row per model and rank)."""
+    """Where the report is and what it found.
+
+    ``answer`` is ``verdicts.csv`` (:data:`latent.verdict.VERDICT_COLUMNS`, one row per model and rank);
+    ``comparisons`` is ``comparisons.csv`` (:data:`latent.compare.COMPARISON_COLUMNS`; empty with one model
+    and no baseline).
+    """
 
     out: Path
     html: Path
@@ -126,12 +111,18 @@ class ReportResult:
     answer: pd.DataFrame
     figures: list[Path]
     runs: dict[str, dict[str, Any]]
+    comparisons: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def summary(self) -> str:
         lines = [f"report: {self.html}"]
         for model, table in self.answer.groupby("model", sort=False):
-            verdicts_ = ", ".join(f"{r.rank} {r.verdict}" for r in table.itertuples())
-            lines.append(f"  {model}: {verdicts_}")
+            seen, parts = set(), []
+            for r in table.itertuples():
+                if r.level in seen:
+                    continue
+                seen.add(r.level)
+                parts.append(f"{r.level.replace('=', ' = ')} {r.verdict}")
+            lines.append(f"  {model}: {', '.join(parts)}")
         lines.append(f"  {len(self.figures)} figures in {self.out / 'figures'}")
         return "\n".join(lines)
 
@@ -206,10 +197,18 @@ def _run_probes(cache: Path, folder: Path, settings: ReportSettings, force: bool
     from latent.probes.base import ProbeOptions
     from latent.probes.run import probe_cache
 
+    extra = {k: dict(v) for k, v in settings.probe_settings.items()}
+    extra.setdefault("levels", {}).setdefault("permutations", settings.verdict_permutations)
     options = ProbeOptions(distance=settings.distance, permutations=settings.permutations,
                            max_pairs=settings.max_pairs, max_images=settings.max_images, seed=settings.seed,
-                           device=settings.device, extra={k: dict(v) for k, v in settings.probe_settings.items()})
-    params = {"cache": _cache_identity(cache), "step": "probe", "probes": list(settings.probes or []) or "all",
+                           device=settings.device, extra=extra)
+    probes = list(settings.probes or [])
+    if probes:
+        added = [p for p in PRIMARY_PROBES if p not in probes]
+        if added:
+            log.info("report: the verdicts' primary statistics need the %s probe(s): added", ", ".join(added))
+        probes = [*added, *probes]
+    params = {"cache": _cache_identity(cache), "step": "probe", "probes": probes or "all",
               "options": asdict(options), "baseline": None if baseline is None else _cache_identity(baseline),
               "latent_version": __version__}
     out = folder / f"probe-{settings.distance}-perm{settings.permutations}-seed{settings.seed}-{_short_hash(params)}"
@@ -217,8 +216,7 @@ def _run_probes(cache: Path, folder: Path, settings: ReportSettings, force: bool
         log.info("report: reusing %s", out)
         return out
     log.info("report: probes on %s", cache)
-    probe_cache(cache, out, probes=list(settings.probes) if settings.probes else None, options=options,
-                baseline=baseline)
+    probe_cache(cache, out, probes=probes or None, options=options, baseline=baseline)
     _write_settings(out, params)
     return out
 
@@ -261,67 +259,16 @@ def _run_projections(cache: Path, folder: Path, settings: ReportSettings, force:
 
 # ------------------------------------------------------------------------------ the answer
 def _evidence_subset(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a probe table that are evidence statistics (:data:`EVIDENCE`), in its order."""
+    """The rows of a probe table that a verdict reads (primary) or shows (supporting), in that order."""
     parts = []
-    for probe, metric, extra, _, _ in EVIDENCE:
+    wanted = [(PRIMARY[0], PRIMARY[1], {}), (PRIMARY_ALL[0], PRIMARY_ALL[1], {"rank": "all"}),
+              *((probe, metric, extra) for probe, metric, extra, _, _ in SUPPORTING)]
+    for probe, metric, extra in wanted:
         sel = metrics[(metrics["probe"] == probe) & (metrics["metric"] == metric)]
         for key, value in extra.items():
             sel = sel[sel[key] == value] if key in sel.columns else sel.iloc[0:0]
         parts.append(sel)
     return pd.concat(parts) if parts else metrics.iloc[0:0]
-
-
-def _evidence_rows(metrics: pd.DataFrame, features: str = "model") -> pd.DataFrame:
-    """The evidence statistics of one model's probe table (``features`` ``"model"`` or ``"baseline"``),
-    one row each, with ``evidence`` (bool)."""
-    m = metrics[metrics["features"] == features] if "features" in metrics.columns else metrics
-    records = []
-    for probe, metric, extra, direction, name in EVIDENCE:
-        sel = m[(m["probe"] == probe) & (m["metric"] == metric)]
-        for key, value in extra.items():
-            sel = sel[sel[key] == value] if key in sel.columns else sel.iloc[0:0]
-        for row in sel.itertuples(index=False):
-            p = float(getattr(row, "p_value", math.nan))
-            null = float(getattr(row, "null_mean", math.nan))
-            side = row.value < null if direction == "less" else row.value > null
-            perms = float(getattr(row, "permutations", math.nan))
-            records.append({"rank": row.rank, "probe": probe, "metric": metric, "statistic": name,
-                            "permutations": perms, "testable": bool(perms >= MIN_PERMUTATIONS),
-                            "value": row.value, "ci_low": row.ci_low, "ci_high": row.ci_high,
-                            "null_mean": null, "z": float(getattr(row, "z", math.nan)), "p_value": p,
-                            "n": row.n, "direction": direction,
-                            "evidence": bool(not math.isnan(p) and p <= ALPHA and side)})
-    return pd.DataFrame(records, columns=["rank", "probe", "metric", "statistic", "permutations", "testable", "value", "ci_low", "ci_high",
-                                          "null_mean", "z", "p_value", "n", "direction", "evidence"])
-
-
-def verdicts(evidence: pd.DataFrame) -> pd.DataFrame:
-    """Per rank (and ``all``): statistics available, how many are evidence, and the verdict (:data:`VERDICT_RULE`).
-
-    Parameters
-    ----------
-    evidence
-        Output of the evidence selection: ``rank``, ``p_value`` and ``evidence`` columns.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``rank, available, evidence, verdict`` for the seven ranks and ``all``.
-    """
-    out = []
-    for rank in (*RANK_NAMES, "all"):
-        rows = evidence[(evidence["rank"] == rank) & evidence["p_value"].notna() & evidence["testable"]]
-        k, e = len(rows), int(rows["evidence"].sum())
-        if k == 0:
-            verdict = "not testable"
-        elif e >= max(2, math.ceil(2 * k / 3)):
-            verdict = "yes"
-        elif e >= 1:
-            verdict = "partly"
-        else:
-            verdict = "no"
-        out.append({"rank": rank, "available": k, "evidence": e, "verdict": verdict})
-    return pd.DataFrame(out)
 
 
 # ------------------------------------------------------------------------------ figures
@@ -519,20 +466,50 @@ def _fmt(value: Any, digits: int = 3) -> str:
 
 
 def _answer_tables(models: list[_Model]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    verdict_frames, evidence_frames = [], []
+    """``(verdicts, supporting)`` of every model, and of its random-features baseline when probed."""
+    verdict_frames, support_frames = [], []
     for m in models:
         metrics = _read_csv(m.probe / "metrics.csv")
-        ev = _evidence_rows(metrics) if metrics is not None else _evidence_rows(pd.DataFrame(
-            columns=["probe", "metric", "rank", "value", "ci_low", "ci_high", "n"]))
-        evidence_frames.append(ev.assign(model=m.label))
-        verdict_frames.append(verdicts(ev).assign(model=m.label))
-        if metrics is not None and "features" in metrics.columns and (metrics["features"] == "baseline").any():
+        if metrics is None:
+            metrics = pd.DataFrame(columns=["probe", "metric", "rank", "value", "ci_low", "ci_high", "n"])
+        verdict_frames.append(verdict_table(metrics, m.label))
+        support_frames.append(supporting_table(metrics, m.label))
+        if "features" in metrics.columns and (metrics["features"] == "baseline").any():
             # the random-features baseline, judged by the same rule, next to the model it was probed with
             label = f"{m.label}: random-features baseline"
-            base = _evidence_rows(metrics, "baseline")
-            evidence_frames.append(base.assign(model=label))
-            verdict_frames.append(verdicts(base).assign(model=label))
-    return pd.concat(verdict_frames, ignore_index=True), pd.concat(evidence_frames, ignore_index=True)
+            verdict_frames.append(verdict_table(metrics, label, features="baseline"))
+            support_frames.append(supporting_table(metrics, label, features="baseline"))
+    return pd.concat(verdict_frames, ignore_index=True), pd.concat(support_frames, ignore_index=True)
+
+
+def _comparisons(models: list[_Model], settings: ReportSettings, baseline: "Path | None") -> pd.DataFrame:
+    """Paired model-vs-model (and model-vs-baseline) differences of each rank's primary statistic."""
+    from latent.compare import COMPARISON_COLUMNS, compare_models
+    from latent.probes.base import ProbeOptions
+    from latent.probes.run import load_probe_data
+
+    pairs: list[tuple[str, Path, str, Path]] = []
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            pairs.append((a.label, a.cache, b.label, b.cache))
+        if baseline is not None:
+            pairs.append((a.label, a.cache, "random-features baseline", baseline))
+    if not pairs:
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
+    options = ProbeOptions(distance=settings.distance, seed=settings.seed)
+    level_settings = {k: v for k, v in settings.probe_settings.get("levels", {}).items()
+                      if k in ("max_images_per_species", "max_species")}
+    loaded: dict[Path, Any] = {}
+    frames = []
+    for la, pa, lb, pb in pairs:
+        for path in (pa, pb):
+            if path not in loaded:
+                loaded[path] = load_probe_data(path)[0]
+        log.info("report: comparing %s with %s", la, lb)
+        frames.append(compare_models(loaded[pa], loaded[pb], labels=(la, lb), options=options,
+                                     common_dim=settings.common_dim, n_boot=settings.n_boot,
+                                     settings=level_settings))
+    return pd.concat(frames, ignore_index=True)
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -554,27 +531,77 @@ def _html_table(frame: pd.DataFrame, verdict_cols: Sequence[str] = ()) -> str:
     return "".join(cells)
 
 
+def _ci(low: Any, high: Any) -> str:
+    return f"[{_fmt(low)}, {_fmt(high)}]" if not (pd.isna(low) or pd.isna(high)) else "-"
+
+
 def _verdict_wide(verdict: pd.DataFrame) -> pd.DataFrame:
-    wide = verdict.assign(cell=lambda f: f["verdict"] + " (" + f["evidence"].astype(str) + "/" +
-                          f["available"].astype(str) + ")")
-    table = wide.pivot(index="rank", columns="model", values="cell").reindex([*RANK_NAMES, "all"])
-    table = table[list(dict.fromkeys(verdict["model"]))]
-    return table.reset_index()
+    """One row per tested partition (ranks with one partition merged: "order = family"), one column per model."""
+    order = {r: i for i, r in enumerate([*RANK_NAMES, "all"])}
+    levels = list(dict.fromkeys(verdict.sort_values("rank", key=lambda s: s.map(order), kind="stable")["level"]))
+    table = {"rank": [lv.replace("=", " = ") for lv in levels]}
+    for model in dict.fromkeys(verdict["model"]):
+        rows = verdict[verdict["model"] == model].drop_duplicates("level").set_index("level")
+        cells = []
+        for lv in levels:
+            if lv not in rows.index:
+                cells.append("-")
+                continue
+            r = rows.loc[lv]
+            if r["verdict"] == "not testable":
+                cells.append("not testable")
+            else:
+                cells.append(f"{r['verdict']} ({_fmt(r['value'])}, null {_fmt(r['null_mean'])}, "
+                             f"p_adj {_fmt(r['p_adjusted'], 2)})")
+        table[model] = cells
+    return pd.DataFrame(table)
+
+
+def _verdict_detail(verdict: pd.DataFrame) -> pd.DataFrame:
+    v = verdict.drop_duplicates(["model", "level"])
+    return pd.DataFrame({
+        "model": v["model"], "rank": v["level"].str.replace("=", " = "), "verdict": v["verdict"],
+        "statistic": v["primary_statistic"], "value": v["value"].map(_fmt),
+        "95% CI": [_ci(a, b) for a, b in zip(v["ci_low"], v["ci_high"])],
+        "null mean": v["null_mean"].map(_fmt), "effect": v["effect"].map(_fmt),
+        "p": v["p_value"].map(_fmt), "p (Holm)": v["p_adjusted"].map(_fmt),
+        "species": v["n_species"].map(lambda x: _fmt(x, 6)), "taxa": v["n_taxa"].map(lambda x: _fmt(x, 6)),
+        "permutations": v["permutations"].map(lambda x: _fmt(x, 6)), "reason": v["reason"].fillna(""),
+    })
+
+
+def _comparison_display(comparisons: pd.DataFrame) -> pd.DataFrame:
+    c = comparisons.drop_duplicates(["model", "versus", "level"])
+    return pd.DataFrame({
+        "model": c["model"], "versus": c["versus"], "rank": c["level"].str.replace("=", " = "),
+        "difference of effects": c["value"].map(_fmt), "95% CI": [_ci(a, b) for a, b in zip(c["ci_low"], c["ci_high"])],
+        "p (paired)": c["p_value"].map(_fmt), "species": c["n_species"].map(lambda x: _fmt(x, 6)),
+        "dim": c["dim"].map(lambda x: _fmt(x, 6)), "matched on": c["matched_on"],
+        "note": [n if not pd.isna(n) and n else (cn if not pd.isna(cn) else "") for n, cn in zip(c["note"], c["ci_note"])],
+    })
+
+
+COMPARISON_NOTE = (
+    "Per rank, the difference between two models' effects (each species' ratio minus its mean under the "
+    "restricted null) on the same species; negative: the rank is more visible in the first model. Both spaces "
+    "are projected onto the same number of PCA axes first (the smaller dimension), since raw statistics grow "
+    "with the dimension. CI: paired bootstrap over the parent taxa; p: paired permutation test swapping the two "
+    "models' values for whole parent taxa (two-sided).")
 
 
 def _evidence_display(evidence: pd.DataFrame) -> pd.DataFrame:
     if evidence.empty:
-        return pd.DataFrame(columns=["model", "rank", "statistic", "value", "95% CI", "null mean", "z", "p", "n", "evidence"])
+        return pd.DataFrame(columns=["rank", "statistic", "model", "value", "95% CI", "null mean", "z", "p",
+                                     "p (BY)", "permutations", "n", "supports"])
     order = {r: i for i, r in enumerate([*RANK_NAMES, "all"])}
     ev = evidence.assign(_o=evidence["rank"].map(order)).sort_values(["_o", "statistic", "model"], kind="stable")
     return pd.DataFrame({
         "rank": ev["rank"], "statistic": ev["statistic"], "model": ev["model"],
-        "value": ev["value"].map(_fmt),
-        "95% CI": [f"[{_fmt(a)}, {_fmt(b)}]" if not (pd.isna(a) or pd.isna(b)) else "-"
-                   for a, b in zip(ev["ci_low"], ev["ci_high"])],
+        "value": ev["value"].map(_fmt), "95% CI": [_ci(a, b) for a, b in zip(ev["ci_low"], ev["ci_high"])],
         "null mean": ev["null_mean"].map(_fmt), "z": ev["z"].map(lambda v: _fmt(v, 2)),
-        "p": ev["p_value"].map(_fmt), "permutations": ev["permutations"].map(lambda v: _fmt(v, 6)), "n": ev["n"],
-        "evidence": [("yes" if e else "no") if t else "too few permutations" for e, t in zip(ev["evidence"], ev["testable"])],
+        "p": ev["p_value"].map(_fmt), "p (BY)": ev["p_adjusted"].map(_fmt),
+        "permutations": ev["permutations"].map(lambda v: _fmt(v, 6)), "n": ev["n"],
+        "supports": ["yes" if s else "no" for s in ev["supports"]],
     })
 
 
@@ -653,24 +680,36 @@ code{background:#f3f3f3;padding:0 .2em}
 
 
 def _write_documents(out: Path, models: list[_Model], settings: ReportSettings, verdict: pd.DataFrame,
-                     evidence: pd.DataFrame, figures: list[_Figure]) -> tuple[Path, Path]:
+                     evidence: pd.DataFrame, comparisons: pd.DataFrame, figures: list[_Figure]) -> tuple[Path, Path]:
     wide = _verdict_wide(verdict)
+    vdetail = _verdict_detail(verdict)
     detail = _evidence_display(evidence)
+    compared = _comparison_display(comparisons) if len(comparisons) else None
     treelike = _treelike_table(models)
     prov = _provenance(models, settings)
     names = ", ".join(m.label for m in models)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run_info = {"latent version": __version__, "git commit": _git_commit(), "python": platform.python_version(),
-                "created": created, "seed": settings.seed, "permutations": settings.permutations,
+                "created": created, "seed": settings.seed,
+                "permutations (primary, restricted null)": settings.probe_settings.get("levels", {}).get(
+                    "permutations", settings.verdict_permutations),
+                "permutations (supporting, free null)": settings.permutations,
                 "bootstrap resamples": settings.n_boot, "distance": settings.distance,
+                "alpha (Holm, per model)": ALPHA,
+                "comparisons at a common dimension": settings.common_dim,
                 "evaluations": ", ".join(f"{m} ({s})" for m, s in settings.evaluations),
                 "probes": ", ".join(settings.probes) if settings.probes else "all"}
-    intro = (f"Does the embedding space of {names} reflect the taxonomy? Each row below is one rank; each cell "
-             "gives the verdict and how many of the statistics available at that rank are evidence.")
+    intro = (f"Does the embedding space of {names} reflect the taxonomy? Each row is one rank (ranks that split the "
+             "species identically are one row); each cell gives the verdict, the primary statistic (below 1: the rank "
+             "is visible beyond its parent), its null mean and the Holm-adjusted p-value. Machine-readable: "
+             "verdicts.csv, comparisons.csv, supporting.csv.")
 
     md = [f"# Does the embedding space reflect the taxonomy? ({names})", "", intro, "",
-          _markdown_table(wide), "", f"**Rule.** {VERDICT_RULE}", "", "## Evidence per statistic", "",
-          _markdown_table(detail), ""]
+          _markdown_table(wide), "", f"**Rule.** {VERDICT_RULE}", "", "## The primary test per rank", "",
+          _markdown_table(vdetail), ""]
+    if compared is not None:
+        md += ["## Model versus model", "", _markdown_table(compared), "", COMPARISON_NOTE, ""]
+    md += ["## Supporting statistics (free null)", "", _markdown_table(detail), ""]
     if len(treelike):
         md += ["## Is the space tree-like?", "", _markdown_table(treelike), "", TREELIKE_NOTE, ""]
     md += ["## Figures", ""]
@@ -690,9 +729,13 @@ def _write_documents(out: Path, models: list[_Model], settings: ReportSettings, 
              f"<h1>Does the embedding space reflect the taxonomy?</h1><p>{html.escape(intro)}</p>",
              _html_table(wide, verdict_cols=[c for c in wide.columns if c != "rank"]),
              f"<p class='rule'><b>Rule.</b> {html.escape(VERDICT_RULE)}</p>",
-             "<h2>Evidence per statistic</h2><details><summary>Every statistic behind the verdicts "
-             f"({len(detail)} rows): value, bootstrap CI, null mean, z, permutation p-value</summary>",
-             _html_table(detail), "</details>"]
+             "<h2>The primary test per rank</h2>", _html_table(vdetail, verdict_cols=["verdict"])]
+    if compared is not None:
+        parts += ["<h2>Model versus model</h2>", _html_table(compared),
+                  f"<p class='rule'>{html.escape(COMPARISON_NOTE)}</p>"]
+    parts += ["<h2>Supporting statistics (free null)</h2><details><summary>Statistics that support but never decide "
+              f"a verdict ({len(detail)} rows): value, species-bootstrap CI, null mean, z, permutation p-value and its "
+              "Benjamini-Yekutieli adjustment</summary>", _html_table(detail), "</details>"]
     if len(treelike):
         parts += ["<h2>Is the space tree-like?</h2>", _html_table(treelike), f"<p class='rule'>{html.escape(TREELIKE_NOTE)}</p>"]
     parts.append("<h2>Figures</h2>")
@@ -777,11 +820,16 @@ def build_report(
         models.append(_Model(label, path, provenance, evaluations, probe, projections, info))
     figures = _draw_figures(models, out / "figures")
     verdict, evidence = _answer_tables(models)
-    html_path, md_path = _write_documents(out, models, settings, verdict, evidence, figures)
+    comparisons = _comparisons(models, settings, None if baseline is None else Path(baseline))
+    for name, table in (("verdicts.csv", verdict), ("supporting.csv", evidence), ("comparisons.csv", comparisons)):
+        tmp = out / f"{name}.tmp"
+        table.to_csv(tmp, index=False)
+        os.replace(tmp, out / name)
+    html_path, md_path = _write_documents(out, models, settings, verdict, evidence, comparisons, figures)
     runs = {m.label: {"cache": str(m.cache.resolve()), "evaluations": [str(d.resolve()) for d in m.evaluations],
                       "probe": str(m.probe.resolve()), "projections": [str(p.resolve()) for p in m.projections]}
             for m in models}
     (out / "report.json").write_text(json.dumps({"models": runs, "settings": asdict(settings),
                                                  "latent_version": __version__}, indent=2, default=str))
     log.info("report written to %s in %.1fs", html_path, time.perf_counter() - start)
-    return ReportResult(out, html_path, md_path, verdict, [f.png for f in figures], runs)
+    return ReportResult(out, html_path, md_path, verdict, [f.png for f in figures], runs, comparisons)

@@ -32,6 +32,9 @@ class ProbeSpec:
 
 
 PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
+    ProbeSpec("levels", "latent.probes.levels:probe_levels",
+              "the primary statistic per rank: distance to relatives inside the taxon over distance to relatives "
+              "outside it within the parent, under a restricted (within-parent) permutation null"),
     ProbeSpec("distances", "latent.probes.distances:probe_distances",
               "embedding distance of image and centroid pairs by LCA height; intra/inter-clade ratio per rank; "
               "Spearman of distance with height"),
