@@ -29,7 +29,8 @@ import numpy as np
 from latent.ranks import RANKS
 from latent.taxonomy import Taxonomy
 
-__all__ = ["SyntheticData", "builtin_taxonomy_path", "builtin_taxonomy", "make_hierarchical", "write_synthetic"]
+__all__ = ["SyntheticData", "builtin_taxonomy_path", "builtin_taxonomy", "balanced_taxonomy", "make_hierarchical",
+           "write_synthetic"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,27 @@ def builtin_taxonomy_path() -> Path:
 def builtin_taxonomy() -> Taxonomy:
     """The built-in taxonomy (see :func:`builtin_taxonomy_path`), one row per species."""
     return Taxonomy.from_table(builtin_taxonomy_path())
+
+
+def balanced_taxonomy(branching: Sequence[int] = (1, 1, 2, 6, 3, 2, 2)) -> Taxonomy:
+    """A balanced tree with ``branching[r]`` rank-``r`` taxa under each rank-``(r-1)`` taxon, one row per species.
+
+    The default (144 species: 2 classes of 6 orders of 3 families of 2 genera of 2 species) has enough
+    taxa under each parent for every rank from class down to be tested under a restricted null; the
+    built-in taxonomy (47 real species) has too few at several ranks. Names encode the path
+    (``F0_0_1_3_2`` is a family), species are ``"<genus> s<k>"``.
+    """
+    import itertools
+
+    branching = [int(b) for b in branching]
+    if len(branching) != len(RANKS) or min(branching) < 1:
+        raise ValueError(f"The 'branching' parameter of balanced_taxonomy must be 7 integers >= 1. Got {branching!r}.")
+    rows = []
+    for path in itertools.product(*[range(b) for b in branching]):
+        key = ["_".join(map(str, path[:r + 1])) for r in range(len(RANKS))]
+        names = [f"{p}{k}" for p, k in zip("KPCOFG", key[:6])]
+        rows.append([*names, f"{names[-1]} s{path[6]}"])
+    return Taxonomy(np.asarray(rows, dtype=object), what="balanced taxonomy")
 
 
 @dataclass(frozen=True)

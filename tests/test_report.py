@@ -15,8 +15,9 @@ import pytest
 from latent.cli import main
 from latent.errors import InputError
 from latent.experiment import load_config, run_experiment
-from latent.report import MIN_PERMUTATIONS, ReportSettings, build_report, verdicts
-from latent.synthetic import make_hierarchical, write_synthetic
+from latent.report import ReportSettings, build_report
+from latent.synthetic import balanced_taxonomy, make_hierarchical, write_synthetic
+from latent.verdict import VERDICT_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ReportSettings(evaluations=(("knn", "random"),), probes=("separability",), permutations=99,
@@ -29,29 +30,10 @@ def synth(path: Path, signal: float, seed: int = 0) -> Path:
     return path
 
 
-def test_verdict_rule_hand_built():
-    ev = pd.DataFrame([
-        # genus: 3 testable statistics, all evidence -> yes
-        *[{"rank": "genus", "p_value": 0.001, "evidence": True, "testable": True}] * 3,
-        # family: 3 statistics, 1 evidence -> partly
-        {"rank": "family", "p_value": 0.001, "evidence": True, "testable": True},
-        *[{"rank": "family", "p_value": 0.4, "evidence": False, "testable": True}] * 2,
-        # order: 2 statistics, none evidence -> no
-        *[{"rank": "order", "p_value": 0.5, "evidence": False, "testable": True}] * 2,
-        # class: 3 statistics, 2 evidence -> yes (2 >= ceil(2 * 3 / 3))
-        *[{"rank": "class", "p_value": 0.002, "evidence": True, "testable": True}] * 2,
-        {"rank": "class", "p_value": 0.3, "evidence": False, "testable": True},
-        # phylum: one statistic, evidence -> partly (a single statistic is never "yes")
-        {"rank": "phylum", "p_value": 0.001, "evidence": True, "testable": True},
-        # kingdom: only an untestable statistic (too few permutations) -> not testable
-        {"rank": "kingdom", "p_value": 0.2, "evidence": False, "testable": False},
-    ])
-    v = verdicts(ev).set_index("rank")
-    assert v.loc["genus", "verdict"] == "yes" and v.loc["family", "verdict"] == "partly"
-    assert v.loc["order", "verdict"] == "no" and v.loc["class", "verdict"] == "yes"
-    assert v.loc["phylum", "verdict"] == "partly" and v.loc["kingdom", "verdict"] == "not testable"
-    assert v.loc["species", "verdict"] == "not testable" and v.loc["all", "available"] == 0
-    assert MIN_PERMUTATIONS == 99
+def balanced(path: Path, signal: float, seed: int = 0, dim: int = 16) -> Path:
+    """Synthetic data on a balanced taxonomy with enough taxa per parent to test class..species."""
+    write_synthetic(path, make_hierarchical(balanced_taxonomy(), per_species=3, dim=dim, signal=signal, seed=seed))
+    return path
 
 
 def test_report_two_caches_reuse_and_force(tmp_path):
@@ -162,19 +144,29 @@ def test_synthetic_experiment_records_config_and_versions(tmp_path):
 
 
 def test_report_planted_vs_null_in_answer(tmp_path):
-    """The verdicts construct their answer: a planted hierarchy is 'yes' at every rank, none is 'no'."""
-    a, b = synth(tmp_path / "planted.h5", 3.0), synth(tmp_path / "none.h5", 0.0, seed=1)
+    """The verdicts construct their answer: a planted hierarchy is 'yes' at every testable rank, none never is."""
+    a, b = balanced(tmp_path / "planted.h5", 2.0), balanced(tmp_path / "none.h5", 0.0, seed=1)
     settings = ReportSettings(evaluations=(), probes=("distances", "clusters", "alignment"), permutations=99,
                               projections=())
     result = build_report([a, b], tmp_path / "rep", settings=settings)
     ans = result.answer.set_index(["model", "rank"])
-    for rank in ("kingdom", "phylum", "class", "order", "family", "genus"):
+    # one kingdom and one phylum: one partition, nothing to test
+    assert ans.loc[("planted", "kingdom"), "verdict"] == "not testable"
+    assert "one kingdom=phylum taxon" in ans.loc[("planted", "phylum"), "reason"]
+    for rank in ("class", "order", "family", "genus", "species", "all"):
         assert ans.loc[("planted", rank), "verdict"] == "yes", rank
-        assert ans.loc[("none", rank), "verdict"] in ("no", "partly"), rank
-    assert ans.loc[("planted", "all"), "verdict"] == "yes" and ans.loc[("none", "all"), "evidence"] == 0
-    # over the whole table the unplanted data is not evidence at more than a chance rate
-    none = result.answer[result.answer["model"] == "none"]
-    assert none["evidence"].sum() <= 2
+        assert ans.loc[("none", rank), "verdict"] == "no", rank
+    # verdicts.csv is the machine-readable answer, and the documents render from it
+    table = pd.read_csv(tmp_path / "rep" / "verdicts.csv")
+    assert list(table.columns) == VERDICT_COLUMNS and len(table) == 2 * 8
+    comparisons = pd.read_csv(tmp_path / "rep" / "comparisons.csv").set_index("rank")
+    for rank in ("family", "genus", "species"):
+        assert comparisons.loc[rank, "value"] < 0 and comparisons.loc[rank, "p_value"] <= 0.05, rank
+    # class and order sit in 1 and 2 parents: no replication to compare on, so no small p and no CI
+    assert (comparisons.loc[["class", "order"], "p_value"] >= 0.5).all()
+    assert comparisons.loc[["class", "order"], "ci_low"].isna().all()
+    html = result.html.read_text()
+    assert "Holm" in html and "Model versus model" in html and "Supporting statistics" in html
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "experiments").glob("*.yaml")), ids=lambda p: p.name)
@@ -205,20 +197,25 @@ def test_cub10_experiment_end_to_end(tmp_path, shared):
     # one kingdom, phylum and class in cub10: nothing to test there
     for rank in ("kingdom", "phylum", "class"):
         assert answer.loc[rank, "verdict"] == "not testable", rank
-    assert answer.loc["all", "available"] >= 4
+    # 4 orders of one family each: one partition, one test
+    assert answer.loc["order", "level"] == answer.loc["family", "level"] == "order=family"
+    assert answer.loc["order", "verdict"] == answer.loc["family", "verdict"]
+    # genus beyond family: 12 distinct within-family relabellings cannot reach p <= 0.05
+    assert answer.loc["genus", "verdict"] == "not testable"
+    assert "only 12 distinct restricted permutations" in answer.loc["genus", "reason"]
     html = result.report.html.read_text()
     assert html.count("data:image/png;base64,") == len(result.report.figures) >= 8
 
 
 def test_baseline_judged_by_the_same_rule(tmp_path):
     """A random-features baseline of the same images gets its own verdicts next to the model's."""
-    model, base = synth(tmp_path / "model.h5", 3.0), synth(tmp_path / "random.h5", 0.0, seed=9)
+    model, base = balanced(tmp_path / "model.h5", 2.0), balanced(tmp_path / "random.h5", 0.0, seed=9)
     settings = ReportSettings(evaluations=(), probes=("distances", "clusters", "alignment"), permutations=99,
                               projections=())
     result = build_report([model], tmp_path / "rep", settings=settings, baseline=base)
     ans = result.answer.set_index(["model", "rank"])
     label = "synthetic: random-features baseline"
-    for rank in ("kingdom", "phylum", "class", "order", "family", "genus", "all"):
+    for rank in ("class", "order", "family", "genus", "species", "all"):
         assert ans.loc[("synthetic", rank), "verdict"] == "yes", rank
-        assert ans.loc[(label, rank), "verdict"] in ("no", "partly"), rank
+        assert ans.loc[(label, rank), "verdict"] == "no", rank
     assert label in result.html.read_text() and label in result.markdown.read_text()
