@@ -1,9 +1,14 @@
 """``latent evaluate``: predictions at every rank from a cache, then per-rank and hierarchical metrics.
 
-cache -> (split) -> predictor -> :class:`~latent.predictions.Predictions` -> metrics with bootstrap CIs
--> ``DIR/metrics.csv`` (the shared long format), ``DIR/predictions.parquet``, the mistake-severity
-histogram, the first-divergence distribution, the most confused pairs, and ``DIR/run.json`` (what was
-run, on which cache, with which seeds).
+cache -> (split) -> predictor -> :class:`~latent.predictions.Predictions` -> metrics with species-bootstrap
+CIs -> ``DIR/metrics.csv`` (the shared long format, with ``n_species``, ``n_taxa``, ``ci_note`` and
+``note``: every rule is stated once in :mod:`latent.metrics`), ``DIR/predictions.parquet``, the
+mistake-severity histogram, the first-divergence distribution, the most confused pairs, and
+``DIR/run.json`` (what was run, on which cache, with which seeds).
+
+Zero-shot multiplies cosine similarities by the model's own learned logit scale, recorded with the text
+embeddings by ``latent embed-text`` (:func:`latent.text.text_logit_scale`); text embedded by an older
+latent falls back to CLIP's 100, logged and written to ``run.json`` (``logit_scale_source``).
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ class EvaluateReport:
         lines = [f"{self.info.get('method')} ({self.info.get('mode')}, split {self.info.get('split')}) on "
                  f"{self.info.get('cache')}: {self.info.get('n_test')} test images"]
         lines.append(f"  {'rank':<8} {'top1':>22} {'top5':>8} {'bal.acc':>8} {'macroF1':>8} {'n':>7} {'classes':>7}")
+        short_lists: list[str] = []
         for rank in RANK_NAMES:
             rows = m[m["rank"] == rank].set_index("metric")
             if "top1" not in rows.index:
@@ -57,14 +63,23 @@ class EvaluateReport:
                 continue
 
             def v(name: str) -> str:
-                return f"{rows.loc[name, 'value']:.3f}" if name in rows.index else "-"
+                if name not in rows.index:
+                    return "-"
+                flagged = name == "top5" and "fewer than" in _text(rows.loc[name].get("note"))
+                short_lists.extend([rank] if flagged else [])
+                return f"{rows.loc[name, 'value']:.3f}" + ("*" if flagged else "")
 
             t1 = rows.loc["top1"]
             lines.append(
-                f"  {rank:<8} {t1['value']:.3f} [{t1['ci_low']:.3f}, {t1['ci_high']:.3f}] {v('top5'):>8} "
+                f"  {rank:<8} {_with_ci(t1):>22} {v('top5'):>8} "
                 f"{v('balanced_accuracy'):>8} {v('macro_f1'):>8} {int(t1['n']):>7} "
                 f"{int(rows.loc['n_classes', 'value']) if 'n_classes' in rows.index else '-':>7}"
+                + (f"  ({t1['note']})" if _text(t1.get("note")) else "")
             )
+        if short_lists:
+            lines.append(f"  * top5 where some rows rank fewer than 5 taxa ({', '.join(short_lists)}): "
+                         "see 'note' in metrics.csv")
+        lines.append("  top5 '-': not reported (k < 5, or 5 or fewer candidate taxa: it would be trivially 1)")
         hier = m[m["rank"] == "all"].set_index("metric")
         parts = []
         for name in ("mistake_severity", "hdist@1", "hdist@5", "hF", "hca"):
@@ -72,16 +87,34 @@ class EvaluateReport:
                 continue
             r = hier.loc[name]
             if np.isfinite(r["value"]):
-                parts.append(f"{name} {r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]")
+                parts.append(f"{name} {_with_ci(r)}")
             elif name == "mistake_severity":
                 parts.append("mistake_severity - (no species mistakes)")
         if parts:
             lines.append("  hierarchy: " + "; ".join(parts))
+        if "hF" in hier.index and _text(hier.loc["hF"].get("note")):
+            lines.append(f"  hierarchy over informative ranks only: {hier.loc['hF', 'note']}")
+        ci_notes = m["ci_note"] if "ci_note" in m.columns else []
+        notes = sorted({_text(n) for n in ci_notes if _text(n).startswith("no CI: ") and "species (<" in _text(n)})
+        if notes:
+            lines.append(f"  {'; '.join(notes)}: images of a species are not independent, CIs resample species")
         excluded = self.info.get("unlabelled_species")
         if excluded:
             lines.append(f"  {excluded} test rows without a species label are excluded from species metrics")
         lines.append(f"  wrote {', '.join(str(p.name) for p in self.files)} to {self.out}")
         return "\n".join(lines)
+
+
+def _text(value: Any) -> str:
+    """A note cell as text (NaN and None read back from CSV as ``""``)."""
+    return value if isinstance(value, str) else ""
+
+
+def _with_ci(row: pd.Series) -> str:
+    """``"0.812 [0.790, 0.833]"``, or ``"0.812 (no CI)"`` where the row has none."""
+    if np.isfinite(row["ci_low"]) and np.isfinite(row["ci_high"]):
+        return f"{row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+    return f"{row['value']:.3f} (no CI)"
 
 
 def parse_clade(text: "str | None") -> "tuple[Rank, str] | None":
@@ -99,7 +132,10 @@ def _check(name: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise InputError(f"The {name!r} parameter of evaluate must be one of {', '.join(allowed)}. Got {value!r} instead.")
 
 
-def _text_for_zero_shot(cache, mode: str, form: str) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def _text_for_zero_shot(cache, mode: str, form: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float, str]:
+    """Text embeddings per rank, and the logit scale recorded with them (and where it came from)."""
+    from latent.text import text_logit_scale
+
     groups = set(cache.text_groups())
     ranks = ["species"] if mode == "flat" else list(RANK_NAMES)
     missing = [f"{r}/{form}" for r in ranks if f"{r}/{form}" not in groups]
@@ -109,10 +145,13 @@ def _text_for_zero_shot(cache, mode: str, form: str) -> dict[str, tuple[np.ndarr
             f"{', '.join(sorted(groups)) or 'none'}. Run `latent embed-text {cache.path}` first."
         )
     out = {}
+    attrs = []
     for r in ranks:
-        keys, emb, _ = cache.read_text_group(f"{r}/{form}")
+        keys, emb, group_attrs = cache.read_text_group(f"{r}/{form}")
         out[r] = (keys, emb)
-    return out
+        attrs.append(group_attrs)
+    scale, source = text_logit_scale(attrs, where=str(cache.path))
+    return out, scale, source
 
 
 def evaluate_cache(
@@ -156,7 +195,8 @@ def evaluate_cache(
     clade
         ``"RANK=NAME"``: only images of that clade, and only its taxa as candidates.
     n_boot
-        Bootstrap resamples (of images) for the 95% confidence intervals.
+        Bootstrap resamples for the 95% confidence intervals. Each resample draws whole species (a
+        cluster bootstrap); below :data:`latent.stats.MIN_CLUSTERS` test species no CI is given.
 
     Returns
     -------
@@ -190,7 +230,8 @@ def evaluate_cache(
         ids = cache.ids
         X_all = cache.read(rows, normalize=True)
         position = {int(r): i for i, r in enumerate(rows)}
-        text = _text_for_zero_shot(cache, mode, text_form) if method == "zero-shot" else None
+        text, logit_scale, scale_source = (_text_for_zero_shot(cache, mode, text_form) if method == "zero-shot"
+                                           else (None, None, None))
 
     def features(subset: np.ndarray) -> np.ndarray:
         return X_all[[position[int(r)] for r in subset]]
@@ -198,7 +239,8 @@ def evaluate_cache(
     predict_species = split != "species-disjoint"
     runs: list[tuple[str, Any]] = []
     if method == "zero-shot":
-        runs.append(("", predict_zero_shot(X_all, rows, taxonomy, text, mode=mode, clade=clade_spec, ids=ids)))
+        runs.append(("", predict_zero_shot(X_all, rows, taxonomy, text, mode=mode, clade=clade_spec, ids=ids,
+                                           logit_scale=logit_scale)))
     elif method == "centroid":
         for fold in range(folds):
             support, query = kshot_split(taxonomy, rows, shots=shots, fold=fold, seed=seed)
@@ -225,8 +267,15 @@ def evaluate_cache(
         tables["predictions"].append(pred.to_frame().assign(**extra))
     metrics = pd.concat(tables["metrics"], ignore_index=True)
     if method == "centroid":
-        # Mean over folds (each fold has its own bootstrap CI; the mean row averages values and bounds).
-        numeric = metrics.groupby(["rank", "metric"], sort=False)[["value", "ci_low", "ci_high", "n"]].mean().reset_index()
+        # Mean over folds (each fold has its own bootstrap CI; the mean row averages values and bounds,
+        # and counts; a bound missing in any fold is missing in the mean; notes of the folds are joined).
+        grouped = metrics.groupby(["rank", "metric"], sort=False)
+        numeric = grouped[["value", "ci_low", "ci_high", "n", "n_species", "n_taxa"]].mean()
+        missing = grouped[["ci_low", "ci_high"]].agg(lambda x: x.isna().any())
+        numeric[["ci_low", "ci_high"]] = numeric[["ci_low", "ci_high"]].mask(missing)
+        for column in ("ci_note", "note"):
+            numeric[column] = grouped[column].agg(lambda x: "; ".join(dict.fromkeys(v for v in x if _text(v))))
+        numeric = numeric.reset_index()
         numeric["fold"] = "mean"
         metrics = pd.concat([metrics, numeric], ignore_index=True)
     first = runs[0][1]
@@ -238,6 +287,9 @@ def evaluate_cache(
         "clade": None if clade_spec is None else f"{clade_spec[0].label}={clade_spec[1]}",
         "test_fraction": test_fraction, "k_neighbors": k_neighbors, "temperature": temperature,
         "text_form": text_form if method == "zero-shot" else None, "n_test": n_test,
+        "logit_scale": logit_scale, "logit_scale_source": scale_source,
+        "n_species": int(np.unique(first.true[first.true[:, Rank.SPECIES] >= 0, Rank.SPECIES]).size),
+        "bootstrap_unit": "species",
         "unlabelled_species": int(sum(int((p.true[:, Rank.SPECIES] < 0).sum()) for _, p in runs)),
         "model": provenance.model, "pretrained": provenance.pretrained, "preprocess": provenance.preprocess,
         "latent_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

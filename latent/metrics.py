@@ -2,28 +2,62 @@
 
 :func:`evaluate_predictions` turns a :class:`~latent.predictions.Predictions` into an
 :class:`EvaluationResult`: a long-format metrics table (``rank, metric, value, ci_low, ci_high, n``,
-plus ``method`` and ``mode``) and three "how is it wrong" tables.
+then ``n_species, n_taxa, ci_note, note``, plus ``method`` and ``mode``) and three "how is it wrong"
+tables.
+
+Columns
+-------
+``n``
+    Rows (images; mistakes for ``mistake_severity``) behind the value.
+``n_species``
+    Species behind the value: the independent units it rests on and its CI resamples (below). A row
+    whose species is unknown belongs to the unit of the deepest taxon it is known to (its unknown
+    species), so this counts distinct "deepest known taxa" among the rows.
+``n_taxa``
+    Distinct true taxa at the row's rank among the rows behind the value (at ``rank = "all"``: the
+    distinct deepest known taxa, i.e. ``n_species``).
+``ci_note``
+    ``""`` when the row has a CI, else why not: fewer than :data:`latent.stats.MIN_CLUSTERS` species
+    (``"no CI: 4 species (< 10)"``), one class, an undefined value, or ``n_boot = 0``.
+``note``
+    What the reader must know to read the value: ``"one class: not informative"``, ranks left out of
+    the hierarchical metrics, rows whose top-k list was shorter than k.
 
 Definitions
 -----------
 Taxa are compared as node codes of one taxonomy, so a match is a match of full lineages (homonyms
-never collapse). A row unlabelled at a rank (``true == -1``) is left out of every metric at that rank;
-``n`` is always the number of rows (or mistakes) behind a value.
+never collapse). A row unlabelled at a rank (``true == -1``) is left out of every metric at that rank.
 
 Per rank ``r`` (only ranks the predictor predicts, i.e. some ``topk[:, r, 0] >= 0``); rows are those
 labelled at ``r``, and a labelled row without a prediction at ``r`` counts as wrong:
 
-* ``top1``: the top-1 node is the true node; ``top5``: the true node is among the first 5
-  (only when ``k >= 5``).
+* ``top1``: the top-1 node is the true node.
+* ``top5``: the true node is among the first 5. Reported only when ``k >= 5`` and the rank has more
+  than 5 candidates (:meth:`~latent.predictions.Predictions.candidates`): with 5 or fewer it is
+  trivially 1. A row whose list holds fewer than 5 taxa (kNN: only taxa its neighbours vote for) is
+  not padded: the truth beyond its list counts as missed, and ``note`` says in how many rows.
 * ``balanced_accuracy``: mean recall over the true classes present (``sklearn.metrics.
   balanced_accuracy_score``).
 * ``macro_f1``: mean over classes of ``2 TP / (2 TP + FP + FN)``, averaged over the union of the true
   and predicted classes among the evaluated rows, which is scikit-learn's default label set
-  (``f1_score(average="macro")``): a class that is predicted but never true counts with F1 = 0.
+  (``f1_score(average="macro")``): a class that is predicted but never true counts with F1 = 0. In a
+  species-bootstrap resample the label set is the true classes drawn plus those never-true classes: a
+  true class none of whose species was drawn is not a class of that resample (counting it with F1 = 0
+  would bias every resample downwards).
 * ``n_classes``: distinct true classes among the evaluated rows (no interval).
-* ``consistency`` (ranks phylum..species): among rows predicted at ``r`` and ``r - 1`` in the
-  hierarchical prediction (below), the fraction whose rank-``r`` node is a child of the rank-``r - 1``
-  node.
+* **One class.** At a rank with a single true taxon among its rows (``n_taxa = 1``, e.g. one kingdom)
+  accuracy does not measure taxonomic knowledge: ``top1``, ``top5``, ``balanced_accuracy`` and
+  ``macro_f1`` keep their value but get ``note = "one class: not informative"`` and no CI.
+* ``consistency`` (ranks order..species, see *informative ranks*): among rows predicted at ``r`` and
+  ``r - 1`` in the hierarchical prediction (below), the fraction whose rank-``r`` node is a child of
+  the rank-``r - 1`` node. Only pairs of two informative ranks count.
+
+*Informative ranks* (for hP/hR/hF, ``hca`` and ``consistency``): ranks the predictor predicts (some row
+has a prediction there) with at least two distinct true taxa among the test rows. A rank with one true
+taxon is root-like (every prediction that stays inside the truth's clade matches it trivially), and a
+rank the split cannot predict (the species of a species-disjoint split, whose test species were never
+trained) would count against recall a node no prediction could hold. Both are left out, and the
+``note`` of those rows names them.
 
 Over the whole hierarchy (``rank = "all"``):
 
@@ -32,28 +66,43 @@ Over the whole hierarchy (``rank = "all"``):
   (0..7, :func:`latent.taxonomy.lca_height`) between predicted and true species over the mistakes only
   (Bertinetto et al. 2020; ``n`` = number of mistakes, NaN with ``n = 0`` when there are none);
   ``hdist@1`` and ``hdist@5`` = mean LCA height over all rows and their top-1 / top-5 species (correct
-  ones count 0; a row's padding entries are skipped, its value is the mean of its valid entries).
+  ones count 0; a row's padding entries are skipped, its value is the mean of its valid entries;
+  ``hdist@5`` follows the ``top5`` rule: not reported with 5 or fewer species candidates).
+  ``top1_error`` follows the one-class rule of the species rank.
 * The *hierarchical prediction* ``H`` (``(n, 7)`` nodes) is, in ``flat`` mode, the lineage of the
   top-1 species (so it is consistent by construction, even where the rank-wise top-1 of summed
   probabilities differs), and in ``per-rank`` mode the top-1 node of each rank (possibly
   inconsistent). ``hP``, ``hR``, ``hF`` (micro) and ``hP_macro``, ``hR_macro``, ``hF_macro``
-  (Kiritchenko et al. 2006) use ``A`` = the nodes of ``H`` (unnamed placeholder nodes of empty
-  intermediate ranks are not taxa and are left out) and ``B`` = the true nodes at the labelled ranks:
-  micro ``hP = sum|A & B| / sum|A|``, ``hR = sum|A & B| / sum|B|``, ``hF = 2 hP hR / (hP + hR)``; macro
-  averages the per-row ``hP_i``, ``hR_i``, ``hF_i`` (``hF_i = 0`` when ``hP_i + hR_i = 0``). Rows with an
-  empty ``A`` or ``B`` are left out (the per-row ratios are undefined there). These are exactly
-  ``hiclass.metrics.precision/recall/f1`` on full-lineage label strings with ``""`` where a node is
-  absent (hiclass drops ``""`` from both sets). A prediction deeper than the truth (a species predicted
-  for a row known only to genus) enlarges ``A`` and so lowers ``hP``.
+  (Kiritchenko et al. 2006) use, at the informative ranks only, ``A`` = the nodes of ``H`` (unnamed
+  placeholder nodes of empty intermediate ranks are not taxa and are left out) and ``B`` = the true
+  nodes at the labelled ranks: micro ``hP = sum|A & B| / sum|A|``, ``hR = sum|A & B| / sum|B|``,
+  ``hF = 2 hP hR / (hP + hR)``; macro averages the per-row ``hP_i``, ``hR_i``, ``hF_i`` (``hF_i = 0``
+  when ``hP_i + hR_i = 0``). Rows with an empty ``A`` or ``B`` are left out (the per-row ratios are
+  undefined there). These are exactly ``hiclass.metrics.precision/recall/f1`` on full-lineage label
+  strings of the informative ranks with ``""`` where a node is absent (hiclass drops ``""`` from both
+  sets). A prediction deeper than the truth (a species predicted for a row known only to genus)
+  enlarges ``A`` and so lowers ``hP``.
 * ``hca`` (hierarchically consistent accuracy, ProTeCt): on rows whose true species is known, the
-  fraction with ``H`` right at every labelled rank that the predictor predicts (all seven, except
-  ranks left unnamed in the taxonomy, which have no truth to compare, and ranks not predicted at all,
-  such as the species on a species-disjoint split).
-* ``consistency``: the fraction of rows whose every adjacent pair of predicted ranks in ``H`` is
-  consistent (rows with at least one such pair).
+  fraction with ``H`` right at every informative rank where the row is labelled (ranks left unnamed
+  in the taxonomy have no truth to compare).
+* ``consistency``: the fraction of rows whose every adjacent pair of informative ranks predicted in
+  ``H`` is consistent (rows with at least one such pair).
 
-Every value except ``n_classes`` has a percentile bootstrap interval from resampling the rows behind
-it (seeded; :mod:`latent.stats`), vectorised over resamples with resampling weights.
+Uncertainty
+-----------
+Images of one species are not independent, so every interval is a **species (cluster) bootstrap**:
+each resample draws the ``n_species`` species behind the value with replacement
+(:func:`latent.stats.bootstrap_indices` over the species, numbered in order of (deepest known rank,
+node code); seeded), and every row of a drawn species counts as many times as the species is drawn;
+the statistic is recomputed on those row weights and the percentile interval taken
+(:func:`latent.stats.cluster_ci` gives the same interval for one statistic). An image bootstrap would
+treat the images of a species as independent draws and give intervals too narrow whenever species
+differ (the within-species correlation is ignored). With fewer than :data:`latent.stats.MIN_CLUSTERS`
+species a percentile interval is unreliable: the value is given without a CI and ``ci_note`` says so.
+``n_classes`` has no interval. Resamples are vectorised as weights (``(c, n_species)`` species
+weights mapped to ``(c, m)`` row weights). In the class-averaged metrics (``balanced_accuracy``,
+``macro_f1``) a species drawn twice is still one class (its rows weigh twice, its recall counts once),
+exactly as scikit-learn scores the resampled rows; their intervals are therefore slightly conservative.
 """
 
 from __future__ import annotations
@@ -71,7 +120,7 @@ from latent.errors import InputError
 from latent.predictions import Predictions
 from latent.ranks import RANK_NAMES, RANKS, Rank
 from latent.results import metric_row, results_frame
-from latent.stats import MAX_ELEMENTS, bootstrap_distribution, percentile_interval
+from latent.stats import MAX_ELEMENTS, MIN_CLUSTERS, bootstrap_distribution, cluster_ci_note, percentile_interval
 from latent.taxonomy import Taxonomy
 
 __all__ = [
@@ -81,6 +130,9 @@ __all__ = [
     "paired_lca_height",
     "MODES",
     "DIVERGENCE_LABELS",
+    "ONE_CLASS_NOTE",
+    "species_units",
+    "informative_ranks",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,6 +143,9 @@ MODES = ("flat", "per-rank")
 #: Categories of the divergence table, root first: the rank where the lineages first differ, or correct.
 DIVERGENCE_LABELS = tuple(RANK_NAMES) + ("correct",)
 TOP_K = 5
+#: ``note`` of accuracy rows at a rank with a single true taxon among the scored rows.
+ONE_CLASS_NOTE = "one class: not informative"
+_ONE_CLASS_CI = "no CI: one class"
 
 Statistic = Callable[[np.ndarray], np.ndarray]
 
@@ -102,7 +157,8 @@ class EvaluationResult:
     Attributes
     ----------
     metrics : pandas.DataFrame
-        Long format ``rank, metric, value, ci_low, ci_high, n, method, mode`` (see module docstring).
+        Long format ``rank, metric, value, ci_low, ci_high, n, n_species, n_taxa, ci_note, note, method,
+        mode`` (see the module docstring).
     severity_histogram : pandas.DataFrame
         ``height`` 1..7, ``count`` of top-1 species mistakes at that LCA height, ``fraction`` of the
         mistakes (NaN when there are none), plus ``method``, ``mode``.
@@ -115,7 +171,9 @@ class EvaluationResult:
         frequent wrong (true, predicted) pairs, most frequent first (``n_true`` = evaluated rows of
         that true taxon); names are node names, lineages ``"Kingdom;Phylum;...;name"``.
     info : dict
-        ``method``, ``mode``, ``n`` rows, ``n_boot``, ``seed``, ``alpha``.
+        ``method``, ``mode``, ``n`` rows, ``n_boot``, ``seed``, ``alpha``, ``bootstrap_unit``
+        (``"species"``), ``min_clusters``, ``n_species`` (units among all rows), ``informative_ranks``
+        and ``left_out_ranks`` (``{rank: reason}``) of the hierarchical metrics.
     """
 
     metrics: pd.DataFrame
@@ -174,77 +232,206 @@ def hierarchical_predictions(pred: Predictions) -> np.ndarray:
     return topk[:, :, 0].copy()
 
 
+def species_units(true: np.ndarray) -> tuple[np.ndarray, int]:
+    """The resampling unit (species) of every row.
+
+    Parameters
+    ----------
+    true
+        ``(n, 7)`` true node codes (``-1`` unlabelled).
+
+    Returns
+    -------
+    units : numpy.ndarray
+        ``(n,)`` int64 in ``[0, n_units)``: rows of one species share a unit. A row whose species is
+        unknown belongs to the unit of the deepest taxon it is known to; a row with no label at all is
+        a unit of its own. Units are numbered in order of (deepest known rank, node code), so rows all
+        known to species are numbered by species code.
+    n_units : int
+    """
+    t = np.asarray(true, dtype=np.int64)
+    n = len(t)
+    if not n:
+        return np.zeros(0, dtype=np.int64), 0
+    labelled = t >= 0
+    depth = np.where(labelled.any(axis=1), N_RANKS - 1 - np.argmax(labelled[:, ::-1], axis=1), -1)
+    code = t[np.arange(n), np.maximum(depth, 0)]
+    width = int(t.max()) + 1 if labelled.any() else 1
+    key = np.where(depth >= 0, depth * width + code, -1 - np.arange(n))
+    uniq, units = np.unique(key, return_inverse=True)
+    return units.astype(np.int64).ravel(), int(len(uniq))
+
+
+def informative_ranks(pred_or_true: "Predictions | np.ndarray", hier: "np.ndarray | None" = None
+                      ) -> tuple[np.ndarray, dict[str, str]]:
+    """Which ranks take part in hP/hR/hF, ``hca`` and ``consistency`` (module docstring).
+
+    Parameters
+    ----------
+    pred_or_true
+        A :class:`Predictions` (``hier`` is then its :func:`hierarchical_predictions`), or ``(n, 7)``
+        true codes with ``hier`` ``(n, 7)`` predicted codes.
+
+    Returns
+    -------
+    keep : numpy.ndarray
+        ``(7,)`` bool: predicted at some row and at least two distinct true taxa among the rows.
+    left_out : dict
+        ``{rank name: reason}`` for the other ranks (``"one taxon"``, ``"not predicted"``).
+    """
+    if isinstance(pred_or_true, Predictions):
+        true, hier = np.asarray(pred_or_true.true), hierarchical_predictions(pred_or_true)
+    else:
+        true = np.asarray(pred_or_true)
+        if hier is None:
+            raise ValueError("informative_ranks needs the predicted codes 'hier' with an array of true codes.")
+    keep = np.zeros(N_RANKS, dtype=bool)
+    left_out: dict[str, str] = {}
+    for r in RANKS:
+        col = true[:, r]
+        n_taxa = np.unique(col[col >= 0]).size
+        if not (np.asarray(hier)[:, r] >= 0).any():
+            left_out[r.label] = "not predicted"
+        elif n_taxa < 2:
+            left_out[r.label] = "one taxon" if n_taxa == 1 else "no true taxon"
+        else:
+            keep[r] = True
+    return keep, left_out
+
+
+def _left_out_note(left_out: dict[str, str]) -> str:
+    if not left_out:
+        return ""
+    by_reason: dict[str, list[str]] = {}
+    for rank, reason in left_out.items():
+        by_reason.setdefault(reason, []).append(rank)
+    return "ranks left out: " + "; ".join(f"{', '.join(ranks)} ({reason})" for reason, ranks in by_reason.items())
+
+
 @dataclass(frozen=True)
 class _Job:
-    """Metrics computed from one statistic of resampling weights over ``m`` rows.
+    """Metrics computed from one statistic of row weights over the rows ``rows``.
 
-    ``statistic`` maps ``(c, m)`` weights to ``(c, len(names))`` values; ``n`` is the ``n`` column of
-    each metric; ``emit`` says which of them become rows; ``width`` is the number of values per
-    resample the statistic holds in memory at once (e.g. the number of classes), to size the chunks.
+    ``statistic`` maps ``(c, m)`` row weights (``m = len(rows)``) to ``(c, len(names))`` values;
+    ``rows`` are indices into the ``n`` prediction rows (they decide the species resampled); ``n`` is
+    the ``n`` column of each metric; ``emit`` says which of them become rows; ``notes`` is the
+    ``note`` of each; ``no_ci`` (``""`` or a reason) withholds every CI of the job; ``n_taxa`` is its
+    ``n_taxa`` column; ``width`` is the number of values per resample the statistic holds in memory at
+    once (e.g. the number of classes), to size the chunks.
     """
 
     rank: str
     names: tuple[str, ...]
     statistic: Statistic
-    m: int
+    rows: np.ndarray
     n: tuple[int, ...]
     emit: tuple[bool, ...]
+    notes: tuple[str, ...]
+    n_taxa: int = -1
+    no_ci: str = ""
     width: int = 0
 
-
-def _job(rank: str, names: tuple[str, ...], statistic: Statistic, m: int,
-         n: "tuple[int, ...] | None" = None, emit: "tuple[bool, ...] | None" = None, width: int = 0) -> _Job:
-    return _Job(rank, names, statistic, m, n or (m,) * len(names), emit or (True,) * len(names), width)
-
-
-def _mean_job(rank: str, name: str, x: np.ndarray) -> _Job:
-    return _job(rank, (name,), lambda w: (w @ x) / w.sum(axis=1), len(x))
+    @property
+    def m(self) -> int:
+        return len(self.rows)
 
 
-def _run_jobs(items: "list[_Job | dict[str, Any]]", *, n_boot: int, seed: int, alpha: float) -> list[dict[str, Any]]:
-    """Point values and percentile intervals of every job; rows in the order given.
+def _job(rank: str, names: tuple[str, ...], statistic: Statistic, rows: np.ndarray, *,
+         n: "tuple[int, ...] | None" = None, emit: "tuple[bool, ...] | None" = None,
+         notes: "tuple[str, ...] | str" = "", n_taxa: int = -1, no_ci: str = "", width: int = 0) -> _Job:
+    rows = np.asarray(rows, dtype=np.int64)
+    k = len(names)
+    notes = (notes,) * k if isinstance(notes, str) else tuple(notes)
+    return _Job(rank, names, statistic, rows, n or (len(rows),) * k, emit or (True,) * k, notes, n_taxa, no_ci, width)
 
-    Jobs over the same number of rows share one pass over the resamples: the resamples depend only on
-    ``(m, n_boot, seed)`` (:func:`latent.stats.bootstrap_indices`), so sharing gives exactly the
-    intervals of separate runs, at the cost of one set of resampling weights.
+
+def _mean_job(rank: str, name: str, x: np.ndarray, rows: np.ndarray, **options: Any) -> _Job:
+    return _job(rank, (name,), lambda w: (w @ x) / w.sum(axis=1), rows, **options)
+
+
+def _run_jobs(items: "list[_Job | dict[str, Any]]", units: np.ndarray, *, n_boot: int, seed: int,
+              alpha: float) -> list[dict[str, Any]]:
+    """Point values and species-bootstrap percentile intervals of every job; rows in the order given.
+
+    Parameters
+    ----------
+    items
+        Jobs, and ready rows (dicts) passed through.
+    units
+        ``(n,)`` species unit of every prediction row (:func:`species_units`).
+
+    Each job resamples the ``S`` species among its own rows (numbered in unit order): species weights
+    ``W`` ``(c, S)`` from :func:`latent.stats.bootstrap_indices` ``(S, n_boot, seed)`` become row
+    weights ``W[:, species_of_row]``, which the job's statistic reads; this is
+    :func:`latent.stats.cluster_ci` for each metric. The resamples depend only on
+    ``(S, n_boot, seed)``, so jobs over the same number of species share one pass (exactly the
+    intervals of separate runs). Jobs with ``S < MIN_CLUSTERS`` get no CI (``ci_note`` says so).
     """
     jobs = [item for item in items if isinstance(item, _Job)]
-    results: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    for m in sorted({job.m for job in jobs}):
-        group = [job for job in jobs if job.m == m]
-        widths = [len(job.names) for job in group]
-        total = sum(widths)
-        values = np.full(total, np.nan)
-        cis = np.full((total, 2), np.nan)
-        if m:
-            def statistic(w: np.ndarray, group: list[_Job] = group) -> np.ndarray:
-                return np.column_stack([np.asarray(job.statistic(w), dtype=np.float64).reshape(len(w), -1)
-                                        for job in group])
+    local: dict[int, tuple[np.ndarray, int]] = {}
+    mapping_key: dict[int, bytes] = {}  # jobs over the same rows share their row weights
+    for job in jobs:
+        uniq, inverse = np.unique(units[job.rows], return_inverse=True)
+        local[id(job)] = (inverse.astype(np.int64).ravel(), len(uniq))
+        mapping_key[id(job)] = job.rows.tobytes()
+    results: dict[int, tuple[np.ndarray, np.ndarray, list[str]]] = {}
+    for job in jobs:  # point values (all weights 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            values = (np.asarray(job.statistic(np.ones((1, job.m))), dtype=np.float64).reshape(-1)
+                      if job.m else np.full(len(job.names), np.nan))
+        notes = []
+        s_units = local[id(job)][1]
+        for v in values:
+            if job.no_ci:
+                notes.append(job.no_ci)
+            elif s_units < MIN_CLUSTERS:
+                notes.append(cluster_ci_note(s_units))
+            elif not n_boot:
+                notes.append("no CI: 0 bootstrap resamples")
+            elif np.isnan(v):
+                notes.append("no CI: value undefined")
+            else:
+                notes.append("")
+        results[id(job)] = (values, np.full((len(job.names), 2), np.nan), notes)
+    if n_boot:
+        with_ci = [job for job in jobs if any(not note for note in results[id(job)][2])]
+        for s_units in sorted({local[id(job)][1] for job in with_ci}):
+            group = [job for job in with_ci if local[id(job)][1] == s_units]
 
+            def statistic(w: np.ndarray, group: list[_Job] = group) -> np.ndarray:
+                row_weights: dict[bytes, np.ndarray] = {}
+                out = []
+                for job in group:
+                    key = mapping_key[id(job)]
+                    if key not in row_weights:
+                        row_weights[key] = w[:, local[id(job)][0]]  # (c, m): each row weighs as its species
+                    out.append(np.asarray(job.statistic(row_weights[key]), dtype=np.float64).reshape(len(w), -1))
+                return np.column_stack(out)
+
+            # Chunks bounded by the widest per-resample array (species or row weights, class counts).
+            widest = max([s_units] + [job.m for job in group] + [4 * job.width for job in group])
             with np.errstate(divide="ignore", invalid="ignore"):
-                values = statistic(np.ones((1, m)))[0]
-                if n_boot:
-                    # Chunks bounded by the widest per-resample array (weights or class counts).
-                    widest = max([m] + [4 * job.width for job in group])
-                    samples = bootstrap_distribution(statistic, m, n_boot=n_boot, seed=seed,
-                                                     max_elements=max(1, MAX_ELEMENTS * m // widest))
-            if n_boot:
-                names = [f"{name} ({job.rank})" for job in group for name in job.names]
-                for j, name in enumerate(names):
-                    if not np.isnan(values[j]):  # no interval around an undefined value
-                        cis[j] = percentile_interval(samples[:, j], alpha, what=name)
-        offsets = np.cumsum([0] + widths)
-        for job, lo in zip(group, offsets[:-1]):
-            results[id(job)] = (values[lo:lo + len(job.names)], cis[lo:lo + len(job.names)])
+                samples = bootstrap_distribution(statistic, s_units, n_boot=n_boot, seed=seed,
+                                                 max_elements=max(1, MAX_ELEMENTS * s_units // widest))
+            col = 0
+            for job in group:
+                values, cis, notes = results[id(job)]
+                for j, name in enumerate(job.names):
+                    if not notes[j]:
+                        cis[j] = percentile_interval(samples[:, col + j], alpha, what=f"{name} ({job.rank})")
+                col += len(job.names)
     rows: list[dict[str, Any]] = []
     for item in items:
         if not isinstance(item, _Job):
             rows.append(item)
             continue
-        values, cis = results[id(item)]
+        values, cis, notes = results[id(item)]
+        s_units = local[id(item)][1]
+        n_taxa = item.n_taxa if item.n_taxa >= 0 else s_units
         for j, name in enumerate(item.names):
             if item.emit[j]:
-                rows.append(metric_row(item.rank, name, values[j], tuple(cis[j]), item.n[j]))
+                rows.append(metric_row(item.rank, name, values[j], tuple(cis[j]), item.n[j], n_species=s_units,
+                                       n_taxa=n_taxa, ci_note=notes[j], note=item.notes[j]))
     return rows
 
 
@@ -289,8 +476,25 @@ def _validate(pred: Predictions, n_boot: object, seed: object, alpha: object, to
 
 
 # ---------------------------------------------------------------------- per rank
-def _rank_metrics(true: np.ndarray, topk: np.ndarray, rank: Rank) -> "list[_Job | dict[str, Any]]":
-    """top1, top5, balanced_accuracy, macro_f1, n_classes at one rank (rows labelled there)."""
+def _short_list_note(cand: np.ndarray, k: int, what: str) -> str:
+    """``note`` for top-k values when some rows rank fewer than ``k`` taxa (``cand`` ``(m, k')``)."""
+    short = int(np.count_nonzero((cand[:, :k] >= 0).sum(axis=1) < k))
+    if not short:
+        return ""
+    return (f"{what}: {short} of {len(cand)} rows rank fewer than {k} taxa (no other taxon scored); "
+            "the truth beyond a short list counts as missed")
+
+
+def _join(*notes: str) -> str:
+    return "; ".join(n for n in notes if n)
+
+
+def _rank_metrics(true: np.ndarray, topk: np.ndarray, rank: Rank, n_candidates: int) -> "list[_Job | dict[str, Any]]":
+    """top1, top5, balanced_accuracy, macro_f1, n_classes at one rank (rows labelled there).
+
+    ``n_candidates`` is the number of taxa the predictor chose among at ``rank``: top5 is emitted
+    only when ``k >= 5`` and ``n_candidates > 5``.
+    """
     label = rank.label
     rows = np.flatnonzero(true[:, rank] >= 0)
     m = len(rows)
@@ -300,7 +504,14 @@ def _rank_metrics(true: np.ndarray, topk: np.ndarray, rank: Rank) -> "list[_Job 
     missing = int(np.count_nonzero(p1 < 0))
     if missing:
         log.warning("rank %s: %d of %d labelled rows have no prediction; counted as wrong", label, missing, m)
-    with_top5 = topk.shape[2] >= TOP_K
+    with_top5 = topk.shape[2] >= TOP_K and n_candidates > TOP_K
+    if topk.shape[2] >= TOP_K and not with_top5:
+        log.info("rank %s: %d candidate taxa (<= %d): top%d is trivially 1 and not reported", label, n_candidates,
+                 TOP_K, TOP_K)
+    n_taxa = int(np.unique(t).size)
+    one_class = n_taxa == 1
+    if one_class:
+        log.info("rank %s: one true taxon among the %d scored rows: accuracy not informative, no CI", label, m)
     correct = (p1 == t).astype(np.float64)
     in_top = (cand[:, :TOP_K] == t[:, None]).any(axis=1).astype(np.float64)
     # Compact class indices over the union of true and predicted codes (sklearn's label set).
@@ -314,6 +525,9 @@ def _rank_metrics(true: np.ndarray, topk: np.ndarray, rank: Rank) -> "list[_Job 
     onehot_tp = sparse.csr_matrix((correct, (ti, cols)), shape=(n_cls, m))
     onehot_pred = sparse.csr_matrix((ones, (pi, cols)), shape=(n_cls, m))
     per_row = np.stack([correct, in_top], axis=1)
+    # Classes predicted but never true among these rows stay in every resample's label set (F1 = 0, as
+    # sklearn counts them); a true class none of whose species is drawn is not a class of that resample.
+    never_true = np.bincount(ti, minlength=n_cls) == 0
 
     def statistic(w: np.ndarray) -> np.ndarray:
         total = w.sum(axis=1)
@@ -326,15 +540,20 @@ def _rank_metrics(true: np.ndarray, topk: np.ndarray, rank: Rank) -> "list[_Job 
         recall = np.where(present, tp / np.where(present, n_true, 1.0), 0.0)
         balanced = recall.sum(axis=1) / present.sum(axis=1)
         denom = n_true + n_pred
-        seen = denom > 0
-        f1 = np.where(seen, 2 * tp / np.where(seen, denom, 1.0), 0.0)
+        seen = present | (never_true & (n_pred > 0))
+        f1 = np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1.0), 0.0)
         macro = f1.sum(axis=1) / seen.sum(axis=1)
         return np.column_stack([acc, balanced, macro])
 
     names = ("top1", "top5", "balanced_accuracy", "macro_f1")
     emit = (True, with_top5, True, True)
-    return [_job(label, names, statistic, m, emit=emit, width=n_cls),
-            metric_row(label, "n_classes", float(len(np.unique(t))), None, m)]
+    base = ONE_CLASS_NOTE if one_class else ""
+    short = _short_list_note(cand, TOP_K, f"top{TOP_K}") if with_top5 else ""
+    notes = (base, _join(base, short), base, base)
+    return [_job(label, names, statistic, rows, emit=emit, notes=notes, n_taxa=n_taxa,
+                 no_ci=_ONE_CLASS_CI if one_class else "", width=n_cls),
+            metric_row(label, "n_classes", float(n_taxa), None, m, n_species=0, n_taxa=n_taxa, ci_note="no CI: a count",
+                       note="")]
 
 
 def _rank_confusions(
@@ -364,7 +583,8 @@ def _rank_confusions(
 
 
 # ---------------------------------------------------------------------- whole hierarchy
-def _species_metrics(taxonomy: Taxonomy, true: np.ndarray, topk: np.ndarray) -> tuple[list[_Job], np.ndarray]:
+def _species_metrics(taxonomy: Taxonomy, true: np.ndarray, topk: np.ndarray, n_candidates: int
+                     ) -> tuple[list[_Job], np.ndarray]:
     """top1_error, mistake_severity, hdist@1, hdist@5; also the ``(m,)`` top-1 heights."""
     species_codes = taxonomy.species_codes
     known = true[:, Rank.SPECIES] >= 0
@@ -392,20 +612,36 @@ def _species_metrics(taxonomy: Taxonomy, true: np.ndarray, topk: np.ndarray) -> 
 
     names = ("top1_error", "mistake_severity", "hdist@1", "hdist@5")
     n_mistakes = int(mistake.sum())
-    job = _job("all", names, statistic, m, n=(m, n_mistakes, m, m), emit=(True, True, True, topk.shape[2] >= TOP_K))
-    return [job], h1.astype(np.int64)
+    with_top5 = topk.shape[2] >= TOP_K and n_candidates > TOP_K
+    one_class = np.unique(truth[:, Rank.SPECIES]).size == 1
+    notes = (ONE_CLASS_NOTE if one_class else "", "", "",
+             _short_list_note(cand, TOP_K, "hdist@5 (mean over the listed species)") if with_top5 else "")
+    job = _job("all", names, statistic, rows, n=(m, n_mistakes, m, m), emit=(True, True, True, with_top5),
+               notes=notes)
+    jobs = [job]
+    if one_class:  # only top1_error is the one-class accuracy; the distances keep their CIs
+        jobs = [_job("all", names[:1], lambda w: statistic(w)[:, :1], rows, n=(m,), notes=notes[:1],
+                     no_ci=_ONE_CLASS_CI),
+                _job("all", names[1:], lambda w: statistic(w)[:, 1:], rows, n=(n_mistakes, m, m),
+                     emit=(True, True, with_top5), notes=notes[1:])]
+    return jobs, h1.astype(np.int64)
 
 
 def _set_metrics(taxonomy: Taxonomy, true: np.ndarray, hier: np.ndarray) -> list[_Job]:
-    """hP, hR, hF (micro and macro), hca and consistency of the hierarchical prediction ``hier``."""
+    """hP, hR, hF (micro and macro), hca and consistency of the hierarchical prediction ``hier``,
+    over the informative ranks (:func:`informative_ranks`)."""
     n = len(true)
+    keep, left_out = informative_ranks(true, hier)
+    note = _left_out_note(left_out)
+    if left_out:
+        log.info("hierarchical metrics: %s", note)
     placeholder = np.zeros(hier.shape, dtype=bool)
     for r in RANKS:
         is_placeholder = np.asarray(taxonomy.node_names[r], dtype=object) == ""
         if is_placeholder.size:
             placeholder[:, r] = is_placeholder[np.maximum(hier[:, r], 0)]
-    in_a = (hier >= 0) & ~placeholder
-    in_b = true >= 0
+    in_a = (hier >= 0) & ~placeholder & keep
+    in_b = (true >= 0) & keep
     inter = (in_a & in_b & (hier == true)).sum(axis=1).astype(np.float64)
     size_a = in_a.sum(axis=1).astype(np.float64)
     size_b = in_b.sum(axis=1).astype(np.float64)
@@ -425,28 +661,33 @@ def _set_metrics(taxonomy: Taxonomy, true: np.ndarray, hier: np.ndarray) -> list
         return np.column_stack([hp, hr, hf, s[:, 3] / total, s[:, 4] / total, s[:, 5] / total])
 
     names = ("hP", "hR", "hF", "hP_macro", "hR_macro", "hF_macro")
-    out = [_job("all", names, set_statistic, int(used.sum()))]
+    out = [_job("all", names, set_statistic, np.flatnonzero(used), notes=note)]
 
-    # HCA: right at every labelled rank, on rows whose species is known.
-    hca_rows = true[:, Rank.SPECIES] >= 0
-    # Only ranks the predictor predicts take part (a species-disjoint split predicts no species).
-    predicted_ranks = (hier >= 0).any(axis=0)
-    right = ((hier == true) | (true < 0) | ~predicted_ranks).all(axis=1)[hca_rows].astype(np.float64)
-    out.append(_mean_job("all", "hca", right))
+    # HCA: right at every informative labelled rank, on rows whose species is known.
+    hca_rows = np.flatnonzero(true[:, Rank.SPECIES] >= 0)
+    right = ((hier == true) | (true < 0) | ~keep).all(axis=1)[hca_rows].astype(np.float64)
+    if keep.any():
+        out.append(_mean_job("all", "hca", right, hca_rows, notes=note))
 
-    # Consistency: rank r's node is a child of rank r-1's node, for adjacent predicted ranks.
+    # Consistency: rank r's node is a child of rank r-1's node, for adjacent informative predicted ranks.
     pair_valid = np.zeros((n, N_RANKS - 1), dtype=bool)
     pair_ok = np.zeros((n, N_RANKS - 1), dtype=bool)
     for r in RANKS[1:]:
+        if not (keep[r] and keep[r - 1]):
+            continue
         valid = (hier[:, r] >= 0) & (hier[:, r - 1] >= 0)
         parents = np.asarray(taxonomy.node_parents[r], dtype=np.int64)
         ok = valid & (parents[np.maximum(hier[:, r], 0)] == hier[:, r - 1]) if parents.size else valid & False
         pair_valid[:, r - 1], pair_ok[:, r - 1] = valid, ok
         if valid.any():
-            out.append(_mean_job(r.label, "consistency", ok[valid].astype(np.float64)))
+            rows = np.flatnonzero(valid)
+            out.append(_mean_job(r.label, "consistency", ok[rows].astype(np.float64), rows,
+                                 n_taxa=int(np.unique(true[rows, r][true[rows, r] >= 0]).size)))
     any_pair = pair_valid.any(axis=1)
     if any_pair.any():
-        out.append(_mean_job("all", "consistency", (pair_ok | ~pair_valid).all(axis=1)[any_pair].astype(np.float64)))
+        rows = np.flatnonzero(any_pair)
+        out.append(_mean_job("all", "consistency", (pair_ok | ~pair_valid).all(axis=1)[rows].astype(np.float64),
+                             rows, notes=note))
     return out
 
 
@@ -487,7 +728,8 @@ def evaluate_predictions(
     pred
         ``Predictions`` with ``true (n, 7)`` and ``topk (n, 7, k)`` node codes of ``pred.taxonomy``.
     n_boot
-        Bootstrap resamples of the rows for every interval (0: no intervals, NaN).
+        Species-bootstrap resamples for every interval (0: no intervals, NaN); see the module
+        docstring (*Uncertainty*): below :data:`latent.stats.MIN_CLUSTERS` species a row has no CI.
     seed
         Seed of the resampling; the same seed gives the same intervals.
     alpha
@@ -498,7 +740,8 @@ def evaluate_predictions(
     Returns
     -------
     EvaluationResult
-        ``metrics`` (long format), ``severity_histogram``, ``divergence``, ``confusions``.
+        ``metrics`` (long format with ``n_species``, ``n_taxa``, ``ci_note``, ``note``),
+        ``severity_histogram``, ``divergence``, ``confusions``.
 
     Raises
     ------
@@ -513,6 +756,9 @@ def evaluate_predictions(
     boot = {"n_boot": n_boot, "seed": seed, "alpha": alpha}
     if pred.k < TOP_K:
         log.info("k = %d < %d: top5 and hdist@5 not computed", pred.k, TOP_K)
+    units, n_units = species_units(true)
+    if n_units < MIN_CLUSTERS:
+        log.warning("%d species among the %d test rows (< %d): no confidence intervals", n_units, pred.n, MIN_CLUSTERS)
 
     items: list[_Job | dict[str, Any]] = []
     confusions = []
@@ -520,17 +766,23 @@ def evaluate_predictions(
         if not (topk[:, rank, 0] >= 0).any():
             log.debug("rank %s: not predicted, skipped", rank.label)
             continue
-        items += _rank_metrics(true, topk, rank)
+        items += _rank_metrics(true, topk, rank, pred.candidates(rank))
         confusions.append(_rank_confusions(tax, true, topk, rank, int(top_confusions)))
 
     h1 = np.zeros(0, dtype=np.int64)
     if (topk[:, Rank.SPECIES, 0] >= 0).any():
-        species_jobs, h1 = _species_metrics(tax, true, topk)
+        species_jobs, h1 = _species_metrics(tax, true, topk, pred.candidates(Rank.SPECIES))
         items += species_jobs
     else:
         log.info("species not predicted: species-level metrics (severity, hdist) skipped")
-    items += _set_metrics(tax, true, hierarchical_predictions(pred))
-    rows = _run_jobs(items, **boot)
+    hier = hierarchical_predictions(pred)
+    items += _set_metrics(tax, true, hier)
+    rows = _run_jobs(items, units, **boot)
+    for row in rows:  # ready rows (n_classes) rest on the species of their rank's rows
+        if row["metric"] == "n_classes":
+            labelled = true[:, RANK_NAMES.index(row["rank"])] >= 0
+            row["n_species"] = int(np.unique(units[labelled]).size)
+    keep, left_out = informative_ranks(true, hier)
 
     constant = {"method": pred.method, "mode": pred.mode}
     metrics = results_frame(rows, **constant)
@@ -538,7 +790,8 @@ def evaluate_predictions(
     columns = ["rank", "true", "pred", "true_lineage", "pred_lineage", "count", "n_true"]
     confusion_frame = (pd.concat(confusions, ignore_index=True) if confusions
                        else pd.DataFrame({c: [] for c in columns}))
-    info = {**constant, "n": pred.n, **boot}
+    info = {**constant, "n": pred.n, **boot, "bootstrap_unit": "species", "min_clusters": MIN_CLUSTERS,
+            "n_species": n_units, "informative_ranks": [r.label for r in RANKS if keep[r]], "left_out_ranks": left_out}
     log.info("evaluated %d rows (%s, %s): %d metric rows", pred.n, pred.method, pred.mode, len(metrics))
     return EvaluationResult(
         metrics=metrics,

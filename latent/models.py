@@ -832,6 +832,21 @@ class LoadedModel:
             out = self.model.encode_text(tokens)
         return out.float().cpu()
 
+    @property
+    def logit_scale(self) -> float | None:
+        """The model's learned zero-shot temperature ``exp(model.logit_scale)``.
+
+        CLIP and BioCLIP train it up to its clamp of 100; a random initialisation has ``1 / 0.07``
+        (about 14.3). ``None`` when the model has no ``logit_scale`` parameter.
+        """
+        import torch
+
+        scale = getattr(self.model, "logit_scale", None)
+        if scale is None:
+            return None
+        with torch.no_grad():
+            return float(torch.as_tensor(scale).detach().float().exp().reshape(-1)[0].cpu())
+
     def provenance_fields(self) -> dict[str, Any]:
         """How embeddings made by this model are identified (JSON-serialisable).
 

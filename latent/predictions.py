@@ -45,6 +45,12 @@ class Predictions:
         predictor the nearest species) or ``per-rank`` (each rank predicted directly).
     info : dict
         Anything else worth recording (split, seed, chosen C, ...).
+    n_candidates : numpy.ndarray or None
+        ``(7,)`` int, how many taxa the predictor chose among at each rank (its candidate set: the
+        classes a probe learned, the taxa with a text, the taxa of the train rows; ``0`` where the rank
+        is not predicted). ``None`` when unknown; the metrics then count the distinct taxa named
+        anywhere in ``topk`` at that rank. Top-k at a rank with ``k`` or fewer candidates is trivially
+        1 and is not reported (:mod:`latent.metrics`).
     """
 
     taxonomy: Taxonomy
@@ -56,6 +62,7 @@ class Predictions:
     method: str
     mode: str
     info: dict[str, Any] = field(default_factory=dict)
+    n_candidates: "np.ndarray | None" = None
 
     def __post_init__(self) -> None:
         n = len(self.rows)
@@ -63,6 +70,19 @@ class Predictions:
             raise ValueError(
                 f"Predictions arrays disagree: rows {n}, true {self.true.shape}, topk {self.topk.shape}, scores {self.scores.shape}"
             )
+        if self.n_candidates is not None:
+            counts = np.asarray(self.n_candidates)
+            if counts.shape != (7,) or not np.issubdtype(counts.dtype, np.integer) or (counts < 0).any():
+                raise ValueError(f"Predictions.n_candidates must be 7 non-negative integers (one per rank). Got {counts!r}.")
+            object.__setattr__(self, "n_candidates", counts.astype(np.int64))
+
+    def candidates(self, rank: "Rank | int") -> int:
+        """How many taxa were ranked at ``rank``: :attr:`n_candidates` where known, else the number of
+        distinct taxa named anywhere in ``topk[:, rank, :]`` (a lower bound)."""
+        if self.n_candidates is not None:
+            return int(self.n_candidates[int(rank)])
+        col = self.topk[:, int(rank), :]
+        return int(np.unique(col[col >= 0]).size)
 
     @property
     def n(self) -> int:
@@ -177,10 +197,17 @@ def flat_to_ranks(
     return topk, scores
 
 
+def lineage_counts(taxonomy: Taxonomy, species: np.ndarray) -> np.ndarray:
+    """``(7,)`` number of distinct nodes at each rank above the species codes ``species`` (``(S',)``):
+    the candidates at every rank of a flat (species-level) predictor over those species."""
+    codes = taxonomy.species_codes[np.asarray(species, dtype=np.int64)]
+    return np.array([np.unique(codes[:, r]).size for r in RANKS], dtype=np.int64)
+
+
 def true_codes(taxonomy: Taxonomy, rows: np.ndarray) -> np.ndarray:
     """``(len(rows), 7)`` true node codes, ``-1`` where unlabelled at that rank."""
     return np.stack([taxonomy.codes(r)[rows] for r in RANKS], axis=1)
 
 
-__all__.append("true_codes")
+__all__ += ["true_codes", "lineage_counts"]
 RANK_COLUMNS = tuple(f"pred_{name}" for name in RANK_NAMES)

@@ -1,7 +1,8 @@
 """Predictors: rank every taxon of every rank for each test image, from embeddings.
 
 Each function returns a :class:`~latent.predictions.Predictions` (top-``k`` node codes and scores at
-the seven ranks; ``true`` is :func:`~latent.predictions.true_codes` of the test rows).
+the seven ranks; ``true`` is :func:`~latent.predictions.true_codes` of the test rows; ``n_candidates``
+the number of taxa it chose among at each rank, which decides whether top-k is reported).
 
 Modes
 -----
@@ -16,8 +17,8 @@ Modes
 Species-disjoint splits
 -----------------------
 When the test species were never seen in training, the species rank cannot be predicted: pass
-``predict_species=False`` and the species column of ``topk`` is ``-1`` (scores NaN), which the
-metrics skip. Flat mode needs the species and is refused then.
+``predict_species=False`` and the species column of ``topk`` is ``-1`` (scores NaN); the metrics skip
+that rank, and leave it out of hP/hR/hF and HCA. Flat mode needs the species and is refused then.
 
 All embeddings are L2-normalised first (cosine geometry).
 """
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from latent.errors import InputError, TaxonomyError, format_list
-from latent.predictions import Predictions, flat_to_ranks, topk_from_scores, true_codes
+from latent.predictions import Predictions, flat_to_ranks, lineage_counts, topk_from_scores, true_codes
 from latent.ranks import RANKS, Rank, parse_rank
 from latent.splits import check_rows
 from latent.taxonomy import Taxonomy
@@ -101,14 +102,18 @@ def _empty(n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _finish(taxonomy: Taxonomy, rows: np.ndarray, ids: "np.ndarray | None", topk: np.ndarray, scores: np.ndarray,
-            method: str, mode: str, predict_species: bool, info: dict[str, Any], function: str) -> Predictions:
+            method: str, mode: str, predict_species: bool, info: dict[str, Any], function: str,
+            n_candidates: np.ndarray) -> Predictions:
+    """The Predictions; ``n_candidates`` ``(7,)`` is the number of taxa chosen among at each rank."""
+    n_candidates = np.asarray(n_candidates, dtype=np.int64).copy()
     if not predict_species:
         topk[:, Rank.SPECIES] = -1
         scores[:, Rank.SPECIES] = np.nan
+        n_candidates[Rank.SPECIES] = 0
     info = {"predict_species": bool(predict_species), **info}
     return Predictions(
         taxonomy=taxonomy, rows=rows, ids=_ids(ids, taxonomy, rows, function), true=true_codes(taxonomy, rows),
-        topk=topk, scores=scores, method=method, mode=mode, info=info,
+        topk=topk, scores=scores, method=method, mode=mode, info=info, n_candidates=n_candidates,
     )
 
 
@@ -249,7 +254,9 @@ def predict_zero_shot(
         per-rank mode the clade's own lineage (the clade and the ranks above it) is then known and
         predicted with probability 1, without texts.
     logit_scale
-        Multiplier of the cosine similarities before the softmax (CLIP's learned scale is 100).
+        Multiplier of the cosine similarities before the softmax: the model's own learned scale
+        ``exp(model.logit_scale)``, which ``latent embed-text`` stores with the text embeddings
+        (``latent evaluate`` passes it); the default 100 is CLIP's (and BioCLIP's) trained value.
     k
         Top-``k`` kept per rank.
     predict_species
@@ -297,6 +304,7 @@ def predict_zero_shot(
         )
     n = len(rows)
     topk, scores = _empty(n, k)
+    counts = np.zeros(_N_RANKS, dtype=np.int64)
     info: dict[str, Any] = {"logit_scale": float(logit_scale), "clade": None if resolved is None else f"{resolved[0].label}:{resolved[2]}"}
     if mode == "flat":
         nodes, emb = _text_candidates(taxonomy, by_rank, Rank.SPECIES, X.shape[1], resolved)
@@ -304,20 +312,23 @@ def predict_zero_shot(
             probs = _softmax(logit_scale * (_normalize(X[block].astype(np.float64)) @ emb.T))
             topk[block], scores[block] = flat_to_ranks(probs, taxonomy, k=k, species=nodes)
         info["n_candidates"] = {"species": len(nodes)}
+        counts = lineage_counts(taxonomy, nodes)
     else:
         info["n_candidates"] = {}
         for r in _ranks_to_predict(predict_species):
             if r <= fixed_through:
                 topk[:, r, 0] = _ancestors(taxonomy, int(resolved[0]), np.array([resolved[1]]), int(r))[0]
                 scores[:, r, 0] = 1.0
+                counts[r] = 1
                 continue
             nodes, emb = _text_candidates(taxonomy, by_rank, r, X.shape[1], resolved)
             for block in _blocks(n, len(nodes), chunk_size):
                 probs = _softmax(logit_scale * (_normalize(X[block].astype(np.float64)) @ emb.T))
                 topk[block, r], scores[block, r] = topk_from_scores(probs, nodes, k)
             info["n_candidates"][r.label] = len(nodes)
-    log.info("zero-shot (%s): %d test images, candidates %s", mode, n, info["n_candidates"])
-    return _finish(taxonomy, rows, ids, topk, scores, "zero-shot", mode, predict_species, info, function)
+            counts[r] = len(nodes)
+    log.info("zero-shot (%s): %d test images, candidates %s, logit scale %g", mode, n, info["n_candidates"], logit_scale)
+    return _finish(taxonomy, rows, ids, topk, scores, "zero-shot", mode, predict_species, info, function, counts)
 
 
 # ---------------------------------------------------------------------------------------- kNN
@@ -408,7 +419,11 @@ def predict_knn(
     Returns
     -------
     Predictions
-        ``method="knn"``.
+        ``method="knn"``. A row's list at a rank names only the taxa its neighbours vote for, so it
+        may be shorter than ``k`` (``-1`` padding; ``info["rows_with_short_lists"]`` counts them per
+        rank). It is not padded with unvoted taxa (their order would be arbitrary): the metrics count
+        the truth beyond the list as missed and say in the top-k row's ``note`` how many rows were
+        short. ``n_candidates`` is the number of taxa among the train rows at each rank.
     """
     function = "predict_knn"
     _check_common(function, mode, k, predict_species)
@@ -449,9 +464,15 @@ def predict_knn(
         weights = np.exp((near_sims - near_sims[:, :1]) / temperature)
         for r in _ranks_to_predict(predict_species):
             topk[block, r], scores[block, r] = _vote(train_labels[nearest, r], weights, k)
-    info = {"k_neighbors": int(k_neighbors), "temperature": float(temperature), "n_train": int(len(train))}
+    # Candidates: the taxa of the train rows (a test row's list names only the taxa its neighbours vote
+    # for, so it may hold fewer than k; the metrics say how many rows are short).
+    counts = np.array([np.unique(col[col >= 0]).size for col in train_labels.T], dtype=np.int64)
+    short = {r.label: int(np.count_nonzero((topk[:, r, :] >= 0).sum(axis=1) < min(k, counts[r])))
+             for r in _ranks_to_predict(predict_species)}
+    info = {"k_neighbors": int(k_neighbors), "temperature": float(temperature), "n_train": int(len(train)),
+            "rows_with_short_lists": short}
     log.info("kNN (%s): %d test images, %d train rows, %d neighbours, T=%g", mode, n, len(train), m, temperature)
-    return _finish(taxonomy, test, ids, topk, scores, "knn", mode, predict_species, info, function)
+    return _finish(taxonomy, test, ids, topk, scores, "knn", mode, predict_species, info, function, counts)
 
 
 # ---------------------------------------------------------------------------------------- nearest centroid
@@ -546,6 +567,7 @@ def predict_centroid(
     Xs_t, Xq_t = _simpleshot(Xs, Xq)
     n = len(query)
     topk, scores = _empty(n, k)
+    counts = np.zeros(_N_RANKS, dtype=np.int64)
     n_classes: dict[str, int] = {}
     if mode == "flat":
         species = taxonomy.codes(Rank.SPECIES)[support]
@@ -555,6 +577,7 @@ def predict_centroid(
         classes, neg_dist = _centroid_scores(Xs_t[labelled], species[labelled], Xq_t)
         topk, scores = _max_to_ranks(neg_dist, taxonomy, classes, k)
         n_classes["species"] = len(classes)
+        counts = lineage_counts(taxonomy, classes)
     else:
         for r in _ranks_to_predict(predict_species):
             labels = taxonomy.codes(r)[support]
@@ -565,9 +588,10 @@ def predict_centroid(
             classes, neg_dist = _centroid_scores(Xs_t[labelled], labels[labelled], Xq_t)
             topk[:, r], scores[:, r] = topk_from_scores(neg_dist, classes, k)
             n_classes[r.label] = len(classes)
+            counts[r] = len(classes)
     info = {"n_support": int(len(support)), "n_classes": n_classes, "scores": "negative Euclidean distance"}
     log.info("centroid (%s): %d queries, %d support rows, classes %s", mode, n, len(support), n_classes)
-    return _finish(taxonomy, query, ids, topk, scores, "centroid", mode, predict_species, info, function)
+    return _finish(taxonomy, query, ids, topk, scores, "centroid", mode, predict_species, info, function, counts)
 
 
 # ---------------------------------------------------------------------------------------- linear probe
@@ -636,6 +660,7 @@ def predict_linear(
     topk, scores = _empty(n, k)
     best_c: dict[str, float] = {}
     n_classes: dict[str, int] = {}
+    counts = np.zeros(_N_RANKS, dtype=np.int64)
     ranks = [Rank.SPECIES] if mode == "flat" else list(_ranks_to_predict(predict_species))
     for r in ranks:
         labels = taxonomy.codes(r)[train]
@@ -649,6 +674,7 @@ def predict_linear(
                 # other predictors do), so every method covers the same ranks; n_classes = 1 says so.
                 topk[:, r, 0], scores[:, r, 0] = classes[0], 1.0
                 n_classes[r.label] = 1
+                counts[r] = 1
                 log.info("linear: a single class at %s among the train rows; predicted trivially", r.label)
             else:
                 log.info("linear: no labelled train rows at %s; that rank is not predicted", r.label)
@@ -660,11 +686,13 @@ def predict_linear(
         if mode == "flat":
             order = np.argsort(probe_classes)
             topk, scores = flat_to_ranks(proba[:, order], taxonomy, k=k, species=probe_classes[order])
+            counts = lineage_counts(taxonomy, probe_classes)
         else:
             topk[:, r], scores[:, r] = topk_from_scores(proba, probe_classes, k)
+            counts[r] = len(probe_classes)
         best_c[r.label] = float(result.best_C)
         n_classes[r.label] = int(len(probe_classes))
         log.info("linear: %s probe on %d rows, %d classes, C=%g", r.label, int(labelled.sum()), len(probe_classes), result.best_C)
     info = {"best_C": best_c, "n_classes": n_classes, "seed": int(seed), "val_fraction": float(val_fraction)}
-    return _finish(taxonomy, test, ids, topk, scores, "linear", mode, predict_species, info, function)
+    return _finish(taxonomy, test, ids, topk, scores, "linear", mode, predict_species, info, function, counts)
 

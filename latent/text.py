@@ -13,7 +13,9 @@ OpenAI ImageNet templates (``templates="openai"``); every prompt embedding is L2
 template embeddings are averaged and the mean is normalised again (the CLIP zero-shot recipe). The
 result is stored under ``/text/<rank>/<form>``: ``labels`` are the taxa's lineages joined by ``";"``
 (a taxon's identity: homonyms stay apart), ``embeddings`` are unit rows; attributes record the rank,
-form, template set and number of templates.
+form, template set and number of templates, and ``logit_scale``: the model's learned zero-shot scale
+``exp(model.logit_scale)`` (:attr:`latent.models.LoadedModel.logit_scale`), which zero-shot evaluation
+multiplies the cosine similarities by (see :func:`text_logit_scale`).
 """
 
 from __future__ import annotations
@@ -30,12 +32,51 @@ from latent.errors import CacheError, InputError, format_list
 from latent.ranks import RANKS, Rank, parse_rank
 from latent.taxonomy import Taxonomy
 
-__all__ = ["TEXT_FORMS", "TEMPLATE_SETS", "templates", "taxon_texts", "embed_taxon_texts", "embed_text", "TextReport"]
+__all__ = ["TEXT_FORMS", "TEMPLATE_SETS", "DEFAULT_LOGIT_SCALE", "templates", "taxon_texts", "embed_taxon_texts",
+           "embed_text", "text_logit_scale", "TextReport"]
 
 log = logging.getLogger(__name__)
 
 TEXT_FORMS = ("taxon", "sci", "com", "taxon_com")
 TEMPLATE_SETS = ("single", "openai")
+#: CLIP's trained logit scale (its clamp), used for text embeddings stored before the scale was recorded.
+DEFAULT_LOGIT_SCALE = 100.0
+
+
+def text_logit_scale(attrs: "Sequence[Mapping[str, object]] | Mapping[str, object]", *, where: str = "the cache"
+                     ) -> tuple[float, str]:
+    """The zero-shot logit scale recorded with text embeddings.
+
+    Parameters
+    ----------
+    attrs
+        The attributes of one ``/text`` group, or of several (all used for one prediction).
+    where
+        Named in the log message.
+
+    Returns
+    -------
+    scale : float
+        The recorded ``logit_scale`` (the groups must agree); :data:`DEFAULT_LOGIT_SCALE` when none of
+        them records one (text embedded before latent recorded it), with a logged warning.
+    source : str
+        ``"model"`` or ``"default (not recorded)"``.
+
+    Raises
+    ------
+    CacheError
+        If the groups record different scales (made by different models).
+    """
+    groups = [attrs] if isinstance(attrs, Mapping) else list(attrs)
+    found = sorted({float(a["logit_scale"]) for a in groups if a.get("logit_scale") is not None})
+    if len(found) > 1:
+        raise CacheError(f"The text embeddings in {where} record different logit scales {found}: they were made by "
+                         "different models. Re-run latent embed-text --force.")
+    if not found:
+        log.warning("The text embeddings in %s do not record the model's logit scale (made by an older latent): "
+                    "zero-shot uses CLIP's %g. Re-run latent embed-text --force to record it.", where, DEFAULT_LOGIT_SCALE)
+        return DEFAULT_LOGIT_SCALE, "default (not recorded)"
+    return found[0], "model"
 
 
 def templates(name: str) -> tuple[str, ...]:
@@ -195,7 +236,8 @@ def embed_text(
     """Add text embeddings of the cache's taxa under ``/text/<rank>/<form>`` (once; reused later).
 
     Groups already present with the same template set are kept unless ``force``. Forms without any
-    text (``com`` when no common names are known) are skipped.
+    text (``com`` when no common names are known) are skipped. Each group records the model's
+    ``logit_scale`` (``exp`` of its learned parameter) as an attribute.
     """
     from latent.cache import CacheWriter, open_cache
 
@@ -230,6 +272,9 @@ def embed_text(
             return TextReport(Path(cache_path), [], kept)
         loaded = _load_cache_model(cache, device=device, model=model, pretrained=pretrained)
         provenance = cache.provenance
+    scale = loaded.logit_scale
+    if scale is None:
+        log.warning("%s has no logit_scale: zero-shot will use CLIP's %g", loaded.spec.name, DEFAULT_LOGIT_SCALE)
     results = []
     for name, rank, form, keys, texts in jobs:
         log.info("text embeddings: %s (%d taxa x %d templates)", name, len(texts), len(templates(template_set)))
@@ -240,5 +285,6 @@ def embed_text(
                 "rank": rank.label, "form": form, "templates": template_set,
                 "n_templates": len(templates(template_set)), "normalized": True,
                 "label_format": "lineage kingdom..rank joined by ';'",
+                **({"logit_scale": float(scale)} if scale is not None else {}),
             })
     return TextReport(Path(cache_path), [r[0] for r in results], kept)

@@ -59,15 +59,27 @@ def cub10_linear(tmp_path_factory):
 
 def test_cub10_linear_tables_with_cis(cub10_linear):
     report, out = cub10_linear
-    metrics = pd.read_csv(out / "metrics.csv")
+    metrics = pd.read_csv(out / "metrics.csv", keep_default_na=False, na_values=[""])
     assert list(metrics.columns[:6]) == list(COLUMNS)
-    for rank in RANK_NAMES:
+    assert {"n_species", "n_taxa", "ci_note", "note"} <= set(metrics.columns)
+    informative = ("order", "family", "genus", "species")
+    n_candidates = report.info["predictor_info"]["n_classes"]
+    for rank in informative:
         for name in ("top1", "top5", "balanced_accuracy", "macro_f1"):
+            if name == "top5" and n_candidates[rank] <= 5:  # trivially 1 with 5 or fewer classes: not reported
+                assert not ((metrics["rank"] == rank) & (metrics["metric"] == name)).any()
+                continue
             row = metric(metrics, rank, name)
             assert 0 <= row["ci_low"] <= row["value"] <= row["ci_high"] <= 1, (rank, name)
-    # one kingdom, phylum and class: predicted trivially, and the table says there was one class
+            assert row["n_species"] == 10 and row["n_taxa"] == n_candidates[rank]  # the CI resamples 10 species
+    # one kingdom, phylum and class: predicted trivially; the rows stay, marked as not informative, no CI
+    # (issue 11: they used to read 1.000 [1.000, 1.000])
     for rank in ("kingdom", "phylum", "class"):
         assert metric(metrics, rank, "n_classes")["value"] == 1 and metric(metrics, rank, "top1")["value"] == 1
+        row = metric(metrics, rank, "top1")
+        assert row["note"] == "one class: not informative" and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
+        assert not ((metrics["rank"] == rank) & (metrics["metric"] == "top5")).any()
+    assert "(no CI)" in report.summary() and "one class: not informative" in report.summary()
     assert metric(metrics, "species", "top1")["n"] == len(pd.read_parquet(out / "predictions.parquet"))
     assert metric(metrics, "species", "top1")["value"] > 0.5  # real CLIP features separate these birds
     for name in ("mistake_severity", "hdist@1", "hdist@5", "hP", "hR", "hF", "hca"):
@@ -86,8 +98,11 @@ def test_cub10_hierarchical_metrics_equal_recomputation_from_predictions(cub10_l
         labelled = pred[f"true_{rank}"] != ""
         top1 = (pred.loc[labelled, f"pred_lineage_{rank}"] == pred.loc[labelled, f"true_lineage_{rank}"]).mean()
         assert metric(metrics, rank, "top1")["value"] == pytest.approx(top1, abs=1e-12)
-    true_cols = [f"true_lineage_{r}" for r in RANK_NAMES]
-    pred_cols = [f"pred_lineage_{r}" for r in RANK_NAMES]
+    # hP/hR/hF and HCA leave out the one-taxon ranks (issue 11): one kingdom, phylum and class here
+    informative = ("order", "family", "genus", "species")
+    assert metric(metrics, "all", "hP")["note"] == "ranks left out: kingdom, phylum, class (one taxon)"
+    true_cols = [f"true_lineage_{r}" for r in informative]
+    pred_cols = [f"pred_lineage_{r}" for r in informative]
     y_true, y_pred = pred[true_cols].to_numpy(dtype=object), pred[pred_cols].to_numpy(dtype=object)
     assert metric(metrics, "all", "hP")["value"] == pytest.approx(hiclass_metrics.precision(y_true, y_pred), abs=1e-12)
     assert metric(metrics, "all", "hR")["value"] == pytest.approx(hiclass_metrics.recall(y_true, y_pred), abs=1e-12)

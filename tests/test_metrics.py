@@ -12,10 +12,11 @@ import pytest
 from sklearn.metrics import balanced_accuracy_score, f1_score
 
 from latent.errors import InputError
-from latent.metrics import EvaluationResult, evaluate_predictions, hierarchical_predictions, paired_lca_height
+from latent.metrics import (EvaluationResult, evaluate_predictions, hierarchical_predictions, informative_ranks,
+                            paired_lca_height)
 from latent.predictions import Predictions, flat_to_ranks, true_codes
 from latent.ranks import RANK_NAMES, RANKS, Rank
-from latent.stats import bootstrap_ci, bootstrap_ci_fn
+from latent.stats import bootstrap_indices, cluster_ci, percentile_interval
 from latent.synthetic import builtin_taxonomy
 from latent.taxonomy import Taxonomy, lca_height
 
@@ -97,11 +98,20 @@ def test_hand_per_rank_accuracy(hand):
                            ("family", 3 / 5), ("genus", 3 / 5), ("species", 1 / 4)]:
         assert value(res, "top1", rank) == pytest.approx(expected, abs=1e-12), rank
         assert n_of(res, "top1", rank) == (4 if rank == "species" else 5)
-    # top5: every kingdom list holds the truth; at genus i3's truth is the *bird* Morus, and its list holds
-    # only the plant Morus (homonym): 4/5; at species i3 misses: 3/4.
-    assert value(res, "top5", "kingdom") == pytest.approx(1.0)
-    assert value(res, "top5", "genus") == pytest.approx(4 / 5)
+    # top5 (changed by issue 11: top-k is not reported at a rank with k or fewer candidates, where it is
+    # trivially 1): the lists name 2 kingdoms and 5 genera, so no top5 there; the 6 species remain, and
+    # at species i3 misses: 3/4.
+    m = res.metrics
+    assert not ((m["metric"] == "top5") & m["rank"].isin(["kingdom", "phylum", "class", "genus"])).any()
     assert value(res, "top5", "species") == pytest.approx(3 / 4)
+    # one true kingdom and phylum among the rows: the value stays, marked, without a CI
+    for rank in ("kingdom", "phylum"):
+        row = m[(m["rank"] == rank) & (m["metric"] == "top1")].iloc[0]
+        assert row["note"] == "one class: not informative" and row["ci_note"] == "no CI: one class"
+        assert math.isnan(row["ci_low"]) and row["n_taxa"] == 1
+    # 5 rows resting on 4 species units (i4 is known to genus only: its own unit) < 10: no CI anywhere
+    genus = m[(m["rank"] == "genus") & (m["metric"] == "top1")].iloc[0]
+    assert genus["n_species"] == 4 and genus["n_taxa"] == 4 and genus["ci_note"] == "no CI: 4 species (< 10)"
 
 
 def test_hand_balanced_accuracy_and_macro_f1(hand):
@@ -142,16 +152,21 @@ def test_hand_severity_and_hierarchical_distance(hand):
 
 def test_hand_hierarchical_precision_recall(hand):
     _, res = hand
-    # A = 7 nodes of the top-1 species lineage; B = the labelled true nodes (i4: 6).
-    # |A n B| = 7, 6, 0, 3, 6; |A| = 7 each; |B| = 7, 7, 7, 7, 6.
-    assert value(res, "hP") == pytest.approx(22 / 35, abs=1e-12)
-    assert value(res, "hR") == pytest.approx(22 / 34, abs=1e-12)
-    assert value(res, "hF") == pytest.approx(44 / 69, abs=1e-12)  # 2 * 22 / (35 + 34)
-    assert value(res, "hP_macro") == pytest.approx(float(sum(Fraction(i, 7) for i in (7, 6, 0, 3, 6)) / 5), abs=1e-12)
-    hr_macro = (Fraction(7, 7) + Fraction(6, 7) + 0 + Fraction(3, 7) + Fraction(6, 6)) / 5
-    hf_macro = (1 + Fraction(12, 14) + 0 + Fraction(6, 14) + Fraction(12, 13)) / 5  # 2|A n B| / (|A| + |B|)
+    # Every true row is Animalia / Chordata: kingdom and phylum have one taxon and are left out (issue 11:
+    # root-like ranks match trivially). A = the 5 nodes class..species of the top-1 species lineage;
+    # B = the labelled true nodes there (i4: 4). |A n B| = 5, 4, 0, 1, 4; |A| = 5 each; |B| = 5, 5, 5, 5, 4.
+    assert value(res, "hP") == pytest.approx(14 / 25, abs=1e-12)
+    assert value(res, "hR") == pytest.approx(14 / 24, abs=1e-12)
+    assert value(res, "hF") == pytest.approx(28 / 49, abs=1e-12)  # 2 * 14 / (25 + 24)
+    assert value(res, "hP_macro") == pytest.approx(float(sum(Fraction(i, 5) for i in (5, 4, 0, 1, 4)) / 5), abs=1e-12)
+    hr_macro = (Fraction(5, 5) + Fraction(4, 5) + 0 + Fraction(1, 5) + Fraction(4, 4)) / 5
+    hf_macro = (1 + Fraction(8, 10) + 0 + Fraction(2, 10) + Fraction(8, 9)) / 5  # 2|A n B| / (|A| + |B|)
     assert value(res, "hR_macro") == pytest.approx(float(hr_macro), abs=1e-12)
     assert value(res, "hF_macro") == pytest.approx(float(hf_macro), abs=1e-12)
+    m = res.metrics
+    assert (m.loc[m["metric"].isin(["hP", "hR", "hF", "hca"]), "note"] == "ranks left out: kingdom, phylum (one taxon)").all()
+    assert set(m.loc[m["metric"] == "consistency", "rank"]) == {"order", "family", "genus", "species", "all"}
+    assert res.info["left_out_ranks"] == {"kingdom": "one taxon", "phylum": "one taxon"}
     # HCA on rows with a known species (i0..i3): only i0 right at every rank
     assert value(res, "hca") == pytest.approx(1 / 4) and n_of(res, "hca") == 4
     assert value(res, "consistency") == 1.0 and n_of(res, "consistency") == 5
@@ -203,7 +218,8 @@ def test_per_rank_mode_inconsistency_hca_and_hp(tiny):
     assert value(res, "consistency", "species") == 0.5  # P. major is not a child of Cyanistes
     assert value(res, "consistency", "genus") == 1.0  # Cyanistes is a child of Paridae
     assert value(res, "consistency") == 0.5 and value(res, "hca") == 0.5
-    assert value(res, "hP") == pytest.approx(13 / 14) and value(res, "hR") == pytest.approx(13 / 14)
+    # kingdom and phylum (one taxon) are left out: A and B hold class..species, 5 nodes per row
+    assert value(res, "hP") == pytest.approx(9 / 10) and value(res, "hR") == pytest.approx(9 / 10)
     # species right for both: no mistakes, severity undefined with n = 0
     assert math.isnan(value(res, "mistake_severity")) and n_of(res, "mistake_severity") == 0
     assert value(res, "top1_error") == 0.0
@@ -217,20 +233,27 @@ def test_flat_mode_is_consistent_even_when_rank_sums_disagree(tiny):
     topk, scores = flat_to_ranks(probs, t, k=5)
     parus = t.species_codes[sp(t, "Parus major"), Rank.GENUS]
     assert topk[0, Rank.GENUS, 0] == parus  # the construction really disagrees with the species lineage
-    true = t.species_codes[[sp(t, "Parus major")]]
-    pred = Predictions(t, np.arange(1), np.array(["a"]), true, topk, scores, "test", "flat")
+    # A second row, a plant predicted right, so that every rank has two true taxa (one-taxon ranks are
+    # left out of hP and consistency since issue 11).
+    plant = np.zeros((1, t.n_species))
+    plant[0, sp(t, "Morus alba")] = 1.0
+    topk2, scores2 = flat_to_ranks(plant, t, k=5)
+    topk, scores = np.concatenate([topk, topk2]), np.concatenate([scores, scores2])
+    true = t.species_codes[[sp(t, "Parus major"), sp(t, "Morus alba")]]
+    pred = Predictions(t, np.arange(2), np.array(["a", "b"]), true, topk, scores, "test", "flat")
     res = evaluate_predictions(pred, n_boot=50)
     assert value(res, "top1", "genus") == 1.0  # per-rank accuracy reads the rank's own top-1
-    assert value(res, "top1", "species") == 0.0
+    assert value(res, "top1", "species") == 0.5
     assert value(res, "consistency") == 1.0  # H is the species lineage
     for r in RANK_NAMES[1:]:
         assert value(res, "consistency", r) == 1.0
-    assert value(res, "hP") == pytest.approx(5 / 7)  # H = Cyanistes lineage: shares 5 nodes with P. major
+    # H = Cyanistes lineage: shares 5 nodes with P. major; the plant row shares all 7
+    assert value(res, "hP") == pytest.approx(12 / 14)
     np.testing.assert_array_equal(hierarchical_predictions(pred)[0], t.species_codes[sp(t, "Cyanistes caeruleus")])
     # the same arrays read as per-rank predictions are inconsistent at species
-    per_rank = Predictions(t, np.arange(1), np.array(["a"]), true, topk, scores, "t", "per-rank")
+    per_rank = Predictions(t, np.arange(2), np.array(["a", "b"]), true, topk, scores, "t", "per-rank")
     res_pr = evaluate_predictions(per_rank, n_boot=0)
-    assert value(res_pr, "consistency", "species") == 0.0
+    assert value(res_pr, "consistency", "species") == 0.5
 
 
 # ---------------------------------------------------------------------- perfect predictions
@@ -343,6 +366,8 @@ def test_hierarchical_prf_equal_hiclass(seed, mode):
         predicted = tax.species_codes[pred.topk[:, Rank.SPECIES, 0]]
     else:
         predicted = pred.topk[:, :, 0]
+    keep, left_out = informative_ranks(pred)
+    assert keep.all() and not left_out  # every rank has several taxa here; hiclass sees all seven
     y_true = _lineage_labels(tax, pred.true)
     y_pred = _lineage_labels(tax, predicted)
     with warnings.catch_warnings():
@@ -361,14 +386,16 @@ def test_hierarchical_prf_equal_hiclass(seed, mode):
 def test_homonyms_do_not_collapse_in_hierarchical_metrics(tiny):
     # Truth: the bird Morus bassanus; prediction (per rank): right down to class, then the plant's Moraceae /
     # Morus and the right species name space. Genus "Morus" matches by name but not by lineage.
+    # A second row, the plant Morus alba predicted right, gives every rank two true taxa (one-taxon ranks
+    # are left out of hP since issue 11).
     t = tiny
-    true = t.species_codes[[sp(t, "Morus bassanus")]]
+    true = t.species_codes[[sp(t, "Morus bassanus"), sp(t, "Morus alba")]]
     plant = t.species_codes[sp(t, "Morus alba")]
     topk = true[:, :, None].copy()
     topk[0, Rank.GENUS, 0] = plant[Rank.GENUS]
     res = evaluate_predictions(make_pred(t, true, topk, "per-rank"), n_boot=0)
-    assert value(res, "top1", "genus") == 0.0
-    assert value(res, "hP") == pytest.approx(6 / 7)
+    assert value(res, "top1", "genus") == 0.5
+    assert value(res, "hP") == pytest.approx(13 / 14)
 
 
 # ---------------------------------------------------------------------- known answer: random guessing
@@ -420,36 +447,71 @@ def test_intervals_contain_the_value_and_are_seeded():
     assert a.to_frame().equals(a.metrics)
 
 
+def _hand_species_bootstrap(species: np.ndarray, fn, n_boot: int, seed: int) -> tuple[float, float]:
+    """A species bootstrap written out by hand: draw the sorted species with replacement
+    (``bootstrap_indices`` over the species), take every row of each drawn species as often as it is
+    drawn, apply ``fn`` to those row indices, percentile interval."""
+    codes = np.unique(species)
+    members = [np.flatnonzero(species == c) for c in codes]
+    samples = []
+    for draw in bootstrap_indices(len(codes), n_boot, seed):
+        samples.append(fn(np.concatenate([members[u] for u in draw])))
+    return percentile_interval(np.array(samples, dtype=float), 0.05)
+
+
 def test_intervals_match_the_stats_module():
-    """The vectorised resampling gives the same intervals as bootstrapping each statistic directly."""
+    """The vectorised species resampling gives the intervals of a species bootstrap written out by hand
+    (and of :func:`latent.stats.cluster_ci`). Changed by issue 11: intervals used to resample images."""
     tax = builtin_taxonomy()
     pred = _random_predictions(tax, 300, "per-rank", seed=5)
+    species_all = np.random.default_rng(5).integers(0, tax.n_species, 300)  # the species _random_predictions drew
+    full = tax.species_codes[species_all]
+    assert ((pred.true == full) | (pred.true == -1)).all()
+    true = np.where(pred.true[:, [Rank.SPECIES]] >= 0, full, -1)  # rows known to species only, full lineage
+    pred = Predictions(pred.taxonomy, pred.rows, pred.ids, true, pred.topk, pred.scores, "test", "per-rank")
     res = evaluate_predictions(pred, n_boot=200, seed=3)
     m = res.metrics.set_index(["rank", "metric"])
-    r = Rank.GENUS
-    rows = pred.true[:, r] >= 0
-    t, p = pred.true[rows, r], pred.topk[rows, r, 0]
-    assert tuple(m.loc[("genus", "top1"), ["ci_low", "ci_high"]]) == pytest.approx(
-        bootstrap_ci((t == p).astype(float), n_boot=200, seed=3), abs=1e-12)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ba = bootstrap_ci_fn(lambda idx: balanced_accuracy_score(t[idx], p[idx]), len(t), n_boot=200, seed=3)
-        f1 = bootstrap_ci_fn(lambda idx: f1_score(t[idx], p[idx], average="macro"), len(t), n_boot=200, seed=3)
-    assert tuple(m.loc[("genus", "balanced_accuracy"), ["ci_low", "ci_high"]]) == pytest.approx(ba, abs=1e-12)
-    assert tuple(m.loc[("genus", "macro_f1"), ["ci_low", "ci_high"]]) == pytest.approx(f1, abs=1e-12)
+    for r in (Rank.GENUS, Rank.SPECIES):
+        rows = pred.true[:, r] >= 0
+        t, p, species = pred.true[rows, r], pred.topk[rows, r, 0], pred.true[rows, Rank.SPECIES]
+        never_true = np.setdiff1d(p, t)  # predicted but never true: stay in every resample's label set
+        assert m.loc[(r.label, "top1"), "n_species"] == len(np.unique(species))
+        top1 = _hand_species_bootstrap(species, lambda i: np.mean(t[i] == p[i]), 200, 3)
+        assert tuple(m.loc[(r.label, "top1"), ["ci_low", "ci_high"]]) == pytest.approx(top1, abs=1e-12)
+        _, unit = np.unique(species, return_inverse=True)
+        correct = (t == p).astype(float)
+        low, high, note = cluster_ci(lambda w: w[:, unit] @ correct / w[:, unit].sum(axis=1), len(np.unique(species)),
+                                     n_boot=200, seed=3)
+        assert note == "" and (low, high) == pytest.approx(top1, abs=1e-12)
+
+        def f1(i):
+            labels = np.union1d(np.unique(t[i]), np.intersect1d(np.unique(p[i]), never_true))
+            return f1_score(t[i], p[i], labels=labels, average="macro")
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ba = _hand_species_bootstrap(species, lambda i: balanced_accuracy_score(t[i], p[i]), 200, 3)
+            f1_ci = _hand_species_bootstrap(species, f1, 200, 3)
+        assert tuple(m.loc[(r.label, "balanced_accuracy"), ["ci_low", "ci_high"]]) == pytest.approx(ba, abs=1e-12)
+        assert tuple(m.loc[(r.label, "macro_f1"), ["ci_low", "ci_high"]]) == pytest.approx(f1_ci, abs=1e-12)
 
 
-def test_intervals_shrink_with_n():
+def test_intervals_shrink_with_images_only_where_species_do_not_matter():
+    """Species top-1 hits here do not depend on the species: 16 times the images shrink its interval about
+    4 times. Mistake severity depends on *which* species are confused (their distance to the others):
+    that between-species part does not shrink with more images of the same 47 species, and the species
+    bootstrap keeps it (changed by issue 11: an image bootstrap shrank every interval 4 times)."""
     tax = builtin_taxonomy()
     width = {}
     for n in (400, 6400):
         res = evaluate_predictions(_random_predictions(tax, n, "flat", seed=6), n_boot=300, seed=0)
         m = res.metrics.set_index(["rank", "metric"])
         width[n] = {key: m.loc[key, "ci_high"] - m.loc[key, "ci_low"]
-                    for key in [("species", "top1"), ("all", "mistake_severity"), ("all", "hF"), ("genus", "macro_f1")]}
-    for key in width[400]:
-        ratio = width[400][key] / width[6400][key]  # sqrt(16) = 4
-        assert 2.5 < ratio < 6.0, (key, ratio)
+                    for key in [("species", "top1"), ("genus", "top1"), ("all", "hca"), ("all", "mistake_severity")]}
+    ratio = {key: width[400][key] / width[6400][key] for key in width[400]}
+    for key in [("species", "top1"), ("genus", "top1"), ("all", "hca")]:
+        assert 2.5 < ratio[key] < 6.0, (key, ratio[key])  # sqrt(16) = 4
+    assert ratio[("all", "mistake_severity")] < 2.5, ratio
 
 
 # ---------------------------------------------------------------------- helpers and validation
@@ -496,5 +558,10 @@ def test_unpredicted_ranks_are_skipped(tiny):
     res = evaluate_predictions(make_pred(tiny, true, topk, "per-rank"), n_boot=0)
     assert set(res.metrics["rank"]) == {"genus", "species", "all"}
     assert value(res, "consistency", "species") == 1.0
-    # A holds 2 nodes, B 7: hP = 1, hR = 2/7; HCA needs every labelled rank right
-    assert value(res, "hP") == 1.0 and value(res, "hR") == pytest.approx(2 / 7) and value(res, "hca") == 1.0  # only the 2 predicted ranks count, both right
+    # Issue 11: ranks not predicted are left out of B too (they used to count against hR: 2/7), and so
+    # are one-taxon ranks (all three rows are Paridae). A = B = genus and species: hP = hR = 1.
+    assert value(res, "hP") == 1.0 and value(res, "hR") == 1.0 and value(res, "hca") == 1.0
+    assert res.info["left_out_ranks"] == {"kingdom": "not predicted", "phylum": "not predicted", "class": "not predicted",
+                                          "order": "not predicted", "family": "not predicted"}
+    assert res.metrics.set_index("metric").loc["hR", "note"] == (
+        "ranks left out: kingdom, phylum, class, order, family (not predicted)")

@@ -101,6 +101,11 @@ def test_zero_shot_clade_restriction_predicts_inside_the_clade(strong, texts, mo
         else:
             inside = set(lineage[lineage[:, Rank.CLASS] == aves, r].tolist())
             assert set(predicted.tolist()) <= inside, r
+    # n_candidates (issue 11): the clade's own lineage is one candidate per rank in per-rank mode; below it
+    # (and at every rank in flat mode, summed up from the bird species) the taxa inside the clade
+    birds_lineage = lineage[lineage[:, Rank.CLASS] == aves]
+    inside_counts = [len(np.unique(birds_lineage[:, r])) for r in RANKS]
+    assert pred.n_candidates.tolist() == inside_counts  # the clade lineage is 1 node at kingdom..class either way
     # images of birds are still recognised inside the clade
     birds = tax.codes("class")[test] == aves
     assert (pred.topk[birds, Rank.SPECIES, 0] == pred.true[birds, Rank.SPECIES]).mean() > 0.95
@@ -284,7 +289,10 @@ def test_linear_predicts_single_class_ranks_trivially():
         assert np.all(pred.topk[:, r, 1:] == -1) and pred.info["n_classes"][r.label] == 1
     assert accuracy(pred, Rank.SPECIES) > 0.9
     assert set(pred.info["best_C"]) == {"order", "family", "genus", "species"}
+    # the classes each probe chose among (issue 11: top-k is reported only above k candidates)
+    assert pred.n_candidates.tolist() == [1, 1, 1] + [pred.info["n_classes"][r.label] for r in RANKS[3:]]
     no_species = predict_linear(X[train], train, X[test], test, tax, device="cpu", predict_species=False, **LINEAR_OPTIONS)
+    assert no_species.n_candidates[Rank.SPECIES] == 0
     assert np.all(no_species.topk[:, Rank.SPECIES] == -1) and np.all(np.isnan(no_species.scores[:, Rank.SPECIES]))
     assert set(no_species.info["best_C"]) == {"order", "family", "genus"}
     assert accuracy(no_species, Rank.GENUS) > 0.9

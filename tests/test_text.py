@@ -14,7 +14,7 @@ from latent.importer import import_embeddings
 from latent.models import load_model
 from latent.synthetic import builtin_taxonomy, builtin_taxonomy_path
 from latent.taxonomy import Taxonomy
-from latent.text import embed_taxon_texts, embed_text, taxon_texts, templates
+from latent.text import DEFAULT_LOGIT_SCALE, embed_taxon_texts, embed_text, taxon_texts, templates, text_logit_scale
 
 SPECIES = ["Passer domesticus", "Passer montanus", "Morus alba", "Morus bassanus"]
 
@@ -92,6 +92,8 @@ def test_embed_text_writes_groups_once_and_keeps_images(cache, tiny):
         np.testing.assert_array_equal(c.read(), before)
         labels, emb, attrs = c.read_text_group("species/taxon")
         assert attrs["templates"] == "single" and attrs["form"] == "taxon" and attrs["rank"] == "species"
+        # the model's own zero-shot scale, exp(logit_scale): 1 / 0.07 for a random initialisation (issue 11)
+        assert attrs["logit_scale"] == pytest.approx(tiny.logit_scale) and tiny.logit_scale == pytest.approx(1 / 0.07, rel=1e-6)
         assert sorted(labels) == sorted(";".join(tax.lineage("species", s)) for s in range(tax.n_species))
         np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
         i = list(labels).index("Animalia;Chordata;Aves;Passeriformes;Passeridae;Passer;Passer domesticus")
@@ -123,3 +125,12 @@ def test_imported_cache_needs_the_model_named(tmp_path):
         embed_text(tmp_path / "i.h5", device="cpu")
     report = embed_text(tmp_path / "i.h5", template_set="single", forms=["sci"], ranks=["species"], device="cpu", model="random-tiny")
     assert report.written == ["species/sci"]
+
+
+def test_text_logit_scale_reads_the_recorded_scale_or_falls_back(caplog):
+    assert text_logit_scale([{"logit_scale": 14.5}, {"logit_scale": 14.5}]) == (14.5, "model")
+    with caplog.at_level("WARNING", logger="latent.text"):
+        assert text_logit_scale({"templates": "single"}, where="old.h5") == (DEFAULT_LOGIT_SCALE, "default (not recorded)")
+    assert DEFAULT_LOGIT_SCALE == 100.0 and "old.h5" in caplog.text and "embed-text --force" in caplog.text
+    with pytest.raises(CacheError, match="different logit scales"):
+        text_logit_scale([{"logit_scale": 14.5}, {"logit_scale": 100.0}])
