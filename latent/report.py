@@ -561,12 +561,12 @@ def _verdict_detail(verdict: pd.DataFrame) -> pd.DataFrame:
     v = verdict.drop_duplicates(["model", "level"])
     return pd.DataFrame({
         "model": v["model"], "rank": v["level"].str.replace("=", " = "), "verdict": v["verdict"],
-        "statistic": v["primary_statistic"], "value": v["value"].map(_fmt),
+        "reason": v["reason"].fillna(""), "statistic": v["primary_statistic"], "value": v["value"].map(_fmt),
         "95% CI": [_ci(a, b) for a, b in zip(v["ci_low"], v["ci_high"])],
         "null mean": v["null_mean"].map(_fmt), "effect": v["effect"].map(_fmt),
         "p": v["p_value"].map(_fmt), "p (Holm)": v["p_adjusted"].map(_fmt),
         "species": v["n_species"].map(lambda x: _fmt(x, 6)), "taxa": v["n_taxa"].map(lambda x: _fmt(x, 6)),
-        "permutations": v["permutations"].map(lambda x: _fmt(x, 6)), "reason": v["reason"].fillna(""),
+        "permutations": v["permutations"].map(lambda x: _fmt(x, 6)),
     })
 
 

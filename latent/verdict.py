@@ -91,8 +91,9 @@ VERDICT_RULE = (
     f"(over the ranks and 'all' of one model) is <= {ALPHA} and the effect is on the side the taxonomy predicts; "
     f"'no' otherwise; 'not testable' when no p-value can be given (one taxon, the same partition as a neighbouring "
     f"rank, tied distances, or too few distinct permutations to reach {ALPHA}), with the reason. Ranks with the "
-    f"same partition of the species are one test. CIs resample species (none below 10 species). Other statistics "
-    f"are supporting evidence (free null, Benjamini-Yekutieli-adjusted) and never change a verdict."
+    f"same partition of the species are one test. CIs resample whole parent taxa for a rank and species for "
+    f"'all' (none below 10 units). Other statistics are supporting evidence (free null, Benjamini-Yekutieli-"
+    f"adjusted) and never change a verdict."
 )
 
 #: Columns of ``verdicts.csv`` (one row per model and rank, plus ``all``).
