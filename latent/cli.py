@@ -222,7 +222,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         evaluations=evaluations, probes=tuple(args.probes.split(",")) if args.probes else None,
         permutations=args.permutations, distance=args.distance, seed=args.seed, n_boot=args.bootstrap,
         projections=tuple(p for p in args.projections.split(",") if p), probe_settings=_probe_settings(args.set),
-        device=args.device)
+        device=args.device, verdict_permutations=args.verdict_permutations, common_dim=not args.no_common_dim)
     result = build_report(args.caches, args.out, settings=settings, baseline=args.baseline, force=args.force)
     print(result.summary())
     return 0
@@ -381,7 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--evaluate", default="linear:random,knn:species-disjoint", metavar="METHOD:SPLIT,...",
                    help="evaluations to run (default: %(default)s)")
     p.add_argument("--probes", metavar="NAME,...", help="probes (default: all; see latent probe --list)")
-    p.add_argument("--permutations", type=int, default=199, metavar="N")
+    p.add_argument("--permutations", type=int, default=199, metavar="N",
+                   help="permutations of the supporting statistics' free nulls (default: %(default)s)")
+    p.add_argument("--verdict-permutations", type=int, default=999, metavar="N",
+                   help="restricted permutations of each rank's primary statistic (default: %(default)s)")
+    p.add_argument("--no-common-dim", action="store_true",
+                   help="compare models at their own dimensions (default: PCA to the smallest, stated)")
     p.add_argument("--distance", choices=["cosine", "euclidean"], default="cosine")
     p.add_argument("--projections", default="pca,umap", metavar="METHOD,...")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N")

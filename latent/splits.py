@@ -223,11 +223,45 @@ def species_disjoint_split(
             f"The 'coverage_rank' parameter of species_disjoint_split must be genus or a higher rank. Got {coverage_rank!r} instead."
         )
     rows, species = _species_rows(taxonomy, rows, "species_disjoint_split")
-    rng = np.random.default_rng(seed)
     present = np.unique(species)
-    lineage = taxonomy.species_codes[present]  # (S, 7), node codes (placeholders included)
-    in_test = np.zeros(len(present), dtype=bool)
-    pending = np.ones(len(present), dtype=bool)
+    in_test = _species_disjoint_test(taxonomy.species_codes[present], fraction, seed, top)
+    test = np.isin(species, present[in_test])
+    log.info("species_disjoint_split: %d train species (%d images), %d test species (%d images), seed %d",
+             int((~in_test).sum()), int((~test).sum()), int(in_test.sum()), int(test.sum()), seed)
+    return np.sort(rows[~test]), np.sort(rows[test])
+
+
+def _species_disjoint_test(
+    lineage: np.ndarray, fraction: float, seed: int, top: Rank = Rank.GENUS, *, level: int = logging.INFO
+) -> np.ndarray:
+    """The rule of :func:`species_disjoint_split` on species lineages: which species go to test.
+
+    A function of the lineage codes and the seed only, so the same rule can be applied to permuted
+    lineages (``lineage[perm]``: the tree keeps its shape, the species move), as a permutation null
+    must. Arguments are not checked (the caller has).
+
+    Parameters
+    ----------
+    lineage
+        ``(S, 7)`` node codes of the species (placeholders included), kingdom first.
+    fraction, seed, top
+        ``test_fraction``, ``seed`` and ``coverage_rank`` of :func:`species_disjoint_split`.
+    level
+        Logging level of the per-rank messages (``logging.DEBUG`` when called once per permutation).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(S,)`` bool, True for the test species.
+
+    Raises
+    ------
+    InputError
+        If no species can go to test (no group of two or more species).
+    """
+    rng = np.random.default_rng(seed)
+    in_test = np.zeros(len(lineage), dtype=bool)
+    pending = np.ones(len(lineage), dtype=bool)
     for r in range(Rank.GENUS, int(top) - 1, -1):
         idx = np.flatnonzero(pending)
         if not len(idx):
@@ -251,21 +285,18 @@ def species_disjoint_split(
         chosen = eligible & (position < n_test)
         in_test[idx[chosen]] = True
         pending[idx[eligible]] = False
-        log.info("species_disjoint_split: at %s, %d groups of >= 2 species put %d of %d species in test",
-                 Rank(r).label, len(g_codes), int(chosen.sum()), int(eligible.sum()))
+        log.log(level, "species_disjoint_split: at %s, %d groups of >= 2 species put %d of %d species in test",
+                Rank(r).label, len(g_codes), int(chosen.sum()), int(eligible.sum()))
     if pending.any():
-        log.info("species_disjoint_split: %d species have no other species in their %s and go to train",
-                 int(pending.sum()), top.label)
+        log.log(level, "species_disjoint_split: %d species have no other species in their %s and go to train",
+                int(pending.sum()), top.label)
     if not in_test.any():
         raise InputError(
-            f"species_disjoint_split found no {top.label} with two or more species among the {len(present)} "
+            f"species_disjoint_split found no {top.label} with two or more species among the {len(lineage)} "
             "species given, so no species can be held out while keeping a relative in train. "
             "Pass a higher coverage_rank (e.g. family or order), or use a random split."
         )
-    test = np.isin(species, present[in_test])
-    log.info("species_disjoint_split: %d train species (%d images), %d test species (%d images), seed %d",
-             int((~in_test).sum()), int((~test).sum()), int(in_test.sum()), int(test.sum()), seed)
-    return np.sort(rows[~test]), np.sort(rows[test])
+    return in_test
 
 
 def kshot_split(

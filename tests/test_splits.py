@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from latent.errors import InputError
-from latent.splits import kshot_split, random_split, species_disjoint_split
+from latent.ranks import Rank
+from latent.splits import _species_disjoint_test, kshot_split, random_split, species_disjoint_split
 from latent.taxonomy import Taxonomy
 
 
@@ -125,6 +126,27 @@ def test_species_disjoint_split_can_climb_to_family():
     assert set(family[test]) <= set(family[train])  # every test species' family is in train
     assert 2 not in set(family[test])  # the lone species of family 2 stays in train
     assert set(family[test]) == {0, 1}
+
+
+def test_species_disjoint_rule_is_a_function_of_lineage_codes_and_seed():
+    # The rule of species_disjoint_split on the species' lineage codes alone: a permutation null applies
+    # it to permuted codes (same tree shape, species moved) and gets the same kind of split.
+    genera = [[4] * n for n in (1, 1, 2, 3, 4, 5, 6, 10)]
+    tax = make_taxonomy(genera, families=[0, 0, 1, 1, 2, 2, 3, 3])
+    species = tax.codes("species")
+    for seed in range(3):
+        for cover in (Rank.GENUS, Rank.FAMILY):
+            in_test = _species_disjoint_test(tax.species_codes, 0.3, seed, cover)
+            _, test = species_disjoint_split(tax, test_fraction=0.3, seed=seed, coverage_rank=cover)
+            np.testing.assert_array_equal(np.flatnonzero(in_test), np.unique(species[test]))
+    rng = np.random.default_rng(0)
+    observed = _species_disjoint_test(tax.species_codes, 0.3, 0)
+    for _ in range(5):
+        codes = tax.species_codes[rng.permutation(tax.n_species)]
+        in_test = _species_disjoint_test(codes, 0.3, 0)
+        assert in_test.sum() == observed.sum()  # same tree shape, same number of test species
+        for r in (Rank.GENUS, Rank.FAMILY):  # every test species' taxon is trained under the permuted tree
+            assert set(codes[in_test, r]) <= set(codes[~in_test, r])
 
 
 def test_species_disjoint_split_errors():
