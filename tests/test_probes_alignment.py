@@ -15,6 +15,8 @@ from scipy.stats import pearsonr, spearmanr
 from latent.errors import InputError
 from latent.probes.alignment import (
     _bootstrap_pearson,
+    _PairRanks,
+    _PairTau,
     _PermutedMatrix,
     _TauA,
     condensed,
@@ -28,6 +30,7 @@ from latent.probes.alignment import (
     taxonomy_features,
 )
 from latent.probes.base import ProbeData, ProbeOptions, pairwise_distances, species_permutations
+from latent.stats import bootstrap_weights
 from latent.synthetic import make_hierarchical
 from latent.taxonomy import Taxonomy
 
@@ -156,6 +159,32 @@ def test_bootstrap_r_is_the_correlation_over_pairs_of_distinct_species_in_the_re
         assert value == pytest.approx(expected, abs=1e-10)
 
 
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+def test_bootstrap_rank_statistics_are_those_of_the_expanded_resample(engine):
+    # Spearman r, rho-a and tau-a of a resample: its pairs of draws of two different species, ranked
+    # among themselves (ties in both: few taxonomic levels, rounded distances)
+    if engine == "numba":
+        pytest.importorskip("numba")
+    rng = np.random.default_rng(6)
+    S = 13
+    T = np.round(_random_distances(S, 1, dim=2))
+    D = np.round(_random_distances(S, 2), 1)
+    idx = rng.integers(0, S, size=(5, S))
+    w = bootstrap_weights(idx, S)
+    ranks = _PairRanks(condensed(T), condensed(D), S, engine)(w)
+    tau = _PairTau(condensed(T), condensed(D), S, engine)(w)
+    np.testing.assert_allclose(_PairRanks(condensed(T), condensed(D), S)(np.ones((1, S)))[0],
+                               [spearmanr(condensed(T), condensed(D)).statistic, rho_a(condensed(T), condensed(D))],
+                               atol=1e-12)
+    for b, draw in enumerate(idx):
+        ii, jj = np.triu_indices(S, 1)
+        keep = draw[ii] != draw[jj]
+        t, d = T[draw[ii], draw[jj]][keep], D[draw[ii], draw[jj]][keep]
+        assert ranks[b, 0] == pytest.approx(spearmanr(t, d).statistic, abs=1e-12)
+        assert ranks[b, 1] == pytest.approx(rho_a(t, d), abs=1e-12)
+        assert tau[b] == pytest.approx(_brute_tau_a(t, d), abs=1e-12)
+
+
 def test_linear_cka_known_answers():
     X = np.random.default_rng(0).standard_normal((20, 4))
     Q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((4, 4)))
@@ -235,6 +264,9 @@ def test_probe_values_and_nulls_equal_independent_recomputation():
     assert rows["rsa_rho_a"].value == pytest.approx(rho_a(condensed(T), condensed(D)), abs=1e-10)
     low, high = rows["mantel_r_pearson"][["ci_low", "ci_high"]]
     assert low < rows["mantel_r_pearson"].value < high
+    for metric in ("mantel_r_spearman", "cka_taxonomy", "rsa_rho_a", "rsa_tau_a"):  # every statistic has a CI
+        assert rows[metric].ci_low < rows[metric].value < rows[metric].ci_high, metric
+        assert rows[metric].ci_note == "" and rows[metric].n_species == 47 and rows[metric].n_taxa == 47
     # nulls: the same statistics with the taxonomy of permuted species (species s takes lineage perm[s])
     null = res.tables["null"]
     perms = list(species_permutations(data.n_species, 20, 5))
@@ -305,7 +337,8 @@ def test_single_genus_gives_undefined_statistics_not_an_error():
     synth = make_hierarchical(tax, per_species=3, dim=8, seed=0)
     res = probe_alignment(ProbeData.from_arrays(synth.embeddings, synth.taxonomy), ProbeOptions(permutations=9))
     frame = res.to_frame()
-    assert frame.value.isna().all() and frame.p_value.isna().all()
+    assert frame.value.isna().all() and frame.p_value.isna().all() and (frame.permutations == 0).all()
+    assert frame.degenerate.all() and frame.note.str.contains("taxonomic distances").all()
     assert len(res.tables["null"]) == 5 * 9
 
 
@@ -313,6 +346,8 @@ def test_probe_rejects_bad_settings():
     data = _data(1.0)
     with pytest.raises(InputError, match="'n_boot'"):
         probe_alignment(data, ProbeOptions(extra={"alignment": {"n_boot": -1}}))
+    with pytest.raises(InputError, match="'n_boot_rank'"):
+        probe_alignment(data, ProbeOptions(extra={"alignment": {"n_boot_rank": 1.5}}))
 
 
 # ---------------------------------------------------------------------- real data

@@ -17,11 +17,14 @@ from latent.errors import InputError
 from latent.probes.alignment import condensed
 from latent.probes.base import ProbeData, ProbeOptions, pairwise_distances, species_permutations
 from latent.probes.dendrogram import (
+    _Cutter,
+    _tree_statistics,
     bakers_gamma,
     clade_recovery,
     merge_k,
     pair_counting_scores,
     probe_dendrogram,
+    shuffled_linkage,
     taxonomy_k,
 )
 from latent.ranks import RANK_NAMES
@@ -111,6 +114,45 @@ def test_clade_recovery_hand_computed_and_under_permutation():
     np.testing.assert_array_equal(clade_recovery(Z1, np.array([0, 0, 1, 1]), perms=perms)[0], [1.0, 0.0, 1.0])
 
 
+@pytest.mark.parametrize("method", ["single", "complete", "average", "weighted", "ward", "centroid", "median"])
+def test_shuffled_linkage_is_scipys_without_ties_and_cuts_equal_fcluster(method):
+    rng = np.random.default_rng(1)
+    for trial in range(4):
+        pts = rng.standard_normal((25, 3))
+        d = condensed(pairwise_distances(pts, metric="euclidean"))
+        np.testing.assert_allclose(shuffled_linkage(d, method, seed=trial), linkage(d, method), rtol=1e-10, atol=1e-12)
+        Z = linkage(np.round(d, 0) if trial % 2 else d, method)  # with and without tied distances
+        cutter = _Cutter(Z)
+        for k in range(1, 27):
+            assert adjusted_rand_score(fcluster(Z, k, "maxclust"), cutter(k)) == 1.0 or \
+                (np.unique(fcluster(Z, k, "maxclust")).size == 1 and np.unique(cutter(k)).size == 1)
+
+
+def test_bootstrap_fmi_ari_leave_out_pairs_of_copies():
+    data = _data(0.6, seed=3)
+    D = pairwise_distances(data.centroids, metric="cosine")
+    T = data.species_distances()
+    draws = np.sort(np.random.default_rng(0).integers(0, data.n_species, data.n_species))
+    keys = [("family", "fmi"), ("family", "ari")]
+    got = _tree_statistics(draws, D, T, data.codes, data.named, "average", np.random.default_rng(5), keys)
+    # brute force on the same tree: pairs of draws of two different species
+    Z = shuffled_linkage(condensed(D[np.ix_(draws, draws)]), "average", np.random.default_rng(5))
+    taxa = data.codes[draws, 4]
+    cut = fcluster(Z, np.unique(taxa).size, "maxclust")
+    ii, jj = np.triu_indices(draws.size, 1)
+    keep = draws[ii] != draws[jj]
+    same_t, same_c = (taxa[ii] == taxa[jj])[keep], (cut[ii] == cut[jj])[keep]
+    tp, a, b, n = (same_t & same_c).sum(), same_t.sum(), same_c.sum(), keep.sum()
+    assert got[0] == pytest.approx(tp / np.sqrt(a * b), abs=1e-12)
+    expected = a * b / n
+    assert got[1] == pytest.approx((tp - expected) / ((a + b) / 2 - expected), abs=1e-12)
+
+
+def test_bakers_gamma_of_a_constant_tree_is_undefined():
+    assert np.isnan(bakers_gamma(np.ones(6), np.arange(6.0)))
+    assert np.isnan(bakers_gamma(np.ones(6), np.ones(6)))
+
+
 def _brute_clade_recovery(Z: np.ndarray, labels: np.ndarray) -> float:
     root, nodes = to_tree(Z, rd=True)
     node_sets = {frozenset(node.pre_order()) for node in nodes if not node.is_leaf()}
@@ -128,7 +170,7 @@ def test_probe_values_and_nulls_equal_independent_recomputation(empty_ranks):
         assert not data.named.all()
     else:
         data = _data(0.6, seed=1)
-    res = probe_dendrogram(data, ProbeOptions(permutations=15, seed=4))
+    res = probe_dendrogram(data, ProbeOptions(permutations=15, seed=4, extra={"dendrogram": {"n_boot": 20}}))
     rows = _rows(res)
     Z = res.arrays["linkage"]
     D = condensed(pairwise_distances(data.centroids, metric="cosine"))
@@ -161,13 +203,19 @@ def test_probe_values_and_nulls_equal_independent_recomputation(empty_ranks):
                                                                & (null.permutation == t - 1)].value.iloc[0]
             assert got == pytest.approx(value, abs=1e-10), (t, key)
     assert {"fmi", "ari", "clade_recovery"} <= set(null.metric)
+    # the bootstrap's statistics of one tree, on every species once, are the observed values
+    keys = list(rows.index)
+    again = _tree_statistics(np.arange(data.n_species), pairwise_distances(data.centroids, metric="cosine"), T,
+                             data.codes, data.named, "average", np.random.default_rng(0), keys)
+    np.testing.assert_allclose(again, rows.value.to_numpy(), atol=1e-10)
+    assert (rows.ci_low <= rows.value + 1e-12).all() and (rows.value <= rows.ci_high + 1e-12).all()
     assert res.arrays["leaf_order"].shape == (47,) and res.arrays["taxonomy_linkage"].shape == (46, 4)
     np.testing.assert_allclose(cophenet(res.arrays["taxonomy_linkage"]), condensed(T))
 
 
 def test_planted_hierarchy_is_recovered_at_every_rank():
     data = _data(1.0, noise=0.05, dim=256, per_species=3)
-    res = probe_dendrogram(data, ProbeOptions(permutations=199, seed=0))
+    res = probe_dendrogram(data, ProbeOptions(permutations=199, seed=0, extra={"dendrogram": {"n_boot": 0}}))
     frame = res.to_frame()
     rows = frame.set_index(["rank", "metric"])
     assert rows.loc[("all", "cophenetic_taxonomy_corr"), "value"] > 0.95
@@ -187,7 +235,8 @@ def test_planted_hierarchy_is_recovered_at_every_rank():
 def test_no_hierarchy_is_not_found_over_seeds():
     frames = []
     for seed in range(6):
-        res = probe_dendrogram(_data(0.0, seed=seed), ProbeOptions(permutations=99, seed=seed))
+        res = probe_dendrogram(_data(0.0, seed=seed), ProbeOptions(permutations=99, seed=seed,
+                                                                  extra={"dendrogram": {"n_boot": 0}}))
         frames.append(res.to_frame().assign(seed=seed))
     frame = pd.concat(frames)
     frame = frame[frame.permutations > 0]
@@ -202,7 +251,8 @@ def test_no_hierarchy_is_not_found_over_seeds():
 def test_graded_signal_gives_graded_statistics():
     values = []
     for signal in (0.0, 0.3, 1.0):
-        frame = probe_dendrogram(_data(signal, seed=2), ProbeOptions(permutations=0)).to_frame()
+        options = ProbeOptions(permutations=0, extra={"dendrogram": {"n_boot": 0}})
+        frame = probe_dendrogram(_data(signal, seed=2), options).to_frame()
         values.append([
             frame[frame.metric == "cophenetic_taxonomy_corr"].value.iloc[0],
             frame[frame.metric == "bakers_gamma"].value.iloc[0],
@@ -215,11 +265,14 @@ def test_graded_signal_gives_graded_statistics():
 
 def test_ward_uses_euclidean_distances_and_bad_method_is_rejected():
     data = _data(1.0)
-    res = probe_dendrogram(data, ProbeOptions(permutations=0, distance="cosine", extra={"dendrogram": {"method": "ward"}}))
+    res = probe_dendrogram(data, ProbeOptions(permutations=0, distance="cosine",
+                                                    extra={"dendrogram": {"method": "ward", "n_boot": 0}}))
     np.testing.assert_allclose(res.arrays["linkage"], linkage(data.centroids, "ward"))
     assert set(res.to_frame().distance) == {"euclidean"} and res.info["distance"] == "euclidean"
     with pytest.raises(InputError, match="'method'.*'median-ish'"):
         probe_dendrogram(data, ProbeOptions(extra={"dendrogram": {"method": "median-ish"}}))
+    with pytest.raises(InputError, match="'n_boot'"):
+        probe_dendrogram(data, ProbeOptions(extra={"dendrogram": {"n_boot": -2}}))
 
 
 def test_single_genus_gives_undefined_correlations_and_no_cuts():
@@ -230,11 +283,15 @@ def test_single_genus_gives_undefined_correlations_and_no_cuts():
     assert set(frame.metric) == {"cophenetic_taxonomy_corr", "cophenetic_taxonomy_spearman", "bakers_gamma",
                                  "cophenetic_fit_embedding"}
     assert frame[frame.metric != "cophenetic_fit_embedding"].value.isna().all()
+    taxonomy_rows = frame[frame.metric != "cophenetic_fit_embedding"]
+    assert taxonomy_rows.degenerate.all() and (taxonomy_rows.permutations == 0).all()
+    fit = frame[frame.metric == "cophenetic_fit_embedding"].iloc[0]  # the fit does not involve the taxonomy
+    assert np.isfinite(fit.value) and not fit.degenerate and "5 species" in fit.ci_note
     assert res.info["skipped_cuts"]["genus"] == "fewer than 2 taxa"
 
 
 def test_probe_samples_species_above_max_pairs():
-    res = probe_dendrogram(_data(1.0), ProbeOptions(permutations=5, max_pairs=200))
+    res = probe_dendrogram(_data(1.0), ProbeOptions(permutations=5, max_pairs=200, extra={"dendrogram": {"n_boot": 0}}))
     assert res.arrays["species"].size == 20 and res.arrays["linkage"].shape == (19, 4)
     assert (res.to_frame().query("metric == 'cophenetic_taxonomy_corr'").n == 20).all()
 

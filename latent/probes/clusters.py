@@ -12,7 +12,8 @@ their taxon at the rank):
     and ``sampled`` says whether they were sampled.
 ``calinski_harabasz``
     Between- over within-cluster dispersion, each divided by its degrees of freedom (equal to
-    ``sklearn.metrics.calinski_harabasz_score``).
+    ``sklearn.metrics.calinski_harabasz_score``, except NaN where the within dispersion is 0: see
+    "Ties and degenerate input").
 ``nc1``
     ``tr(S_W S_B^+) / C`` (Papyan, Han & Donoho 2020): ``S_W`` the within-class covariance averaged over
     the images, ``(1/N) sum_i (x_i - mu_c(i)) (x_i - mu_c(i))^T``; ``S_B`` the covariance of the class
@@ -31,6 +32,14 @@ statistics; with ``distance="cosine"`` they are computed on the L2-normalised em
 squared Euclidean distance is twice the cosine distance), with ``"euclidean"`` on the raw ones (column
 ``space``). They use every image (O(n d) from per-species sums).
 
+Rows
+----
+One per rank with at least 2 named taxa and statistic: ``value``, ``n`` (images behind it),
+``n_species`` (species behind it: those named at the rank; for the silhouette, those of its sample),
+``n_taxa`` (taxa of the rank among them), ``ci_low``/``ci_high`` and ``ci_note`` (why there is no CI),
+``note`` (why there is no value), the null columns, ``sampled`` and ``space``. Statistics that are
+undefined for lack of classes or images (one image per class) are listed in the ``skipped`` table.
+
 Nulls and their cost
 --------------------
 Species permutation (species ``s`` takes the lineage of ``perm[s]``, see :mod:`latent.probes.base`);
@@ -46,6 +55,45 @@ SVD of the ``(C, d)`` class means, so those two nulls use
 (the first ones of the same seeded sequence, never more than ``options.permutations``); Calinski-Harabasz
 and CDNV use ``options.permutations``. The ``permutations`` column reports the count behind each row.
 The loops run with single-threaded BLAS (many small calls).
+
+Uncertainty: a bootstrap over species
+-------------------------------------
+Images of one species are not independent, so every CI resamples whole species
+(:func:`latent.stats.cluster_ci`, percentile 95 %, seeded by ``options.seed``): the units of a row are
+its ``n_species`` species; below :data:`latent.stats.MIN_CLUSTERS` (10) there is no CI and ``ci_note``
+says so. ``extra["clusters"]["n_boot"]`` resamples (default 1000) for the silhouette and
+Calinski-Harabasz, ``n_boot_expensive`` (default ``min(n_boot, 200)``) for NC1 and CDNV (an SVD, or
+all pairs of taxa, per resample). Every statistic is recomputed from the per-species sums with weights,
+vectorised over resamples (:func:`weighted_ch_cdnv`, :func:`weighted_nc1`): a species drawn ``k`` times
+enters as ``k`` species with its images and its lineage, so its images count ``k`` times in its taxon;
+at rank species each copy is a class of its own and a class is never paired with its own copy (CDNV).
+Calinski-Harabasz keeps the data's degrees of freedom (``C`` taxa): the duplicates stand in for the
+taxa none of whose species were drawn, and counting only the taxa drawn would inflate it by
+``(C - 1) / (C* - 1)`` (about 1.6 on the built-in tree). The silhouette keeps every sampled image's
+``a(i)`` and ``b(i)`` from the observed data and resamples which images' ``s(i)`` enter the mean, by
+species (the mean of ``s(i)`` weighted by its species' draws): it conditions on the neighbours, and
+does not recompute distances to duplicated images. A percentile CI that does not contain the observed
+value (the species bootstrap is then biased for that statistic there) is not given: ``ci_note`` says
+so with the resamples' range (:func:`latent.probes.distances.guard_ci`). NC1 is the usual case: a
+resample holds fewer distinct taxa, ``S_B`` loses rank and NC1, which grows with the number of taxa for
+the dimension, shrinks; it keeps a CI only at ranks with few taxa (cub10's 4 orders, the built-in
+tree's 4 kingdoms). Calinski-Harabasz, a ratio of dispersions, is biased upward on resamples too
+(taxon means jitter, duplicated species shrink the spread within taxa); with few images per species its
+CI can be left out the same way.
+
+Ties and degenerate input
+-------------------------
+A squared distance or variance at most ``tie2 = TIE_RTOL * max |x|^2`` (``TIE_RTOL = 1024 eps``, of
+the geometry's vectors) is 0 up to rounding: distances are snapped to exactly 0 below it
+(:func:`latent.probes.distances.snap_ties`), so tied vectors tie exactly whatever the row order. If every
+image is the same vector (every distance 0), every row has ``value`` NaN, no CI, no null
+(``p_value`` NaN, ``permutations`` 0) and ``note`` says why. At a rank where every taxon is one point
+the within dispersion is 0 and Calinski-Harabasz is NaN (scikit-learn returns 1.0); two taxa with the
+same mean make CDNV NaN; NC1 leaves out the directions of ``S_B`` at most ``tie2`` (NaN when none is
+left); a tie ``a(i) = b(i) = 0`` gives ``s(i) = 0`` (no separation), as scikit-learn. Such rows keep
+their ``n`` and say why in ``note``. A null value within ``1e-9`` (relative) of the observed one is
+counted as equal to it (ties count against the observed value), so a permutation that reproduces the
+observed labelling never falls below it by rounding.
 """
 
 from __future__ import annotations
@@ -58,26 +106,68 @@ import pandas as pd
 
 from latent.errors import InputError
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, pairwise_distances, species_permutations
-from latent.probes.distances import (BLOCK_ELEMENTS, GENUS, SPECIES, _check_int_option, _null_frame, _starts,
-                                     named_nodes, rank_blocks, ranks_with_taxa, single_threaded_blas,
-                                     stratified_sample)
+from latent.probes.distances import (BLOCK_ELEMENTS, GENUS, SPECIES, TIE_RTOL, _check_int_option, _null_frame, _starts,
+                                     guard_ci, named_nodes, rank_blocks, ranks_with_taxa, single_threaded_blas,
+                                     snap_ties, stratified_sample, tie_null, tie_tolerance)
 from latent.ranks import RANK_NAMES
+from latent.stats import cluster_ci
 from latent.taxonomy import N_RANKS
 
-__all__ = ["probe_clusters", "silhouette_from_sums", "calinski_harabasz_from_sums", "nc1_from_sums",
-           "cdnv_from_sums"]
+__all__ = ["probe_clusters", "silhouette_from_sums", "silhouette_samples_from_sums", "calinski_harabasz_from_sums",
+           "nc1_from_sums", "cdnv_from_sums", "weighted_ch_cdnv", "silhouette_species_sums", "ClusterSums"]
 
 log = logging.getLogger(__name__)
 
 PROBE = "clusters"
 #: Default cap on the permutations of the silhouette and NC1 nulls.
 DEFAULT_EXPENSIVE_PERMUTATIONS = 199
+#: Default species-bootstrap resamples of the silhouette and Calinski-Harabasz (O(n d) per resample).
+DEFAULT_N_BOOT = 1000
+#: Default species-bootstrap resamples of NC1 and CDNV (an SVD, or all pairs of taxa, per resample).
+DEFAULT_N_BOOT_EXPENSIVE = 200
+#: Largest ``S * d * d`` for which the NC1 bootstrap keeps per-species second moments (else it projects
+#: the images on each resample's directions).
+NC1_GRAM_ELEMENTS = 1 << 24
 METRICS = ("silhouette", "calinski_harabasz", "nc1", "cdnv")
 ALTERNATIVES = {"silhouette": "greater", "calinski_harabasz": "greater", "nc1": "less", "cdnv": "less"}
 _SAMPLE_TAG = 0x5117
 
 
 # -------------------------------------------------------------------------- statistics from sums
+def silhouette_samples_from_sums(Dl: np.ndarray, counts: np.ndarray, labels: np.ndarray,
+                                 named: np.ndarray) -> "np.ndarray | None":
+    """Silhouette of every image from the sums of distances of every image to every cluster.
+
+    Parameters are those of :func:`silhouette_from_sums`.
+
+    Returns
+    -------
+    numpy.ndarray or None
+        ``(m,)`` ``s(i) = (b - a) / max(a, b)`` (0 for a singleton cluster and for a tie ``a = b = 0``,
+        as ``sklearn.metrics.silhouette_samples``), NaN for images of clusters not taking part; None
+        unless ``2 <= clusters <= images - 1``.
+    """
+    rows = named[labels]
+    out = np.full(len(labels), np.nan)
+    if not named.all():
+        Dl, counts = Dl[:, named], counts[named]
+        labels = (np.cumsum(named) - 1)[labels]
+    if not rows.all():
+        Dl, labels = Dl[rows], labels[rows]
+    C, N = len(counts), len(labels)
+    if not 2 <= C <= N - 1:
+        return None
+    idx = np.arange(N)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = Dl[idx, labels] / (counts[labels] - 1)
+        means = Dl / counts
+        means[idx, labels] = np.inf
+        b = means.min(axis=1)
+        s = (b - a) / np.maximum(a, b)
+    out[rows] = np.nan_to_num(s)
+    return out
+
+
 def silhouette_from_sums(Dl: np.ndarray, counts: np.ndarray, labels: np.ndarray, named: np.ndarray) -> float:
     """Mean silhouette from the sums of distances of every image to every cluster.
 
@@ -98,30 +188,30 @@ def silhouette_from_sums(Dl: np.ndarray, counts: np.ndarray, labels: np.ndarray,
         ``sklearn.metrics.silhouette_score`` of the named images; NaN unless
         ``2 <= clusters <= images - 1``.
     """
-    rows = named[labels]
-    if not named.all():
-        Dl, counts = Dl[:, named], counts[named]
-        labels = (np.cumsum(named) - 1)[labels]
-    if not rows.all():
-        Dl, labels = Dl[rows], labels[rows]
-    C, N = len(counts), len(labels)
-    if not 2 <= C <= N - 1:
-        return float("nan")
-    idx = np.arange(N)
+    s = silhouette_samples_from_sums(Dl, counts, labels, named)
+    return float("nan") if s is None else float(np.nanmean(s))
+
+
+def _ch(extra: np.ndarray, intra: np.ndarray, N: np.ndarray, C: np.ndarray, tie2: float) -> np.ndarray:
+    """Calinski-Harabasz from between (``extra``) and within (``intra``) dispersions, vectorised.
+
+    A dispersion at most ``N * tie2`` (a mean squared distance at most ``tie2``) is 0 up to rounding;
+    NaN when the within dispersion is 0 (every class one point, or every image tied) or unless
+    ``2 <= C <= N - 1``.
+    """
+    extra, intra, N, C = (np.asarray(v, dtype=np.float64) for v in (extra, intra, N, C))
     with np.errstate(divide="ignore", invalid="ignore"):
-        a = Dl[idx, labels] / (counts[labels] - 1)
-        means = Dl / counts
-        means[idx, labels] = np.inf
-        b = means.min(axis=1)
-        s = (b - a) / np.maximum(a, b)
-    return float(np.nan_to_num(s).mean())
+        extra = np.where(extra <= N * tie2, 0.0, extra)
+        ok = (C >= 2) & (N - C >= 1) & (intra > N * tie2)
+        return np.where(ok, extra * (N - C) / (intra * (C - 1)), np.nan)
 
 
-def calinski_harabasz_from_sums(N_t: np.ndarray, Sum_t: np.ndarray, Sq_t: np.ndarray) -> float:
+def calinski_harabasz_from_sums(N_t: np.ndarray, Sum_t: np.ndarray, Sq_t: np.ndarray, tie2: float = 0.0) -> float:
     """Calinski-Harabasz index from per-class counts ``(C,)``, sums ``(C, d)`` and squared norms ``(C,)``.
 
-    Equal to ``sklearn.metrics.calinski_harabasz_score`` (1.0 when the within dispersion is 0; NaN
-    unless ``2 <= C <= N - 1``).
+    Equal to ``sklearn.metrics.calinski_harabasz_score``, except that a within dispersion of 0 (up to
+    ``tie2`` per image, see :func:`_ch`) gives NaN where scikit-learn returns 1.0. NaN unless
+    ``2 <= C <= N - 1``.
     """
     C, N = len(N_t), float(N_t.sum())
     if not 2 <= C <= N - 1:
@@ -129,52 +219,235 @@ def calinski_harabasz_from_sums(N_t: np.ndarray, Sum_t: np.ndarray, Sq_t: np.nda
     between_c = float(((Sum_t ** 2).sum(axis=1) / N_t).sum())
     extra = between_c - float((Sum_t.sum(axis=0) ** 2).sum()) / N
     intra = float(Sq_t.sum()) - between_c
-    if intra <= 0:
-        return 1.0
-    return extra * (N - C) / (intra * (C - 1))
+    if intra <= N * tie2:
+        return float("nan")
+    return (0.0 if extra <= N * tie2 else extra) * (N - C) / (intra * (C - 1))  # as _ch, for one value
 
 
-def nc1_from_sums(N_t: np.ndarray, Sum_t: np.ndarray, G: np.ndarray) -> float:
+def nc1_from_sums(N_t: np.ndarray, Sum_t: np.ndarray, G: np.ndarray, tie2: float = 0.0) -> float:
     """NC1 ``tr(S_W S_B^+) / C`` from class counts ``(C,)``, class sums ``(C, d)`` and ``G`` ``(d, d)``,
-    the sum of ``x x^T`` over the same images (any common origin)."""
+    the sum of ``x x^T`` over the same images (any common origin).
+
+    Directions of ``S_B`` with an eigenvalue at most ``tie2`` are left out (0 up to rounding), and
+    within variances at most ``tie2`` count as 0; NaN when no direction is left (all class means tied).
+    """
     C, N = len(N_t), float(N_t.sum())
     if C < 2:
         return float("nan")
     mu = Sum_t / N_t[:, None]
     M = mu - Sum_t.sum(axis=0) / N
     _, s, Vt = np.linalg.svd(M, full_matrices=False)
+    return _nc1_terms(s, Vt, C, M.shape[1], lambda V: np.einsum("ik,ik->k", V, G @ V),
+                      lambda V: ((Sum_t @ V) ** 2 / N_t[:, None]).sum(axis=0), N, tie2)
+
+
+def _nc1_terms(s: np.ndarray, Vt: np.ndarray, C: float, d: int, second, between, N: float, tie2: float) -> float:
+    """``sum_k q_k / s_k^2`` over the kept directions ``v_k`` of ``S_B`` (``s``: singular values of the
+    ``sqrt(class weight)``-scaled centred class means, so ``lambda_k = s_k^2 / C``); ``q_k = (second(V) -
+    between(V)) / N`` is ``v_k' S_W v_k``. Equal to ``tr(S_W S_B^+) / C``."""
     if s.size == 0 or s[0] == 0:
         return float("nan")
-    keep = s > s[0] * max(M.shape) * np.finfo(np.float64).eps
+    keep = (s > s[0] * max(C, d) * np.finfo(np.float64).eps) & (s ** 2 / C > tie2)
+    if not keep.any():
+        return float("nan")
     V = Vt[keep].T
-    lam = s[keep] ** 2 / C  # the non-zero eigenvalues of S_B, eigenvectors V
-    q = (np.einsum("ik,ik->k", V, G @ V) - ((Sum_t @ V) ** 2 / N_t[:, None]).sum(axis=0)) / N  # v' S_W v
-    return float((q / lam).sum() / C)
+    q = (second(V) - between(V)) / N  # v' S_W v
+    q = np.where(q <= tie2, 0.0, q)
+    return float((q / s[keep] ** 2).sum())
 
 
-def cdnv_from_sums(N_t: np.ndarray, Sum_t: np.ndarray, Sq_t: np.ndarray) -> float:
-    """Mean over class pairs of ``(var_c + var_c') / (2 ||mu_c - mu_c'||^2)``, in row blocks of pairs."""
+def _cdnv_pairs(var_a: np.ndarray, var_b: np.ndarray, d2: np.ndarray, tie2: float) -> tuple[np.ndarray, np.ndarray]:
+    """``(var_a + var_b) / (2 d2)`` and the mask of tied pairs (squared distance at most ``tie2``: 0 up
+    to rounding; their value is undefined). Entries that are no pair carry ``d2 = inf`` (value 0)."""
+    d2 = np.maximum(d2, 0.0)
+    tied = d2 <= tie2
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (var_a + var_b) / (2.0 * np.where(tied, np.inf, d2)), tied
+
+
+def cdnv_from_sums(N_t: np.ndarray, Sum_t: np.ndarray, Sq_t: np.ndarray, tie2: float = 0.0) -> float:
+    """Mean over class pairs of ``(var_c + var_c') / (2 ||mu_c - mu_c'||^2)``, in row blocks of pairs.
+
+    Variances and squared distances at most ``tie2`` are 0 (ties); NaN when two class means coincide.
+    """
     C = len(N_t)
     if C < 2:
         return float("nan")
     mu = Sum_t / N_t[:, None]
     sqn = (mu ** 2).sum(axis=1)
-    var = np.maximum(Sq_t / N_t - sqn, 0.0)
+    var = _variances(Sq_t / N_t - sqn, tie2)
     total = 0.0
     step = max(1, BLOCK_ELEMENTS // C)
     columns = np.arange(C)
     for i0 in range(0, C - 1, step):
         i1 = min(C, i0 + step)
-        d2 = np.maximum(sqn[i0:i1, None] + sqn[None, :] - 2.0 * mu[i0:i1] @ mu.T, 0.0)
         upper = columns[None, :] > np.arange(i0, i1)[:, None]
-        with np.errstate(divide="ignore"):
-            total += float(((var[i0:i1, None] + var[None, :])[upper] / (2.0 * d2[upper])).sum())
+        d2 = (sqn[i0:i1, None] + sqn[None, :] - 2.0 * mu[i0:i1] @ mu.T)[upper]
+        if (d2 <= tie2).any():  # two class means tied (as _cdnv_pairs)
+            return float("nan")
+        total += float(((var[i0:i1, None] + var[None, :])[upper] / (2.0 * d2)).sum())
     return total / (C * (C - 1) / 2)
+
+
+def _variances(var: np.ndarray, tie2: float) -> np.ndarray:
+    """Variances, with those at most ``tie2`` (and rounding below 0) set to 0."""
+    var = np.maximum(var, 0.0)
+    var[var <= tie2] = 0.0
+    return var
+
+
+# ------------------------------------------------------------------------ weighted (bootstrap) versions
+def weighted_ch_cdnv(W: np.ndarray, counts: np.ndarray, sums: np.ndarray, sq: np.ndarray, starts: np.ndarray,
+                     *, species_classes: bool, tie2: float, ch: bool = True, cdnv: bool = True) -> np.ndarray:
+    """Calinski-Harabasz and CDNV on species resamples, vectorised over resamples.
+
+    A species drawn ``w`` times enters as ``w`` species with its images and its lineage above species:
+    its images count ``w`` times in its taxon. At rank species (``species_classes``) each copy is a
+    class of its own (the number of classes is the number of species drawn; a class and its own copy are
+    never a CDNV pair); at higher ranks the classes are the taxa with a species drawn. Calinski-Harabasz
+    keeps the degrees of freedom of the data, ``C = T`` classes (the duplicates stand in for the taxa not
+    drawn; counting only the taxa drawn, about 63 % of them where taxa hold one species, would inflate it
+    by ``(T - 1) / (C* - 1)``); it is NaN when fewer than 2 taxa are drawn.
+
+    Parameters
+    ----------
+    W
+        ``(c, n)`` resampling weights of the ``n`` species (lineage order).
+    counts, sums, sq
+        ``(n,)`` images, ``(n, d)`` sums and ``(n,)`` squared norms of the images of each species.
+    starts
+        ``(T,)`` first species of each class (taxa are runs of species).
+    ch, cdnv
+        Which of the two to compute (CDNV costs ``O(T^2 d)`` per resample, Calinski-Harabasz ``O(n d)``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(c, 2)``: Calinski-Harabasz and CDNV (NaN where undefined or not computed).
+    """
+    W = np.asarray(W, dtype=np.float64)
+    c, (n, d) = W.shape[0], sums.shape
+    out = np.full((c, 2), np.nan)
+    if species_classes:
+        mu = sums / counts[:, None]
+        N = W @ counts
+        between_c = W @ ((sums ** 2).sum(axis=1) / counts)
+        extra = between_c - ((W @ sums) ** 2).sum(axis=1) / N
+        out[:, 0] = _ch(extra, W @ sq - between_c, N, W.sum(axis=1), tie2) if ch else np.nan
+        if not cdnv:
+            return out
+        sqn = (mu ** 2).sum(axis=1)
+        var = _variances(sq / counts - sqn, tie2)
+        acc = np.zeros((c, n))
+        step = max(1, BLOCK_ELEMENTS // max(n, 1))
+        any_tied = False
+        for i0 in range(0, n, step):
+            i1 = min(n, i0 + step)
+            d2 = sqn[i0:i1, None] + sqn[None, :] - 2.0 * mu[i0:i1] @ mu.T
+            d2[np.arange(i1 - i0), np.arange(i0, i1)] = np.inf  # a species and its own copy: no pair
+            f, tied = _cdnv_pairs(var[i0:i1, None], var[None, :], d2, tie2)
+            any_tied |= bool(tied.any())
+            acc += W[:, i0:i1] @ f
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out[:, 1] = (acc * W).sum(axis=1) / (W.sum(axis=1) ** 2 - (W ** 2).sum(axis=1))
+        if any_tied:
+            out[:, 1] = np.nan
+        return out
+    T = len(starts)
+    step = max(1, BLOCK_ELEMENTS // max(n * d, T * T if cdnv else 1, 1))
+    iu, ju = np.triu_indices(T, 1)
+    flat = iu * T + ju
+    for c0 in range(0, c, step):
+        w = W[c0:c0 + step]
+        N_t, Sum_t, present, safe = _class_sums(w, counts, sums, starts)
+        Sq_t = np.add.reduceat(w * sq, starts, axis=1)
+        N = N_t.sum(axis=1)
+        between_c = ((Sum_t ** 2).sum(axis=2) / safe).sum(axis=1)
+        extra = between_c - (Sum_t.sum(axis=1) ** 2).sum(axis=1) / N
+        if ch:
+            value = _ch(extra, Sq_t.sum(axis=1) - between_c, N, np.full(len(w), float(T)), tie2)
+            out[c0:c0 + step, 0] = np.where(present.sum(axis=1) >= 2, value, np.nan)
+        if not cdnv:
+            continue
+        mu = Sum_t / safe[:, :, None]
+        sqn = (mu ** 2).sum(axis=2)
+        var = _variances(Sq_t / safe - sqn, tie2)
+        G = np.matmul(mu, mu.transpose(0, 2, 1)).reshape(len(w), T * T)[:, flat]
+        valid = present[:, iu] & present[:, ju]
+        d2 = np.where(valid, sqn[:, iu] + sqn[:, ju] - 2.0 * G, np.inf)
+        f, tied = _cdnv_pairs(var[:, iu], var[:, ju], d2, tie2)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean_f = f.sum(axis=1) / valid.sum(axis=1)
+        out[c0:c0 + step, 1] = np.where(tied.any(axis=1), np.nan, mean_f)
+    return out
+
+
+def _class_sums(w: np.ndarray, counts: np.ndarray, sums: np.ndarray,
+                starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per resample and class: images ``(c, T)``, sums ``(c, T, d)``, drawn ``(c, T)`` bool and the
+    images with 1 for classes not drawn (a safe divisor)."""
+    N_t = np.add.reduceat(w * counts, starts, axis=1)
+    Sum_t = np.add.reduceat(w[:, :, None] * sums[None], starts, axis=1)
+    present = N_t > 0
+    return N_t, Sum_t, present, np.where(present, N_t, 1.0)
+
+
+def weighted_nc1(W: np.ndarray, counts: np.ndarray, sums: np.ndarray, starts: np.ndarray, *, species_classes: bool,
+                 tie2: float, gram: "np.ndarray | None" = None, images: "np.ndarray | None" = None,
+                 image_starts: "np.ndarray | None" = None) -> np.ndarray:
+    """NC1 on species resamples (weighted as in :func:`weighted_ch_cdnv`), vectorised over resamples.
+
+    Parameters
+    ----------
+    W, counts, sums, starts, species_classes, tie2
+        As in :func:`weighted_ch_cdnv`.
+    gram
+        ``(n, d * d)`` per-species sums of ``x x^T`` (same origin as ``sums``); without it,
+        ``images`` ``(N, d)`` (the images of the ``n`` species, sorted by species, first of each at
+        ``image_starts``) give ``v' G_w v`` per resample.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(c,)`` NC1 (NaN where undefined), as :func:`nc1_from_sums` on the expanded resample.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    c, (n, d) = W.shape[0], sums.shape
+    T = n if species_classes else len(starts)
+    out = np.full(c, np.nan)
+    step = max(1, BLOCK_ELEMENTS // max(n * d, T * max(T, d), d * d))
+    eps = np.finfo(np.float64).eps
+    for c0 in range(0, c, step):
+        w = W[c0:c0 + step]
+        if species_classes:
+            N_t, Sum_t, cw = w * counts, w[:, :, None] * sums[None], w
+            safe = np.where(w > 0, N_t, 1.0)
+        else:
+            N_t, Sum_t, present, safe = _class_sums(w, counts, sums, starts)
+            cw = present.astype(np.float64)
+        N, C = N_t.sum(axis=1), cw.sum(axis=1)
+        classes = np.count_nonzero(cw, axis=1)
+        M = np.sqrt(cw)[:, :, None] * (Sum_t / safe[:, :, None] - (Sum_t.sum(axis=1) / N[:, None])[:, None, :])
+        _, s, Vt = np.linalg.svd(M, full_matrices=False)  # s (c, k), Vt (c, k, d)
+        s0 = s[:, :1]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            keep = (s > s0 * np.maximum(C, d)[:, None] * eps) & (s ** 2 / C[:, None] > tie2) & (s0 > 0)
+        V = Vt.transpose(0, 2, 1)  # (c, d, k)
+        if gram is not None:
+            second = (V * ((w @ gram).reshape(-1, d, d) @ V)).sum(axis=1)
+        else:
+            second = np.stack([wb @ np.add.reduceat((images @ Vb) ** 2, image_starts, axis=0) for wb, Vb in zip(w, V)])
+        between = ((Sum_t @ V) ** 2 / safe[:, :, None]).sum(axis=1)
+        q = (second - between) / N[:, None]
+        q = np.where(q <= tie2, 0.0, q)
+        value = np.where(keep, q / np.where(keep, s ** 2, 1.0), 0.0).sum(axis=1)
+        out[c0:c0 + step] = np.where((classes >= 2) & keep.any(axis=1), value, np.nan)
+    return out
 
 
 # ------------------------------------------------------------------------------ the fast labellings
 class ClusterSums:
-    """Sufficient statistics of the clusters probe; any labelling of the species re-aggregates them.
+    """Sufficient statistics of the clusters probe; any labelling or resample of the species re-aggregates them.
 
     Parameters
     ----------
@@ -184,6 +457,14 @@ class ClusterSums:
         ``options.distance``.
     silhouette_rows
         ``(m,)`` image rows (sorted by species) of the silhouette.
+
+    Attributes
+    ----------
+    tie2 : float
+        Squared distances (and variances) at most this are 0 up to rounding: :data:`TIE_RTOL` times the
+        largest squared norm of the vectors (of the geometry: unit vectors with ``cosine``).
+    identical : bool
+        Every image is the same vector up to rounding (every distance 0): no statistic is defined.
     """
 
     def __init__(self, data: ProbeData, metric: str, silhouette_rows: np.ndarray) -> None:
@@ -198,15 +479,19 @@ class ClusterSums:
             if (norms == 0).any():
                 raise InputError("Cosine geometry is undefined for a zero embedding; use --distance euclidean.")
             X = X / norms[:, None]
+        self.tie2 = TIE_RTOL * float(np.einsum("ij,ij->i", X, X).max()) if len(X) else 0.0
         X = X - X.mean(axis=0)  # a common origin near the data: fewer cancellations in the sums
         self.X = X
         order = np.argsort(data.species, kind="stable")
         first = _starts(data.species[order])
+        self.order, self.first = order, first
         self.counts = data.counts.astype(np.float64)
         self.sums = np.add.reduceat(X[order], first, axis=0)
         self.sq = np.add.reduceat((X ** 2).sum(axis=1)[order], first)
+        self.identical = bool(self.sq.sum() <= self.counts.sum() * self.tie2)
         self.G = X.T @ X
         self.V = np.column_stack([self.counts, self.sq, self.sums])  # (S, 2 + d)
+        self._species_G: "np.ndarray | None" = None
         # Silhouette: distances of every sampled image to the sampled images of each species.
         rows = np.asarray(silhouette_rows)
         sp = data.species[rows]
@@ -216,11 +501,12 @@ class ClusterSums:
         self.sil_counts = np.diff(np.r_[st, m]).astype(np.float64)
         self.sil_local = np.repeat(np.arange(len(st)), np.diff(np.r_[st, m]))
         Xs = np.asarray(data.X[rows], dtype=np.float64)
+        tol = tie_tolerance(Xs, metric)
         Dsp = np.empty((m, len(st)))
         step = max(1, BLOCK_ELEMENTS // max(m, 1))
         for r0 in range(0, m, step):
             r1 = min(m, r0 + step)
-            D = pairwise_distances(Xs[r0:r1], Xs, metric)
+            D = snap_ties(pairwise_distances(Xs[r0:r1], Xs, metric), tol)
             D[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
             Dsp[r0:r1] = np.add.reduceat(D, st, axis=1)
         self.Dsp = Dsp
@@ -247,10 +533,10 @@ class ClusterSums:
             nb = self.named[r][nodes]
             N_t, Sq_t, Sum_t = Vr[nb, 0], Vr[nb, 1], Vr[nb, 2:]
             out[(r, "n")], out[(r, "taxa")] = float(N_t.sum()), float(len(N_t))
-            out[(r, "calinski_harabasz")] = calinski_harabasz_from_sums(N_t, Sum_t, Sq_t)
-            out[(r, "cdnv")] = cdnv_from_sums(N_t, Sum_t, Sq_t)
+            out[(r, "calinski_harabasz")] = calinski_harabasz_from_sums(N_t, Sum_t, Sq_t, self.tie2)
+            out[(r, "cdnv")] = cdnv_from_sums(N_t, Sum_t, Sq_t, self.tie2)
             if expensive:
-                out[(r, "nc1")] = nc1_from_sums(N_t, Sum_t, self._second_moment(r, inverse))
+                out[(r, "nc1")] = nc1_from_sums(N_t, Sum_t, self._second_moment(r, inverse), self.tie2)
         return out
 
     def _second_moment(self, r: int, inverse: "np.ndarray | None") -> np.ndarray:
@@ -266,18 +552,21 @@ class ClusterSums:
         """The four statistics with every species its own class (no null: permutation-invariant)."""
         out: dict[Any, float] = {
             (SPECIES, "n"): float(self.counts.sum()), (SPECIES, "taxa"): float(len(self.counts)),
-            (SPECIES, "calinski_harabasz"): calinski_harabasz_from_sums(self.counts, self.sums, self.sq),
-            (SPECIES, "cdnv"): cdnv_from_sums(self.counts, self.sums, self.sq),
-            (SPECIES, "nc1"): nc1_from_sums(self.counts, self.sums, self.G),
+            (SPECIES, "calinski_harabasz"): calinski_harabasz_from_sums(self.counts, self.sums, self.sq, self.tie2),
+            (SPECIES, "cdnv"): cdnv_from_sums(self.counts, self.sums, self.sq, self.tie2),
+            (SPECIES, "nc1"): nc1_from_sums(self.counts, self.sums, self.G, self.tie2),
         }
-        out[(SPECIES, "silhouette")] = silhouette_from_sums(
-            self.Dsp, self.sil_counts, self.sil_local, np.ones(len(self.sil_counts), dtype=bool))
+        s = silhouette_samples_from_sums(self.Dsp, self.sil_counts, self.sil_local,
+                                         np.ones(len(self.sil_counts), dtype=bool))
+        out[(SPECIES, "silhouette")] = float("nan") if s is None else float(np.nanmean(s))
+        out[(SPECIES, "sil_s")] = s
         out[(SPECIES, "sil_n")] = float(len(self.sil_local))
         return out
 
     # silhouette -------------------------------------------------------------------------------------
-    def silhouettes(self, perm: "np.ndarray | None", ranks: list[int]) -> dict:
-        """Silhouette at ``ranks`` (< species) under a labelling; ``(rank, "sil_n")`` images used."""
+    def silhouettes(self, perm: "np.ndarray | None", ranks: list[int], samples: bool = False) -> dict:
+        """Silhouette at ``ranks`` (< species) under a labelling; ``(rank, "sil_n")`` images used and, with
+        ``samples``, ``(rank, "sil_s")`` the ``(m,)`` silhouette of every sampled image (NaN if unnamed)."""
         pos = self.sil_species if perm is None else np.asarray(perm)[self.sil_species]
         o = np.argsort(pos, kind="stable")
         L = self.codes[pos[o]]
@@ -289,7 +578,7 @@ class ClusterSums:
         counts = np.add.reduceat(self.sil_counts[o], s)
         block = np.cumsum(np.isin(np.arange(len(o)), s)) - 1  # genus block of each sorted species
         Lr = L[s]
-        out: dict[Any, float] = {}
+        out: dict[Any, Any] = {}
         for r in range(GENUS, -1, -1):
             if r < GENUS:
                 t = _starts(Lr[:, r])
@@ -300,36 +589,92 @@ class ClusterSums:
             if r in ranks:
                 labels = block[image_position]
                 named = self.named[r][Lr[:, r]]
-                out[(r, "silhouette")] = silhouette_from_sums(Dr, counts, labels, named)
+                values = silhouette_samples_from_sums(Dr, counts, labels, named)
+                out[(r, "silhouette")] = float("nan") if values is None else float(np.nanmean(values))
                 out[(r, "sil_n")] = float(np.count_nonzero(named[labels]))
+                if samples:
+                    out[(r, "sil_s")] = values
         return out
+
+    # species bootstrap -----------------------------------------------------------------------------
+    def rank_species(self, r: int) -> tuple[np.ndarray, np.ndarray]:
+        """The species named at rank ``r`` (lineage order) and the first of each taxon among them."""
+        species = np.flatnonzero(self.named_species[:, r])
+        return species, _starts(self.codes[species, r])
+
+    def boot_ch_cdnv(self, r: int, W: np.ndarray, ch: bool = True, cdnv: bool = True) -> np.ndarray:
+        """``(c, 2)`` Calinski-Harabasz and CDNV at rank ``r`` on ``(c, n_r)`` resamples of its species."""
+        species, starts = self.rank_species(r)
+        return weighted_ch_cdnv(W, self.counts[species], self.sums[species], self.sq[species], starts,
+                                species_classes=r == SPECIES, tie2=self.tie2, ch=ch, cdnv=cdnv)
+
+    def _gram(self) -> "np.ndarray | None":
+        """``(S, d * d)`` per-species sums of ``x x^T``, when they fit in :data:`NC1_GRAM_ELEMENTS`."""
+        S, d = self.sums.shape
+        if S * d * d > NC1_GRAM_ELEMENTS:
+            return None
+        if self._species_G is None:
+            Xo = self.X[self.order]
+            bounds = np.r_[self.first, len(Xo)]
+            self._species_G = np.stack([Xo[a:b].T @ Xo[a:b] for a, b in zip(bounds[:-1], bounds[1:])]).reshape(S, d * d)
+        return self._species_G
+
+    def boot_nc1(self, r: int, W: np.ndarray) -> np.ndarray:
+        """``(c,)`` NC1 at rank ``r`` on ``(c, n_r)`` resamples of its species (:func:`weighted_nc1`)."""
+        species, starts = self.rank_species(r)
+        gram = self._gram()
+        kwargs: dict[str, Any] = {}
+        if gram is not None:
+            kwargs["gram"] = gram[species]
+        else:  # v' G_w v from the images of the rank's species: O(N d k) per resample
+            rows = self.order[np.isin(self.species_of_row[self.order], species)]
+            kwargs.update(images=self.X[rows], image_starts=_starts(self.species_of_row[rows]))
+        return weighted_nc1(W, self.counts[species], self.sums[species], starts, species_classes=r == SPECIES,
+                            tie2=self.tie2, **kwargs)
 
 
 # ------------------------------------------------------------------------------------- the probe
-def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
-    """Silhouette, Calinski-Harabasz, NC1 and CDNV of the taxa of every rank, with species-permutation nulls.
+_TIE_NOTES = {
+    "silhouette": "every image tied with its taxon and its nearest taxon: undefined",
+    "calinski_harabasz": "within-taxon dispersion 0 (every taxon one point, tied vectors): undefined",
+    "nc1": "every taxon mean tied: undefined",
+    "cdnv": "two taxa with the same mean (tied vectors): undefined",
+}
+IDENTICAL_NOTE = "all images identical (every distance 0): no statistic, no test"
 
-    See the module docstring for the definitions, the silhouette sample and the cost of the nulls.
+
+def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
+    """Silhouette, Calinski-Harabasz, NC1 and CDNV of the taxa of every rank, with species-permutation
+    nulls and species-bootstrap CIs.
+
+    See the module docstring for the definitions, the silhouette sample, the cost of the nulls, the
+    bootstrap and the ties.
 
     Parameters
     ----------
     data
         ``X`` ``(n, d)`` image embeddings with their species and lineages.
     options
-        ``distance``, ``permutations``, ``max_images``, ``seed``; ``extra["clusters"]["permutations"]``
-        caps the silhouette and NC1 nulls (default ``min(options.permutations, 199)``).
+        ``distance``, ``permutations``, ``max_images``, ``seed``; ``extra["clusters"]`` may set
+        ``permutations`` (cap of the silhouette and NC1 nulls, default ``min(options.permutations, 199)``),
+        ``n_boot`` (default 1000; 0: no CIs) and ``n_boot_expensive`` (NC1 and CDNV, default
+        ``min(n_boot, 200)``).
 
     Returns
     -------
     ProbeResult
         Rows ``silhouette``, ``calinski_harabasz``, ``nc1``, ``cdnv`` per rank with at least 2 named
-        taxa (columns ``n_taxa``, ``sampled``, ``space``, and the null columns); tables ``null``
-        (``rank, metric, permutation, value``) and ``skipped``; array ``silhouette_rows`` ``(m,)``.
+        taxa (columns ``n_species``, ``n_taxa``, ``sampled``, ``space``, ``ci_note``, ``note`` and the
+        null columns); tables ``null`` (``rank, metric, permutation, value``) and ``skipped``; array
+        ``silhouette_rows`` ``(m,)``.
     """
     cfg = options.for_probe(PROBE)
     n_perm = int(options.permutations)
     n_expensive = min(_check_int_option(cfg, "permutations", min(n_perm, DEFAULT_EXPENSIVE_PERMUTATIONS), PROBE),
                       n_perm)
+    n_boot = _check_int_option(cfg, "n_boot", DEFAULT_N_BOOT, PROBE)
+    n_boot_expensive = min(_check_int_option(cfg, "n_boot_expensive", min(n_boot, DEFAULT_N_BOOT_EXPENSIVE), PROBE),
+                           n_boot)
     if options.max_images < 2:
         raise InputError(f"The 'max_images' option must be >= 2 for the {PROBE} probe (the silhouette needs "
                          f"pairs of images). Got {options.max_images!r}.")
@@ -347,14 +692,18 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     for rec in skipped:
         log.info("clusters: rank %s has fewer than 2 named taxa; no rows", rec["rank"])
     upper = [r for r in ranks if r != SPECIES]
+    if sums.identical:
+        log.warning("clusters: %s", IDENTICAL_NOTE)
 
-    observed = {**sums.species_stats(None, upper), **sums.silhouettes(None, upper)}
+    observed = {**sums.species_stats(None, upper), **sums.silhouettes(None, upper, samples=True)}
     if SPECIES in ranks:
         observed.update(sums.species_rank_stats())
+    if sums.identical:  # every distance 0: no statistic (not sklearn's silhouette 0 or CH 1)
+        observed.update({(r, m): np.nan for r in ranks for m in METRICS})
     nulls = {(r, m): np.full(n_perm if m in ("calinski_harabasz", "cdnv") else n_expensive, np.nan)
              for r in upper for m in METRICS}
     with single_threaded_blas():
-        for b, perm in enumerate(species_permutations(S, n_perm, seed)):
+        for b, perm in enumerate(species_permutations(S, 0 if sums.identical else n_perm, seed)):
             expensive = b < n_expensive
             values = sums.species_stats(perm, upper, expensive=expensive)
             if expensive:
@@ -362,26 +711,38 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             for (r, m), value in values.items():
                 if (r, m) in nulls:
                     nulls[(r, m)][b] = value
+        cis = {} if sums.identical else _bootstrap_cis(sums, observed, ranks, n_boot, n_boot_expensive, seed)
 
     space = "l2_normalized" if metric == "cosine" else "raw"
     rows, null_records = [], []
     for r in ranks:
         name = RANK_NAMES[r]
+        species, _ = sums.rank_species(r)
+        sil_species = _silhouette_species(sums, r)
         for m in METRICS:
-            value = observed.get((r, m), np.nan)
-            if not np.isfinite(value):
-                skipped.append({"rank": name, "metric": m, "reason": "undefined (too few classes or images)"})
-                continue
-            null = nulls.get((r, m))
-            null = null if null is not None and null.size else None
             is_sil = m == "silhouette"
             n = observed[(r, "sil_n")] if is_sil else observed[(r, "n")]
-            rows.append(null_row(name, m, float(value), null, int(n), alternative=ALTERNATIVES[m], level="image",
-                                 n_taxa=int(observed[(r, "taxa")]), sampled=bool(sampled) if is_sil else False,
-                                 space=metric if is_sil else space))
+            taxa = len(np.unique(sums.codes[sil_species, r])) if is_sil else int(observed[(r, "taxa")])
+            extra = dict(level="image", n_species=len(sil_species) if is_sil else len(species), n_taxa=int(taxa),
+                         sampled=bool(sampled) if is_sil else False, space=metric if is_sil else space)
+            value = observed.get((r, m), np.nan)
+            if not np.isfinite(value):
+                if not sums.identical and (taxa < 2 or n - taxa < 1):
+                    skipped.append({"rank": name, "metric": m, "reason": "undefined (too few classes or images)"})
+                    continue
+                note = IDENTICAL_NOTE if sums.identical else _TIE_NOTES[m]
+                rows.append(null_row(name, m, np.nan, None, int(n), alternative=ALTERNATIVES[m], **extra,
+                                     ci_note="no CI: no value", note=note))
+                continue
+            null = nulls.get((r, m))
+            null = tie_null(null, float(value)) if null is not None and np.isfinite(null).any() else None
+            ci, ci_note = guard_ci(float(value), *cis.get((r, m), ((np.nan, np.nan), "no CI: 0 bootstrap resamples")))
+            rows.append(null_row(name, m, float(value), null, int(n), alternative=ALTERNATIVES[m], ci=ci, **extra,
+                                 ci_note=ci_note, note=""))
             if null is not None:
                 null_records.append(_null_frame(name, m, null))
     info = {"distance": metric, "permutations": n_perm, "permutations_silhouette_nc1": n_expensive, "seed": seed,
+            "n_boot": n_boot, "n_boot_nc1_cdnv": n_boot_expensive, "identical": bool(sums.identical),
             "silhouette_sample": {"images": int(len(sil_rows)), "of": int(len(data.species)), "sampled": bool(sampled),
                                   "per_species": int(per_species), "max_images": int(options.max_images)}}
     null_table = (pd.concat(null_records, ignore_index=True) if null_records
@@ -390,3 +751,44 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
                        tables={"null": null_table,
                                "skipped": pd.DataFrame(skipped, columns=["rank", "metric", "reason"])},
                        info=info)
+
+
+def _silhouette_species(sums: ClusterSums, r: int) -> np.ndarray:
+    """The species of the silhouette sample named at rank ``r``."""
+    return sums.sil_species[sums.named_species[sums.sil_species, r]]
+
+
+def silhouette_species_sums(sums: ClusterSums, values: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per species of the silhouette sample named at rank ``r``: the sum of its images' ``s(i)`` and their count."""
+    local = np.flatnonzero(sums.named_species[sums.sil_species, r])
+    k = len(sums.sil_species)
+    total = np.bincount(sums.sil_local, weights=np.nan_to_num(values), minlength=k)
+    count = np.bincount(sums.sil_local, minlength=k).astype(np.float64)
+    return total[local], count[local]
+
+
+def _bootstrap_cis(sums: ClusterSums, observed: dict, ranks: list[int], n_boot: int, n_boot_expensive: int,
+                   seed: int) -> dict:
+    """``{(rank, metric): ((low, high), ci_note)}``: species-bootstrap CIs of the finite observed values."""
+    out: dict[Any, Any] = {}
+    for r in ranks:
+        species, _ = sums.rank_species(r)
+        finite = {m: np.isfinite(observed.get((r, m), np.nan)) for m in METRICS}
+        if finite["calinski_harabasz"]:
+            low, high, note = cluster_ci(lambda W, r=r: sums.boot_ch_cdnv(r, W, cdnv=False)[:, 0], len(species),
+                                         n_boot=n_boot, seed=seed)
+            out[(r, "calinski_harabasz")] = ((low, high), note)
+        if finite["cdnv"]:
+            low, high, note = cluster_ci(lambda W, r=r: sums.boot_ch_cdnv(r, W, ch=False)[:, 1], len(species),
+                                         n_boot=n_boot_expensive, seed=seed)
+            out[(r, "cdnv")] = ((low, high), note)
+        if finite["nc1"]:
+            low, high, note = cluster_ci(lambda W, r=r: sums.boot_nc1(r, W), len(species), n_boot=n_boot_expensive,
+                                         seed=seed)
+            out[(r, "nc1")] = ((low, high), note)
+        if finite["silhouette"]:
+            total, count = silhouette_species_sums(sums, observed[(r, "sil_s")], r)
+            low, high, note = cluster_ci(lambda W, t=total, n=count: (W @ t) / (W @ n), len(total), n_boot=n_boot,
+                                         seed=seed)
+            out[(r, "silhouette")] = ((low, high), note)
+    return out

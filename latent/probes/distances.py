@@ -59,15 +59,45 @@ kept); that sum is a combination of the per-rank sums of distance ranks inside t
 of a ``(S, S)`` matrix: O(S^2) per permutation. Permutation and bootstrap loops run with
 single-threaded BLAS (:func:`single_threaded_blas`).
 
-Bootstrap
----------
-Percentile intervals (95 %) resample species with replacement (``n_boot`` from
-``options.for_probe("distances")["n_boot"]``, default 200; seeded by ``options.seed``; the resamples of
-:func:`latent.stats.bootstrap_indices`), for ``intra_inter_ratio`` (species of the image sample) and
-``distance_height_spearman`` (species of the Spearman). A species drawn ``w`` times contributes its
-images ``w`` times: its pairs with another species ``w * w'`` times and its own within-species image
-pairs ``w`` times; pairs made of a species and its own duplicate (the same images twice, or a centroid
-with itself) are dropped.
+Rows
+----
+Every row has ``n`` (pairs behind the value), ``n_species`` (species behind it) and ``n_taxa``,
+``ci_low``/``ci_high`` with ``ci_note`` (why there is no CI) and ``note`` (why there is no value).
+``intra_inter_ratio``: the sampled species named at the rank and their taxa there. ``mean_distance``
+at height ``h``: the species in a pair at that height and the taxa at the rank of their LCA (rank
+``6 - h``: height 0 the species themselves, height 1 the genera; the root, 1, at height 7).
+``distance_height_spearman`` and ``height_means_monotonic``: the species used and the named taxa of
+every rank (species included) holding them, the nodes of the tree the distances are compared with.
+
+Uncertainty: a bootstrap over species
+-------------------------------------
+Images of one species are not independent, so every CI resamples whole species (a cluster bootstrap,
+:func:`latent.stats.cluster_ci`; percentile 95 %, seeded by ``options.seed``; below
+:data:`latent.stats.MIN_CLUSTERS` (10) species behind a row there is no CI and ``ci_note`` says so). A
+species drawn ``w`` times contributes its images ``w`` times: its pairs with another species ``w * w'``
+times and its own within-species image pairs ``w`` times; pairs made of a species and its own duplicate
+(the same images twice, or a centroid with itself) are dropped. ``intra_inter_ratio`` and the image
+``mean_distance`` rows resample the species of the image sample (those named at the rank for the
+ratio), the centroid rows and ``height_means_monotonic`` the species of the Spearman (all species when
+their pairs fit in ``max_pairs``; otherwise its random sample, and ``ci_note`` says the CI rests on it),
+``extra["distances"]["n_boot"]`` times (default 1000): every resample's distance sums by LCA height are
+quadratic forms of the resampling weights with the per-species-pair sums (:class:`HeightSums`, a
+matrix product per height for all resamples at once). ``distance_height_spearman`` needs the ranks of
+every resample's pairs: ``n_boot_spearman`` resamples (default ``min(n_boot, 200)``). A percentile CI
+that does not contain the observed value (a biased bootstrap) is not given (:func:`guard_ci`).
+
+Ties and degenerate input
+-------------------------
+A distance at most :func:`tie_tolerance` (cosine: ``TIE_RTOL = 1024 eps``; Euclidean:
+``sqrt(TIE_RTOL) * max |x|``, the rounding of ``|a|^2 + |b|^2 - 2 a.b``) is set to exactly 0
+(:func:`snap_ties`) before anything is summed, so identical vectors tie exactly whatever the row order.
+The Spearman ranks centroid distances with exact ties (:func:`exact_tie_distances`: small Euclidean
+distances recomputed from coordinate differences, and distances equal up to ``TIE_RTOL`` times the
+scale merged, e.g. those between equidistant points), and tied distances share their midrank. Where
+every image pair across taxa is at distance 0 the ratio is NaN, and where every centroid distance is
+tied the Spearman is NaN: the row stays, with no CI, no null (``p_value`` NaN, ``permutations`` 0)
+and a ``note``. A null value within ``1e-9`` (relative) of the observed one counts as equal to it
+(:func:`tie_null`; ties count against the observed value).
 """
 
 from __future__ import annotations
@@ -85,10 +115,11 @@ from latent.errors import InputError
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, pairwise_distances, species_permutations
 from latent.ranks import RANK_NAMES, Rank
 from latent.results import metric_row
-from latent.stats import bootstrap_weights, iter_bootstrap_indices, percentile_interval
+from latent.stats import bootstrap_distribution, cluster_ci, cluster_ci_note, percentile_interval
 from latent.taxonomy import N_RANKS, lca_height
 
-__all__ = ["probe_distances"]
+__all__ = ["probe_distances", "species_cis", "guard_ci", "tie_tolerance", "snap_ties", "exact_tie_distances",
+           "tie_null", "HeightSums", "height_support"]
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +132,141 @@ QUANTILE_COLUMNS = ("q05", "q25", "q50", "q75", "q95")
 BLOCK_ELEMENTS = 1 << 22
 #: Histogram bins per height of the streamed exact quantiles.
 HIST_BINS = 1 << 14
-DEFAULT_N_BOOT = 200
+#: Species-bootstrap resamples of the ratio, mean-distance and monotonicity rows (vectorised: cheap).
+DEFAULT_N_BOOT = 1000
+#: Species-bootstrap resamples of the Spearman correlation (one rank pass over the pairs per resample).
+DEFAULT_N_BOOT_SPEARMAN = 200
+#: A squared distance at most ``TIE_RTOL`` times the largest squared norm of the vectors is 0 up to the
+#: rounding of its computation (a tie).
+TIE_RTOL = 1024 * float(np.finfo(np.float64).eps)
+#: A null value within this relative distance of the observed value is equal to it (a tie).
+TIE_STAT_RTOL = 1e-9
 GENUS = int(Rank.GENUS)
 SPECIES = int(Rank.SPECIES)
 _IMAGE_SAMPLE_TAG = 0xD157
 _SPECIES_SAMPLE_TAG = 0xC3A7
+
+
+# ------------------------------------------------------------------------------ ties and intervals
+def tie_tolerance(X: np.ndarray, metric: str) -> float:
+    """Distances at or below this are 0 up to rounding (ties), for ``metric`` on the rows of ``X``.
+
+    Cosine distances ``1 - cos`` of unit vectors have an absolute rounding error of a few ``eps``:
+    :data:`TIE_RTOL`. Euclidean distances come from ``|a|^2 + |b|^2 - 2 a.b`` (error a few ``eps``
+    times the squared norms) and a square root: ``sqrt(TIE_RTOL) * max |x|``.
+    """
+    if metric == "cosine":
+        return TIE_RTOL
+    X = np.asarray(X, dtype=np.float64)
+    if X.size == 0:
+        return 0.0
+    return math.sqrt(TIE_RTOL * float(np.einsum("ij,ij->i", X, X).max()))
+
+
+def snap_ties(D: np.ndarray, tol: float) -> np.ndarray:
+    """Set the distances of ``D`` at or below ``tol`` to exactly 0 (in place), so that tied vectors tie
+    exactly and no tie is broken by the rounding of a row order."""
+    D[D <= tol] = 0.0
+    return D
+
+
+def exact_tie_distances(C: np.ndarray, metric: str) -> np.ndarray:
+    """``(k, k)`` distances between the rows of ``C`` with exact ties, for statistics on ranks.
+
+    :func:`latent.probes.base.pairwise_distances`; Euclidean distances below ``1e-4`` of the scale are
+    recomputed from coordinate differences (the Gram form leaves ``~1e-8 |x|`` where two rows are equal);
+    then values within ``TIE_RTOL * scale`` of 0 become 0 and sorted neighbours at most that far apart
+    share one value (the smallest of their run), so that distances equal up to rounding (equidistant
+    points) tie exactly and their order never comes from the row order. ``scale``: the largest distance
+    the space allows (2 for cosine, twice the largest norm for Euclidean).
+    """
+    C = np.asarray(C, dtype=np.float64)
+    k = len(C)
+    D = pairwise_distances(C, metric=metric)
+    scale = 2.0 if metric == "cosine" else 2.0 * math.sqrt(float(np.einsum("ij,ij->i", C, C).max(initial=0.0)))
+    iu, ju = np.triu_indices(k, 1)
+    d = D[iu, ju]
+    if metric == "euclidean" and d.size:
+        small = np.flatnonzero(d <= 1e-4 * scale)
+        step = max(1, BLOCK_ELEMENTS // max(C.shape[1], 1))
+        for start in range(0, small.size, step):
+            sel = small[start:start + step]
+            diff = C[iu[sel]] - C[ju[sel]]
+            d[sel] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
+    tol = TIE_RTOL * scale
+    d[d <= tol] = 0.0
+    if d.size:
+        order = np.argsort(d, kind="stable")
+        sorted_d = d[order]
+        new = np.r_[True, np.diff(sorted_d) > tol]
+        d[order] = sorted_d[new][np.cumsum(new) - 1]
+    out = np.zeros((k, k))
+    out[iu, ju] = d
+    out[ju, iu] = d
+    return out
+
+
+def tie_null(null: np.ndarray, observed: float) -> np.ndarray:
+    """``null`` with the values within :data:`TIE_STAT_RTOL` (relative) of ``observed`` set to it.
+
+    A permutation that reproduces the observed labelling gives the observed statistic summed in another
+    order; rounding must not decide whether it counts as ``>=`` (ties count against the observed value,
+    as in :func:`latent.stats.permutation_pvalue`)."""
+    null = np.array(null, dtype=np.float64)
+    if np.isfinite(observed):
+        null[np.abs(null - observed) <= TIE_STAT_RTOL * abs(observed)] = observed
+    return null
+
+
+def species_cis(statistic: Any, n_units: int, *, n_boot: int, seed: int, alpha: float = 0.05,
+                unit: str = "species", what: str = "statistic") -> tuple[np.ndarray, str]:
+    """:func:`latent.stats.cluster_ci` for a statistic with several columns, on one set of resamples.
+
+    Parameters
+    ----------
+    statistic
+        Maps ``(c, n_units)`` resampling weights to ``(c, q)`` values (NaN where undefined).
+    n_units, n_boot, seed, alpha, unit
+        As in :func:`latent.stats.cluster_ci` (same resamples for the same ``n_units, n_boot, seed``).
+
+    Returns
+    -------
+    tuple
+        ``(q, 2)`` intervals (NaN without a CI) and the note (:func:`latent.stats.cluster_ci_note`;
+        ``""`` with a CI).
+    """
+    note = cluster_ci_note(n_units, unit)
+    if note or n_boot == 0:
+        return np.full((0, 2), np.nan), note or "no CI: 0 bootstrap resamples"
+    samples = bootstrap_distribution(statistic, n_units, n_boot=n_boot, seed=seed)
+    cis = percentile_interval(samples.reshape(n_boot, -1), alpha, what=f"{unit} bootstrap of {what}")
+    return np.atleast_2d(cis), ""
+
+
+def guard_ci(value: float, ci: "tuple[float, float]", note: str) -> tuple[tuple[float, float], str]:
+    """The CI of a row, or none when the percentile interval does not contain the observed value.
+
+    The percentile interval assumes the resampled statistic is centred on the observed one; when the
+    observed value lies outside the 95 % range of the resamples, the species bootstrap is biased for that
+    statistic there (e.g. NC1 when the taxa are many for the dimension: a resample holds fewer distinct
+    taxa) and no CI is given; ``ci_note`` says so and gives the range. A ``note`` that starts with
+    ``"no CI"`` (too few species, no resamples) leaves the row without a CI; another note is kept with it.
+    """
+    low, high = ci
+    if note.startswith("no CI"):
+        return (np.nan, np.nan), note
+    if not (np.isfinite(value) and np.isfinite(low) and np.isfinite(high)):
+        return (low, high), note
+    slack = TIE_STAT_RTOL * max(abs(value), abs(low), abs(high))
+    if low - slack <= value <= high + slack:
+        return (low, high), note
+    return (np.nan, np.nan), (f"no CI: the species bootstrap is biased here (the value {value:.4g} lies outside "
+                              f"the 95% range of the resamples, {low:.4g} to {high:.4g})")
+
+
+def _ci_at(cis: np.ndarray, j: int) -> tuple[float, float]:
+    """Column ``j`` of :func:`species_cis` (NaN when there is no CI)."""
+    return (float(cis[j, 0]), float(cis[j, 1])) if j < len(cis) else (np.nan, np.nan)
 
 
 # ---------------------------------------------------------------------------------------- helpers
@@ -313,6 +474,7 @@ class ImagePairSums:
         local = np.repeat(np.arange(k), np.diff(np.r_[st, m]))
         H = lca_height(data.codes[self.species], data.codes[self.species])
         X = data.X[rows]
+        tol = tie_tolerance(X, metric)
         W = np.zeros((k, k))
         values, heights = [], []
         bounds = np.r_[st, m]
@@ -323,7 +485,7 @@ class ImagePairSums:
             hi = int(np.searchsorted(bounds, bounds[lo] + max_rows, side="right")) - 1
             hi = min(max(hi, lo + 1), k)
             r0, r1 = int(bounds[lo]), int(bounds[hi])
-            D = pairwise_distances(X[r0:r1], X, metric)
+            D = snap_ties(pairwise_distances(X[r0:r1], X, metric), tol)
             D[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
             W[lo:hi] = np.add.reduceat(np.add.reduceat(D, st, axis=1), st[lo:hi] - r0, axis=0)
             upper = columns[None, :] > np.arange(r0, r1)[:, None]
@@ -334,6 +496,12 @@ class ImagePairSums:
         self.values = np.concatenate(values) if values else np.zeros(0)
         self.heights = np.concatenate(heights) if heights else np.zeros(0, dtype=np.uint8)
         log.info("distances: %d image pairs of %d images of %d species", self.values.size, m, k)
+
+    def height_sums(self, subset: "np.ndarray | None" = None) -> HeightSums:
+        """The :class:`HeightSums` of the sampled species (positions ``subset`` of :attr:`species`)."""
+        idx = np.arange(len(self.species)) if subset is None else np.asarray(subset)
+        return HeightSums(self.W[np.ix_(idx, idx)], self.n[idx], self.codes[self.species[idx]],
+                          within=np.diag(self.W)[idx])
 
     def parts(self, perm: "np.ndarray | None" = None, weights: "np.ndarray | None" = None,
               species_rank: bool = True) -> np.ndarray:
@@ -382,6 +550,103 @@ class ImagePairSums:
         return out
 
 
+class HeightSums:
+    """Distance sums and pair counts by LCA height on a species resample, vectorised over resamples.
+
+    A species drawn ``w`` times enters as ``w`` species with its items (images, or its centroid): a pair
+    of distinct species ``(a, b)`` counts ``w_a w_b`` times, the pairs inside one species ``w_a`` times,
+    and a species is never paired with its own duplicate.
+
+    Parameters
+    ----------
+    M
+        ``(k, k)`` sum of the distances over ordered pairs of items of species ``a`` and ``b``, ``a != b``
+        (the diagonal is ignored).
+    n
+        ``(k,)`` items per species.
+    codes
+        ``(k, 7)`` lineage codes, species in lineage order.
+    within
+        ``(k,)`` sum over ordered pairs of distinct items of one species (height 0), or None (one item
+        per species).
+    """
+
+    def __init__(self, M: np.ndarray, n: np.ndarray, codes: np.ndarray, within: "np.ndarray | None" = None) -> None:
+        k = len(n)
+        self.n = np.asarray(n, dtype=np.float64)
+        self.codes = np.asarray(codes)
+        self.within = None if within is None else np.asarray(within, dtype=np.float64)
+        self.H = lca_height(self.codes, self.codes)
+        self.heights = [h for h in range(1, N_HEIGHTS) if k and (self.H == h).any()]
+        M = np.array(M, dtype=np.float64)
+        np.fill_diagonal(M, 0.0)
+        self.M = M
+        self.starts = [_starts(self.codes[:, r]) for r in range(SPECIES)]
+
+    def __call__(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(c, 8)`` distance sums and ``(c, 8)`` counts of ordered pairs per height, for ``(c, k)`` weights."""
+        W = np.asarray(W, dtype=np.float64)
+        c = W.shape[0]
+        sums, counts = np.zeros((c, N_HEIGHTS)), np.zeros((c, N_HEIGHTS))
+        for h in self.heights:
+            sums[:, h] = np.einsum("ck,ck->c", W @ np.where(self.H == h, self.M, 0.0), W)
+        wn = W * self.n
+        self_pairs = (wn ** 2).sum(axis=1)
+        shared = [(wn.sum(axis=1) ** 2) - self_pairs]  # rank -1 (the root): every pair of distinct species
+        for r in range(SPECIES):
+            shared.append((np.add.reduceat(wn, self.starts[r], axis=1) ** 2).sum(axis=1) - self_pairs)
+        shared.append(np.zeros(c))  # distinct species never share the species rank
+        for h in range(1, N_HEIGHTS):
+            counts[:, h] = shared[N_RANKS - h] - shared[N_RANKS - h + 1]
+        if self.within is not None:
+            sums[:, 0] = W @ self.within
+            counts[:, 0] = W @ (self.n * (self.n - 1))
+        return sums, counts
+
+
+def height_support(codes: np.ndarray, within: "np.ndarray | None" = None) -> list[tuple[int, int]]:
+    """Per LCA height ``0..7``, ``(species, taxa)`` behind its pairs, from the lineage codes alone.
+
+    ``species``: the species that are in a pair at that height (height 0: those with ``within`` True,
+    i.e. two items or more); ``taxa``: the distinct taxa at the rank of their LCA (rank ``6 - h``; the
+    root, 1, for height 7).
+    """
+    codes = np.asarray(codes)
+    k = len(codes)
+    out = []
+    for h in range(N_HEIGHTS):
+        if h == 0:
+            inside = np.zeros(k, dtype=bool) if within is None else np.asarray(within, dtype=bool)
+        elif h == N_HEIGHTS - 1:
+            inside = np.full(k, len(np.unique(codes[:, 0])) >= 2)
+        else:
+            q = N_RANKS - 1 - h  # the LCA rank: pairs share rank q, differ at rank q + 1
+            children = np.unique(codes[:, [q, q + 1]], axis=0)
+            taxa, n_children = np.unique(children[:, 0], return_counts=True)
+            inside = np.isin(codes[:, q], taxa[n_children >= 2])
+        if not inside.any():
+            out.append((0, 0))
+            continue
+        n_taxa = 1 if h == N_HEIGHTS - 1 else len(np.unique(codes[inside, N_RANKS - 1 - h]))
+        out.append((int(inside.sum()), int(n_taxa)))
+    return out
+
+
+def taxa_count(data: ProbeData, species: np.ndarray) -> int:
+    """Named taxa of every rank (species included) holding ``species``: the nodes of their tree."""
+    species = np.asarray(species)
+    return int(sum(len(np.unique(data.codes[species, r][data.named[species, r]])) for r in range(N_RANKS)))
+
+
+def _ratio_from_heights(sums: np.ndarray, counts: np.ndarray, r: int) -> np.ndarray:
+    """``(c,)`` intra/inter ratio at rank ``r`` from height sums of species all named at ``r``: intra
+    pairs are those of height ``<= 6 - r``."""
+    cut = N_RANKS - r
+    intra_s, intra_c = sums[:, :cut].sum(axis=1), counts[:, :cut].sum(axis=1)
+    inter_s, inter_c = sums[:, cut:].sum(axis=1), counts[:, cut:].sum(axis=1)
+    return ratio_from_parts(np.stack([intra_s, intra_c, inter_s, inter_c], axis=-1))
+
+
 def _intra_inter(B: np.ndarray, V: np.ndarray, named: np.ndarray) -> np.ndarray:
     """``(4,)`` intra sum, intra count, inter sum, inter count over the named taxa of one rank."""
     if np.count_nonzero(named) < 2:
@@ -413,9 +678,10 @@ def _centroid_blocks(centroids: np.ndarray, codes: np.ndarray, metric: str) -> I
     S = len(centroids)
     step = max(1, BLOCK_ELEMENTS // max(S, 1))
     columns = np.arange(S)
+    tol = tie_tolerance(centroids, metric)
     for i0 in range(0, S - 1, step):
         i1 = min(S, i0 + step)
-        D = pairwise_distances(centroids[i0:i1], centroids, metric)
+        D = snap_ties(pairwise_distances(centroids[i0:i1], centroids, metric), tol)
         H = lca_height(codes[i0:i1], codes)
         upper = columns[None, :] > np.arange(i0, i1)[:, None]
         yield D[upper], H[upper]
@@ -569,7 +835,8 @@ class CentroidSpearman:
         self.species = np.asarray(species, dtype=np.int64)
         self.codes = data.codes
         k = len(self.species)
-        D = pairwise_distances(data.centroids[self.species], metric=metric)
+        D = exact_tie_distances(data.centroids[self.species], metric)
+        self.D = D
         H = lca_height(self.codes[self.species], self.codes[self.species])
         iu, ju = np.triu_indices(k, 1)
         d, h = D[iu, ju], H[iu, ju].astype(np.int64)
@@ -582,7 +849,10 @@ class CentroidSpearman:
         self.n_pairs = int(len(d))
         self.mean_rd, self.sd_rd = float(rd.mean()) if len(d) else np.nan, float(rd.std()) if len(d) else np.nan
         self.mean_g, self.sd_g = float(gh.mean()) if len(d) else np.nan, float(gh.std()) if len(d) else np.nan
-        self.defined = len(d) >= 2 and np.count_nonzero(count_h) >= 2 and self.sd_rd > 0
+        self.n_heights = int(np.count_nonzero(count_h))
+        #: Every centroid distance tied (identical centroids): no rank correlation, no test.
+        self.tied = len(d) >= 2 and not self.sd_rd > 0
+        self.defined = len(d) >= 2 and self.n_heights >= 2 and self.sd_rd > 0
         self.observed = self._rho(float(rd @ gh)) if self.defined else float("nan")
         self.sum_rd = float(rd.sum())
         self.g7 = float(g[N_RANKS])
@@ -598,6 +868,10 @@ class CentroidSpearman:
         self._group_id = np.repeat(np.arange(len(self._groups)), np.diff(np.r_[self._groups, len(ds)]))
         self._hs = h[order]
         self._iu, self._ju = iu[order], ju[order]
+
+    def height_sums(self) -> HeightSums:
+        """The :class:`HeightSums` of the centroid pairs of these species (one item per species)."""
+        return HeightSums(self.D, np.ones(len(self.species)), self.codes[self.species])
 
     def _rho(self, cross: float) -> float:
         P = self.n_pairs
@@ -657,7 +931,8 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         ``X`` ``(n, d)`` image embeddings with species, lineages and ``(S, d)`` centroids.
     options
         ``distance``, ``permutations``, ``max_pairs`` (>= 1), ``seed``; ``extra["distances"]`` may
-        set ``n_boot`` (default 200; 0: no intervals).
+        set ``n_boot`` (default 1000; 0: no intervals) and ``n_boot_spearman`` (default
+        ``min(n_boot, 200)``).
 
     Returns
     -------
@@ -670,6 +945,8 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     """
     cfg = options.for_probe(PROBE)
     n_boot = _check_int_option(cfg, "n_boot", DEFAULT_N_BOOT, PROBE)
+    n_boot_spearman = min(_check_int_option(cfg, "n_boot_spearman", min(n_boot, DEFAULT_N_BOOT_SPEARMAN), PROBE),
+                          n_boot)
     if options.max_pairs < 1:
         raise InputError(f"The 'max_pairs' option must be >= 1 for the {PROBE} probe (it bounds the image "
                          f"and centroid pairs used). Got {options.max_pairs!r}.")
@@ -695,9 +972,6 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     table += centroid_table
     by_height = pd.DataFrame.from_records(
         table, columns=["level", "height", "n", "mean", "std", *QUANTILE_COLUMNS])
-    for rec in table:
-        rows.append(metric_row("all", "mean_distance", rec["mean"], None, rec["n"], level=rec["level"],
-                               height=int(rec["height"])))
 
     k_max = max_items_for_pairs(options.max_pairs)
     if S <= k_max:
@@ -717,28 +991,75 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     n_perm = int(options.permutations)
     ratio_null = np.full((n_perm, N_RANKS), np.nan)
     spearman_null = np.full(n_perm, np.nan)
-    ratio_boot = np.full((n_boot, N_RANKS), np.nan)
-    spearman_boot = np.full(n_boot, np.nan)
+    tested = [r for r in null_ranks if np.isfinite(observed_ratio[r])]
     with single_threaded_blas():
         for b, perm in enumerate(species_permutations(S, n_perm, seed)):
-            if null_ranks:
+            if tested:
                 ratio_null[b] = ratio_from_parts(pairs.parts(perm, species_rank=False))
-            spearman_null[b] = spearman.null(perm)
+            if spearman.defined:
+                spearman_null[b] = spearman.null(perm)
 
-        # Bootstrap --------------------------------------------------------------------------------
-        b = 0
-        for chunk in iter_bootstrap_indices(len(pairs.species), n_boot, seed):
-            for w in bootstrap_weights(chunk, len(pairs.species)):
-                ratio_boot[b] = ratio_from_parts(pairs.parts(weights=w))
-                b += 1
+        # Bootstrap over species -------------------------------------------------------------------
+        named_sampled = data.named[pairs.species]  # (k, 7)
+        full = [r for r in ratio_ranks if named_sampled[:, r].all()]
+        image_sums = pairs.height_sums()
+
+        def image_statistic(W: np.ndarray) -> np.ndarray:
+            sums, counts = image_sums(W)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                means = sums / counts
+            return np.column_stack([means] + [_ratio_from_heights(sums, counts, r) for r in full])
+
+        image_cis, image_note = species_cis(image_statistic, len(pairs.species), n_boot=n_boot, seed=seed,
+                                            what="image-pair statistics")
+        ratio_cis = {r: (_ci_at(image_cis, N_HEIGHTS + j), image_note) for j, r in enumerate(full)}
+        for r in ratio_ranks:
+            if r in ratio_cis:
+                continue
+            subset = np.flatnonzero(named_sampled[:, r])
+            sub_sums = pairs.height_sums(subset)
+
+            def ratio_statistic(W: np.ndarray, sub_sums: HeightSums = sub_sums, r: int = r) -> np.ndarray:
+                return _ratio_from_heights(*sub_sums(W), r)
+
+            low, high, note = cluster_ci(ratio_statistic, len(subset), n_boot=n_boot, seed=seed)
+            ratio_cis[r] = ((low, high), note)
+
+        centroid_sums = spearman.height_sums()
+        centroid_heights = [int(rec["height"]) for rec in centroid_table]
+
+        def centroid_statistic(W: np.ndarray) -> np.ndarray:
+            sums, counts = centroid_sums(W)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                means = sums / counts
+            ordered = means[:, centroid_heights]
+            monotonic = np.where(np.isnan(ordered).any(axis=1), np.nan,
+                                 (np.diff(ordered, axis=1) > 0).all(axis=1).astype(np.float64))
+            return np.column_stack([means, monotonic])
+
+        centroid_cis, centroid_note = species_cis(centroid_statistic, len(spearman_species), n_boot=n_boot,
+                                                  seed=seed, what="centroid-pair statistics")
+        if spearman_sampled and not centroid_note:
+            centroid_note = (f"CI over the {len(spearman_species)} species of the Spearman sample "
+                             f"(all {S} species' pairs exceed max_pairs)")
+        spearman_ci: tuple[float, float] = (np.nan, np.nan)
+        spearman_note = ""
         if spearman.defined:
-            b = 0
-            for chunk in iter_bootstrap_indices(len(spearman_species), n_boot, seed):
-                for w in bootstrap_weights(chunk, len(spearman_species)):
-                    spearman_boot[b] = spearman.bootstrap(w)
-                    b += 1
+            low, high, spearman_note = cluster_ci(
+                lambda W: np.array([spearman.bootstrap(w) for w in W]), len(spearman_species),
+                n_boot=n_boot_spearman, seed=seed)
+            spearman_ci = (low, high)
 
     # Rows ---------------------------------------------------------------------------------------
+    support = {"image": height_support(data.codes[pairs.species], pairs.n >= 2),
+               "centroid": height_support(data.codes)}
+    for rec in table:
+        level, h = rec["level"], int(rec["height"])
+        cis, note = (image_cis, image_note) if level == "image" else (centroid_cis, centroid_note)
+        n_sp, n_tx = support[level][h]
+        ci, note = guard_ci(rec["mean"], _ci_at(cis, h), cluster_ci_note(n_sp) or note)
+        rows.append(metric_row("all", "mean_distance", rec["mean"], ci, rec["n"], level=level,
+                               height=h, n_species=n_sp, n_taxa=n_tx, ci_note=note, note=""))
     for r in range(N_RANKS):
         name = RANK_NAMES[r]
         if r not in ratio_ranks:
@@ -746,27 +1067,43 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             skipped.append({"rank": name, "metric": "intra_inter_ratio", "reason": "fewer than 2 named taxa"})
             continue
         intra_s, intra_c, inter_s, inter_c = observed_parts[r]
-        if not np.isfinite(observed_ratio[r]):
+        if not (intra_c > 0 and inter_c > 0):
             skipped.append({"rank": name, "metric": "intra_inter_ratio",
                             "reason": "no intra or no inter pairs in the image sample"})
             continue
-        null = ratio_null[:, r] if r in null_ranks and n_perm else None
-        ci = percentile_interval(ratio_boot[:, r], what=f"intra_inter_ratio ({name})") if n_boot else None
+        named_r = named_sampled[:, r]
+        counts = dict(n_species=int(named_r.sum()),
+                      n_taxa=int(len(np.unique(data.codes[pairs.species[named_r], r]))),
+                      n_intra=int(round(intra_c / 2)), n_inter=int(round(inter_c / 2)), sampled=bool(sampled))
+        n_pairs = int(round((intra_c + inter_c) / 2))
+        if not np.isfinite(observed_ratio[r]):  # inter_s == 0: every pair across taxa is a tie at 0
+            rows.append(null_row(name, "intra_inter_ratio", np.nan, None, n_pairs, alternative="less", level="image",
+                                 mean_intra=intra_s / intra_c, mean_inter=0.0, **counts, ci_note="no CI: no value",
+                                 note="every image pair across taxa at distance 0 (tied vectors): no ratio, no test"))
+            continue
+        null = (tie_null(ratio_null[:, r], observed_ratio[r])
+                if r in null_ranks and np.isfinite(ratio_null[:, r]).any() else None)
+        ci, ci_note = guard_ci(float(observed_ratio[r]), *ratio_cis[r])
         rows.append(null_row(
-            name, "intra_inter_ratio", float(observed_ratio[r]), null, int(round((intra_c + inter_c) / 2)),
-            alternative="less", ci=ci, level="image", mean_intra=intra_s / intra_c, mean_inter=inter_s / inter_c,
-            n_intra=int(round(intra_c / 2)), n_inter=int(round(inter_c / 2)), n_species=len(pairs.species),
-            sampled=bool(sampled)))
+            name, "intra_inter_ratio", float(observed_ratio[r]), null, n_pairs, alternative="less", ci=ci,
+            level="image", mean_intra=intra_s / intra_c, mean_inter=inter_s / inter_c, **counts, ci_note=ci_note,
+            note=""))
         if null is not None:
             null_records.append(_null_frame(name, "intra_inter_ratio", null))
+    spearman_counts = dict(n_species=len(spearman_species), n_taxa=taxa_count(data, spearman_species),
+                           sampled=bool(spearman_sampled))
     if spearman.defined:
-        ci = percentile_interval(spearman_boot, what="distance_height_spearman") if n_boot else None
-        null = spearman_null if n_perm else None
+        spearman_ci, spearman_note = guard_ci(spearman.observed, spearman_ci, spearman_note)
+        null = tie_null(spearman_null, spearman.observed) if np.isfinite(spearman_null).any() else None
         rows.append(null_row("all", "distance_height_spearman", spearman.observed, null, spearman.n_pairs,
-                             alternative="greater", ci=ci, level="centroid", n_species=len(spearman_species),
-                             sampled=bool(spearman_sampled)))
+                             alternative="greater", ci=spearman_ci, level="centroid", **spearman_counts,
+                             ci_note=spearman_note, note=""))
         if null is not None:
             null_records.append(_null_frame("all", "distance_height_spearman", null))
+    elif spearman.tied and spearman.n_heights >= 2:
+        rows.append(null_row("all", "distance_height_spearman", np.nan, None, spearman.n_pairs, alternative="greater",
+                             level="centroid", **spearman_counts, ci_note="no CI: no value",
+                             note="every centroid distance tied (identical centroids): no correlation, no test"))
     else:
         skipped.append({"rank": "all", "metric": "distance_height_spearman",
                         "reason": "centroid pairs span fewer than 2 LCA heights"})
@@ -774,14 +1111,17 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     if len(means) >= 2:
         ordered = [m for _, m in sorted(means)]
         monotonic = float(all(b > a for a, b in zip(ordered, ordered[1:])))
-        rows.append(metric_row("all", "height_means_monotonic", monotonic, None, centroid_info["pairs"],
-                               level="centroid", n_heights=len(means)))
+        ci, note = guard_ci(monotonic, _ci_at(centroid_cis, N_HEIGHTS), centroid_note)
+        rows.append(metric_row("all", "height_means_monotonic", monotonic, ci, centroid_info["pairs"],
+                               level="centroid", n_heights=len(means), n_species=S,
+                               n_taxa=taxa_count(data, np.arange(S)), ci_note=note, note=""))
     else:
         skipped.append({"rank": "all", "metric": "height_means_monotonic",
                         "reason": "centroid pairs span fewer than 2 LCA heights"})
 
     info = {
-        "distance": metric, "permutations": n_perm, "n_boot": n_boot, "seed": seed,
+        "distance": metric, "permutations": n_perm, "n_boot": n_boot, "n_boot_spearman": n_boot_spearman,
+        "seed": seed,
         "image_sample": {"rule": "all images" if not sampled else (
             f"{per_species} images per species (stratified)" if per_species > 0
             else "random species subset, 2 images each"),
