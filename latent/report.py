@@ -594,7 +594,8 @@ def _evidence_display(evidence: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=["rank", "statistic", "model", "value", "95% CI", "null mean", "z", "p",
                                      "p (BY)", "permutations", "n", "supports"])
     order = {r: i for i, r in enumerate([*RANK_NAMES, "all"])}
-    ev = evidence.assign(_o=evidence["rank"].map(order)).sort_values(["_o", "statistic", "model"], kind="stable")
+    ev = evidence.assign(_o=evidence["rank"].astype(str).str.split(" = ").str[0].map(order))
+    ev = ev.sort_values(["_o", "statistic", "model"], kind="stable")
     return pd.DataFrame({
         "rank": ev["rank"], "statistic": ev["statistic"], "model": ev["model"],
         "value": ev["value"].map(_fmt), "95% CI": [_ci(a, b) for a, b in zip(ev["ci_low"], ev["ci_high"])],

@@ -21,7 +21,8 @@ adjusted together with **Holm**'s step-down method (family-wise error rate). Ver
 
 Every other statistic (silhouette, FMI, CKA, ... under the free null) is *supporting evidence*: shown
 with its Benjamini-Yekutieli-adjusted p-value (FDR under dependence, over all supporting rows of a model),
-never counted in a verdict. Statistics that are the same number are shown once (:data:`DUPLICATES`).
+never counted in a verdict. Statistics that are the same number are shown once (:data:`DUPLICATES`), and
+so are ranks with one partition of the species (one row, ``rank`` e.g. ``"order = family"``).
 """
 
 from __future__ import annotations
@@ -277,6 +278,12 @@ def supporting_table(metrics: pd.DataFrame, model: str = "", *, features: str = 
     table = pd.DataFrame.from_records(records)
     if table.empty:
         return pd.DataFrame(columns=cols)
+    # ranks with one partition of the species (e.g. cub10's orders and families) give the same number: once
+    lv = m[(m["probe"] == PRIMARY[0]) & (m["metric"] == PRIMARY[1])] if "level" in m.columns else m.iloc[0:0]
+    level_of = dict(zip(lv["rank"], lv["level"])) if len(lv) else {}
+    table["level"] = [level_of.get(r, r) for r in table["rank"]]
+    table = table.drop_duplicates(["probe", "metric", "level"]).copy()
+    table["rank"] = table["level"].str.replace("=", " = ")
     table["p_adjusted"] = benjamini_yekutieli(table["p_value"].to_numpy())
     table["supports"] = (table["p_adjusted"] <= ALPHA) & table["side"]
     return table[cols]

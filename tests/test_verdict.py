@@ -175,3 +175,16 @@ def test_model_beats_random_baseline_at_planted_ranks_only():
         false["genus"] += bool(c.loc["genus", "ci_high"] < 0 or c.loc["genus", "ci_low"] > 0)
     assert wins["family"] == 5 and wins["species"] == 5, wins
     assert false["genus"] <= 1, false
+
+
+def test_supporting_rows_of_one_partition_shown_once():
+    from latent.verdict import supporting_table
+
+    metrics = pd.DataFrame([
+        {"probe": "levels", "metric": "rank_distance_ratio", "rank": r, "level": lv, "value": 0.5, "ci_low": np.nan,
+         "ci_high": np.nan, "n": 9} for r, lv in (("order", "order=family"), ("family", "order=family"),
+                                                   ("genus", "genus"))] + [
+        {"probe": "clusters", "metric": "silhouette", "rank": r, "value": 0.2, "ci_low": np.nan, "ci_high": np.nan,
+         "n": 9, "null_mean": 0.0, "p_value": 0.01, "permutations": 99} for r in ("order", "family", "genus")])
+    table = supporting_table(metrics, "m")
+    assert list(table["rank"]) == ["order = family", "genus"]
