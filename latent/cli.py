@@ -403,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="recompute steps whose outputs exist")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="offline demo: synthetic data on the built-in taxonomy through the whole "
+    p = sub.add_parser("demo", help="offline demo: synthetic data on a balanced taxonomy through the whole "
                                     "pipeline to a report (about a minute)")
     p.add_argument("--out", default="latent-demo", metavar="DIR")
     p.add_argument("--force", action="store_true")
