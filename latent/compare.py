@@ -148,10 +148,8 @@ def compare_models(a: ProbeData, b: ProbeData, *, labels: tuple[str, str] = ("A"
         b = ProbeData.from_arrays(pca_project(b.X, dim).astype(np.float32), b.taxonomy, b.ids)
     cfg = {**LEVEL_DEFAULTS, **(settings or {})}
     setups_a = level_statistics(a, options, settings=cfg)
-    setups_b = level_statistics(b, options, settings=cfg) if matched == "images" else None
-    if setups_b is None:
-        # species matched by label: B's species numbering follows its own taxonomy; map by label
-        setups_b = level_statistics(b, options, settings=cfg)
+    # species are paired by label below (B's numbering follows its own taxonomy when matched on species)
+    setups_b = level_statistics(b, options, settings=cfg)
     names_a = np.asarray(a.taxonomy.species_labels())
     names_b = np.asarray(b.taxonomy.species_labels())
     rows = []
