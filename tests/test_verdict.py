@@ -19,21 +19,11 @@ from latent.compare import compare_models
 from latent.probes.base import ProbeData, ProbeOptions
 from latent.probes.levels import (count_partitions, enumerate_partitions, levels_of, probe_levels,
                                   restricted_label_permutations)
-from latent.synthetic import make_hierarchical
+from latent.synthetic import balanced_taxonomy, make_hierarchical
 from latent.taxonomy import Taxonomy
 from latent.verdict import ALPHA, VERDICT_COLUMNS, benjamini_yekutieli, holm, verdict_table
 
 SEEDS = range(10)
-
-
-def balanced_taxonomy(branching=(1, 1, 2, 6, 3, 2, 2), per_species: int = 1) -> Taxonomy:
-    """A balanced tree: ``branching[r]`` children per rank-(r-1) taxon (144 species by default)."""
-    rows = []
-    for path in itertools.product(*[range(b) for b in branching]):
-        key = ["_".join(map(str, path[:r + 1])) for r in range(7)]
-        names = [f"K{key[0]}", f"P{key[1]}", f"C{key[2]}", f"O{key[3]}", f"F{key[4]}", f"G{key[5]}"]
-        rows.extend([[*names, f"{names[-1]} s{path[6]}"]] * per_species)
-    return Taxonomy(np.asarray(rows, dtype=object))
 
 
 TAX = balanced_taxonomy()
