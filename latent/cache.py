@@ -18,6 +18,15 @@ complete, so ``<path>`` only ever holds a complete cache. Each block of rows is 
 only at those flushes. Opening the writer again resumes an interrupted write: its committed rows are copied
 into a clean file (a killed HDF5 writer can leave bytes that break later writes in place), and a partial
 file that HDF5 cannot read is moved aside to ``<path>.partial.damaged-<time>``, never deleted.
+
+Resume never replaces: a partial that would replace a complete ``<path>`` (one left by an interrupted
+``force`` run, marked by its ``replaces_existing`` attribute, or any partial in create mode) is resumed
+only with ``force``; without it the writer refuses in one line and ``<path>`` is not touched.
+
+A full disk never breaks a file: HDF5 can neither flush nor close a file after a failed write (and
+crashes at exit), so each block's disk space is reserved (``posix_fallocate``) before HDF5 writes it
+and given back after; no room is a :class:`~latent.errors.CacheError` naming the path, and the rows
+committed before stay in the partial file and resume.
 """
 
 from __future__ import annotations
@@ -39,11 +48,11 @@ import h5py
 import numpy as np
 
 from latent._version import __version__
-from latent.errors import CacheError, InputError, ProvenanceError, format_list
+from latent.errors import CacheError, InputError, ProvenanceError, ResourceError, format_list
 from latent.ranks import RANK_NAMES, Rank, parse_rank
 from latent.taxonomy import Taxonomy
 
-__all__ = ["FORMAT_VERSION", "Provenance", "CacheWriter", "EmbeddingCache", "open_cache"]
+__all__ = ["FORMAT_VERSION", "Provenance", "CacheWriter", "EmbeddingCache", "open_cache", "check_out_path"]
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +168,108 @@ def _rank_name(rank: Rank | str | int) -> str:
 
 
 def _is_lock_error(e: OSError) -> bool:
-    return getattr(e, "errno", None) == errno.EAGAIN or "lock" in str(e).lower()
+    """True for HDF5's "unable to lock file" (another process holds the file open for writing).
+
+    Only the lock failure counts: a truncated file's message ("truncated file: ... sblock->base_addr")
+    also contains the letters "lock".
+    """
+    return getattr(e, "errno", None) in (errno.EAGAIN, errno.EWOULDBLOCK) or "unable to lock file" in str(e).lower()
+
+
+_NO_SPACE_ERRNOS = frozenset(code for code in (errno.ENOSPC, errno.EFBIG, getattr(errno, "EDQUOT", None))
+                             if code is not None)
+_NO_SPACE_TEXT = ("no space left", "file too large", "disk quota", "errno = 28", "errno = 27", "errno = 122")
+
+
+def _is_no_space(e: BaseException) -> bool:
+    """True if ``e`` (an OSError, or HDF5's RuntimeError wrapping a failed write) means the disk is full."""
+    if getattr(e, "errno", None) in _NO_SPACE_ERRNOS:
+        return True
+    return isinstance(e, (OSError, RuntimeError)) and any(t in str(e).lower() for t in _NO_SPACE_TEXT)
+
+
+def _no_space(path: Path, e: BaseException) -> ResourceError:
+    detail = getattr(e, "strerror", None) or e
+    if getattr(e, "errno", None) == errno.EFBIG:
+        return ResourceError(f"file too large: {path} would pass the file size limit ({detail}); raise the limit "
+                             f"(ulimit -f) or choose another --out; the partial cache is kept and resumes.")
+    return ResourceError(f"no space left on the device holding {path} ({detail}); free "
+                         f"space or choose another --out; the partial cache is kept and resumes.")
+
+
+def _check_room(path: Path, nbytes: int, shown: Path) -> None:
+    """Refuse (CacheError naming ``shown``) before writing ``nbytes`` more into ``path`` if the disk or
+    RLIMIT_FSIZE has no room.
+
+    HDF5 cannot recover from a failed write (its file can then neither be flushed nor closed, and the
+    process crashes at exit), so space is checked, or reserved (:func:`_reserve`), before writing.
+    """
+    try:
+        stat = os.statvfs(path.parent if not path.exists() or not path.is_dir() else path)
+        free = stat.f_bavail * stat.f_frsize
+    except (OSError, AttributeError):
+        free = None
+    size = path.stat().st_size if path.exists() else 0
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        limit = None if limit == resource.RLIM_INFINITY else limit
+    except (ImportError, ValueError, OSError):
+        limit = None
+    if free is not None and nbytes > free:
+        raise _no_space(shown, OSError(errno.ENOSPC, f"{free} bytes free, {nbytes} needed"))
+    if limit is not None and size + nbytes > limit:
+        raise _no_space(shown, OSError(errno.EFBIG, f"the file size limit is {limit} bytes, {nbytes} more needed"))
+
+
+def _reserve(f: h5py.File, path: Path, nbytes: int, shown: Path) -> None:
+    """Allocate ``nbytes`` past the end of the open file ``f`` so that HDF5's next writes cannot fail.
+
+    :func:`_release` gives back what HDF5 did not use. Where the file system cannot preallocate, the
+    free space is checked instead.
+    """
+    fd = f.id.get_vfd_handle()
+    try:
+        os.posix_fallocate(fd, max(os.fstat(fd).st_size, f.id.get_filesize()), max(1, int(nbytes)))
+    except OSError as e:
+        if e.errno in _NO_SPACE_ERRNOS:
+            _release(f)
+            raise _no_space(shown, e) from e
+        if e.errno not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, getattr(errno, "ENOTSUP", errno.EOPNOTSUPP)):
+            raise ResourceError(f"cannot write to {path} ({e.strerror or e}).") from e
+        _check_room(path, nbytes, shown)
+    except AttributeError:  # no posix_fallocate on this platform
+        _check_room(path, nbytes, shown)
+
+
+def _release(f: h5py.File) -> None:
+    """Cut the file back to the size HDF5 uses (after a flush), returning the unused reservation."""
+    fd = f.id.get_vfd_handle()
+    used = f.id.get_filesize()
+    if os.fstat(fd).st_size > used:
+        os.ftruncate(fd, used)
+
+
+def _string_bytes(values: Sequence[str]) -> int:
+    """Generous HDF5 size of variable-length strings: UTF-8 bytes, heap headers and padding."""
+    return sum(len(v.encode("utf-8", "surrogateescape")) for v in values) * 2 + 64 * len(values)
+
+
+def check_out_path(out: str | os.PathLike, what: str = "--out") -> Path:
+    """The cache path ``out`` to write, refused (InputError) when it is a directory or its folder is missing.
+
+    Called before any work, so that a bad ``--out`` is one line at once, not an error after the
+    embeddings have been computed.
+    """
+    path = Path(os.fspath(out))
+    if path.is_dir():
+        raise InputError(f"{what} {path} is a directory; give the path of the cache file to write "
+                         f"(e.g. {path / 'embeddings.h5'}).")
+    if not path.parent.is_dir():
+        raise InputError(f"{what} {path}: the folder {path.parent} does not exist; create it or choose another "
+                         f"{what}.")
+    return path
 
 
 def _partial_path(path: Path) -> Path:
@@ -233,6 +343,32 @@ def _copy_committed(src: h5py.File, target: Path) -> None:
             src.copy(src["text"], dst, name="text")
 
 
+_BROKEN_FILES: list[h5py.File] = []  # files whose HDF5 write failed: kept open, never closed (see _writing)
+_REPLACES = "replaces_existing"  # root attribute of a partial that will replace a complete cache (--force)
+
+
+def _refuse_replacement(path: Path, partial: Path, mode: str) -> None:
+    """Refuse to resume a partial that would replace the complete cache ``path`` without ``force``.
+
+    In create mode any partial would replace ``path``; in append mode only one written by a
+    ``--force`` run (marked with the ``replaces_existing`` attribute). A partial HDF5 cannot read is
+    left to :meth:`CacheWriter._resume` (moved aside, never deleted).
+    """
+    try:
+        with h5py.File(partial, "r") as f:
+            replaces = bool(f.attrs.get(_REPLACES, False))
+    except OSError as e:
+        if _is_lock_error(e):
+            raise ResourceError(f"{partial} is open in another process; is another write to it running?") from e
+        return
+    if replaces:
+        raise CacheError(f"{path} is complete; a replacement left by an interrupted --force run is in {partial}: "
+                         f"re-run with --force to finish it, or delete it.")
+    if mode == "create":
+        raise CacheError(f"{path} is complete; rows being added to it by an interrupted run are in {partial}: "
+                         f"re-run that command to finish them, pass --force to replace {path}, or delete {partial}.")
+
+
 def _row_datasets(f: h5py.File) -> list[h5py.Dataset]:
     return [f["embeddings"], f["ids"], *(f["taxonomy"][r] for r in RANK_NAMES)]
 
@@ -277,6 +413,8 @@ class CacheWriter:
         self._ids = set(file["ids"].asstr()[: self._n])
         self._failed_ids = set(file["failed/ids"].asstr()[: self._n_failed])
         self._finalized = False
+        self._broken = False
+        self._told = False  # the last error said already that the partial is kept and resumes
 
     @classmethod
     def open(cls, path: str | os.PathLike, provenance: Provenance, *, mode: Literal["create", "append"] = "create",
@@ -309,7 +447,7 @@ class CacheWriter:
         ProvenanceError
             An existing cache or partial was made with another provenance identity and not ``force``.
         """
-        path = Path(os.fspath(path))
+        path = check_out_path(path, "The cache path")
         partial = _partial_path(path)
         if mode not in ("create", "append"):
             raise InputError(f"The 'mode' parameter of CacheWriter.open must be 'create' or 'append'. "
@@ -318,6 +456,8 @@ class CacheWriter:
             raise InputError(f"The 'provenance' parameter of CacheWriter.open must be a Provenance. "
                              f"Got {type(provenance).__name__} instead.")
         file = None
+        if partial.exists() and path.exists() and not force:
+            _refuse_replacement(path, partial, mode)
         if partial.exists() and not resume:
             log.warning("Moved the interrupted write %s aside to %s (resume=False).", partial,
                         _set_aside(partial, "discarded"))
@@ -336,6 +476,7 @@ class CacheWriter:
         the committed rows are copied into a fresh file instead of being written over in place.
         """
         tmp, old, problem = _tmp_path(partial), None, None
+        _check_room(tmp, partial.stat().st_size + 2**20, partial)  # the committed rows are copied into a new file
         try:
             with h5py.File(partial, "r") as src:
                 old = Provenance._from_file(src)
@@ -343,7 +484,7 @@ class CacheWriter:
                     _copy_committed(src, tmp)
         except OSError as e:
             if _is_lock_error(e):
-                raise CacheError(f"{partial} is open in another process; is another write to it running?") from e
+                raise ResourceError(f"{partial} is open in another process; is another write to it running?") from e
             problem = e
         except (CacheError, KeyError, ValueError, TypeError) as e:
             problem = e
@@ -368,15 +509,17 @@ class CacheWriter:
         partial = _partial_path(path)
         tmp = _tmp_path(partial)  # the partial appears only once initialised
         if path.exists() and mode == "create" and not force:
-            raise CacheError(f"The cache {path} already exists; pass --force to overwrite it, or append to it "
-                             f"(--append, mode='append') with the same model and preprocessing.")
+            raise CacheError(f"The cache {path} already exists; pass --force to replace it, or write to another "
+                             f"path (the Python API can also add rows with CacheWriter.open(..., mode='append')).")
         if path.exists() and mode == "append":
             with open_cache(path) as old_cache:
                 old = old_cache.provenance
             if old.identity() == provenance.identity():
+                _check_room(tmp, path.stat().st_size + 2**20, path)
                 shutil.copyfile(path, tmp)
                 with h5py.File(tmp, "r+") as f:
                     f.attrs["complete"] = False
+                    f.attrs[_REPLACES] = False
                 os.replace(tmp, partial)
                 log.info("Appending to %s (through %s).", path, partial)
                 return _open_for_write(partial)
@@ -386,7 +529,8 @@ class CacheWriter:
             log.warning("force: %s will be replaced when the new cache is complete.", path)
         attrs = {"format_version": FORMAT_VERSION, "latent_version": __version__, **provenance._to_attrs(),
                  "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                 "complete": False, "rows_committed": 0, "failed_committed": 0}
+                 "complete": False, "rows_committed": 0, "failed_committed": 0, _REPLACES: path.exists()}
+        _check_room(tmp, 2**20, path)
         _create_file(tmp, provenance.embed_dim, provenance.store_dtype, chunk_rows, attrs)
         os.replace(tmp, partial)
         return _open_for_write(partial)
@@ -407,9 +551,46 @@ class CacheWriter:
         return set(self._failed_ids)
 
     def _h5(self) -> h5py.File:
+        if self._broken:
+            raise ResourceError(f"The writer of {self.partial_path} stopped after a failed write; the rows committed "
+                             f"before it are kept and resume.")
         if self._file is None:
             raise CacheError(f"The writer of {self.path} is closed.")
         return self._file
+
+    @contextlib.contextmanager
+    def _writing(self, nbytes: int) -> Iterator[h5py.File]:
+        """Reserve ``nbytes`` on disk, run the HDF5 writes of the block, then give back the unused space.
+
+        A full disk is refused before HDF5 writes anything (:func:`_reserve`). Should an HDF5 write fail
+        anyway, the writer stops: HDF5 can neither flush nor close such a file, so it is left open (not
+        closed, which crashes) and the rows committed before stay readable and resume.
+        """
+        f = self._h5()
+        try:
+            _reserve(f, self.partial_path, nbytes, self.path)
+        except CacheError:
+            self._told = True  # the error already says that the partial cache is kept
+            raise
+        try:
+            yield f
+        except (OSError, RuntimeError) as e:  # HDF5 reports failed writes as either
+            self._broken = self._told = True
+            _BROKEN_FILES.append(f)  # never closed nor freed: HDF5 would crash doing either
+            self._file = None
+            if _is_no_space(e):
+                raise _no_space(self.path, e) from e
+            raise ResourceError(f"writing {self.partial_path} failed ({e}); the rows committed before are kept "
+                             f"and resume.") from e
+        _release(f)
+
+    def _block_bytes(self, k: int, strings: Sequence[str]) -> int:
+        """Generous disk size of a block of ``k`` rows with ``strings``: data, whole new chunks, metadata."""
+        f = self._h5()
+        emb = f["embeddings"]
+        string_chunk = f["ids"].chunks[0] * 16
+        return ((k + 2 * emb.chunks[0]) * emb.shape[1] * emb.dtype.itemsize + 20 * string_chunk
+                + _string_bytes(strings) + 2**20)
 
     def _commit(self, attr: str, value: int) -> None:
         f = self._h5()
@@ -459,13 +640,14 @@ class CacheWriter:
         if k == 0:
             return
         n0 = self._n
-        for ds in _row_datasets(f):
-            ds.resize(n0 + k, axis=0)
-        f["embeddings"][n0:n0 + k] = data
-        _write_strings(f["ids"], n0, ids)
-        for r in RANK_NAMES:
-            _write_strings(f["taxonomy"][r], n0, labels[r])
-        self._commit("rows_committed", n0 + k)
+        with self._writing(self._block_bytes(k, [*ids, *(v for r in RANK_NAMES for v in labels[r])])):
+            for ds in _row_datasets(f):
+                ds.resize(n0 + k, axis=0)
+            f["embeddings"][n0:n0 + k] = data
+            _write_strings(f["ids"], n0, ids)
+            for r in RANK_NAMES:
+                _write_strings(f["taxonomy"][r], n0, labels[r])
+            self._commit("rows_committed", n0 + k)
         self._n += k
         self._ids.update(ids)
 
@@ -479,10 +661,11 @@ class CacheWriter:
         if not ids:
             return
         m0 = self._n_failed
-        for name, values in (("failed/ids", ids), ("failed/reasons", reasons)):
-            f[name].resize(m0 + len(ids), axis=0)
-            _write_strings(f[name], m0, values)
-        self._commit("failed_committed", m0 + len(ids))
+        with self._writing(self._block_bytes(0, [*ids, *reasons])):
+            for name, values in (("failed/ids", ids), ("failed/reasons", reasons)):
+                f[name].resize(m0 + len(ids), axis=0)
+                _write_strings(f[name], m0, values)
+            self._commit("failed_committed", m0 + len(ids))
         self._n_failed += len(ids)
         self._failed_ids.update(ids)
 
@@ -498,18 +681,19 @@ class CacheWriter:
         if emb.ndim != 2 or emb.shape[0] != len(labels) or not np.isfinite(emb).all():
             raise InputError(f"The 'embeddings' parameter of write_text_group must be finite, of shape "
                              f"({len(labels)}, D). Got shape {emb.shape} instead.")
-        if f"text/{name}" in f:
-            del f[f"text/{name}"]
-        group = f.create_group(f"text/{name}")
-        group.create_dataset("labels", data=np.array(labels, dtype=object), dtype=_STR)
-        group.create_dataset("embeddings", data=emb)
-        json_keys = []
-        for key, value in (attrs or {}).items():
-            if not isinstance(value, (str, bool, int, float)):
-                value, json_keys = _json(value, key), json_keys + [key]
-            group.attrs[key] = value
-        group.attrs["_json_keys"] = _json(json_keys, "_json_keys")
-        f.flush()
+        with self._writing(emb.nbytes + _string_bytes(labels) + 2**20):
+            if f"text/{name}" in f:
+                del f[f"text/{name}"]
+            group = f.create_group(f"text/{name}")
+            group.create_dataset("labels", data=np.array(labels, dtype=object), dtype=_STR)
+            group.create_dataset("embeddings", data=emb)
+            json_keys = []
+            for key, value in (attrs or {}).items():
+                if not isinstance(value, (str, bool, int, float)):
+                    value, json_keys = _json(value, key), json_keys + [key]
+                group.attrs[key] = value
+            group.attrs["_json_keys"] = _json(json_keys, "_json_keys")
+            f.flush()
 
     def read_text_group(self, name: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """Labels (T,), embeddings (T, D') as float32 and attrs of ``/text/<name>``."""
@@ -519,9 +703,11 @@ class CacheWriter:
         """Mark the cache complete, fsync it and rename it onto ``path``; returns ``path``."""
         if self._finalized:
             return self.path
-        f = self._h5()
-        f.attrs["complete"] = True
-        f.flush()
+        with self._writing(2**20) as f:
+            if _REPLACES in f.attrs:
+                del f.attrs[_REPLACES]
+            f.attrs["complete"] = True
+            f.flush()
         f.close()
         self._file = None
         _fsync(self.partial_path)
@@ -535,11 +721,11 @@ class CacheWriter:
 
     def abort(self) -> None:
         """Close without finalizing: the committed rows stay in the partial file for a resume."""
-        if self._file is not None:
+        if self._file is not None and not self._broken:
             self._file.close()
             self._file = None
-            log.warning("Left the unfinished cache %s (%d rows committed); run again to resume it.",
-                        self.partial_path, self._n)
+            (log.info if self._told else log.warning)(
+                "Left the unfinished cache %s (%d rows committed); run again to resume it.", self.partial_path, self._n)
 
     def __enter__(self) -> CacheWriter:
         return self
@@ -617,8 +803,9 @@ class EmbeddingCache:
             yield
         except OSError as e:
             if _is_lock_error(e):
-                raise CacheError(f"{self.path} is open for writing in another process ({e}).") from e
-            raise CacheError(f"{self.path} cannot be read as HDF5 ({e}); it is damaged or not a cache.") from e
+                raise ResourceError(f"{self.path} is open for writing in another process ({e}).") from e
+            raise ResourceError(f"{self.path} is damaged or truncated (not a readable HDF5 file): {e}; it cannot be "
+                             f"read (write it again, or restore a copy).") from e
 
     def close(self) -> None:
         """Close the HDF5 file (it is reopened on the next read)."""

@@ -1,10 +1,15 @@
-"""Choosing the torch device (CUDA when present, else CPU), with one error message for bad values."""
+"""Choosing the torch device (CUDA when present, else CPU), with one error message for bad values.
+
+The check itself (names accepted, and whether torch sees the device) is :func:`latent.validate.device`,
+which the command line also calls upfront; :func:`resolve_device` turns its answer into a
+``torch.device``.
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from latent.errors import InputError
+from latent import validate
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -14,29 +19,21 @@ __all__ = ["resolve_device"]
 
 def resolve_device(device: Any = "auto", *, function: str = "resolve_device") -> "torch.device":
     """The torch device named by ``device``: ``"auto"`` (CUDA if available, else CPU), ``"cpu"``,
-    ``"cuda"``, ``"cuda:1"`` or a ``torch.device``.
+    ``"cuda"``, ``"cuda:1"``, ``"mps"`` or a ``torch.device``.
 
     Raises
     ------
     InputError
-        Unknown device names, or CUDA asked for where torch sees no GPU; ``function`` names the caller.
+        Unknown device names, or a CUDA / MPS device torch does not see here (see
+        :func:`latent.validate.device`); ``function`` names the caller.
     """
     import torch
 
-    def bad(expected: str) -> InputError:
-        return InputError(f"The 'device' parameter of {function} must be {expected}. Got {device!r} instead.")
-
     if isinstance(device, torch.device):
-        dev = device
-    elif isinstance(device, str) and device.strip().lower() == "auto":
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            dev = torch.device(device.strip() if isinstance(device, str) else device)
-        except (RuntimeError, TypeError, ValueError, AttributeError) as e:
-            raise bad("'auto', 'cpu', 'cuda', 'cuda:<index>' or a torch.device") from e
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise bad("a device that exists ('auto' or 'cpu': torch sees no CUDA GPU here)")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise bad(f"a CUDA device below cuda:{torch.cuda.device_count()}")
-    return dev
+        if device.type in ("cuda", "mps"):
+            validate.device("device", str(device), of=function)
+        return device
+    name = validate.device("device", device, of=function)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

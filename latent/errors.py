@@ -13,12 +13,16 @@ __all__ = [
     "CacheError",
     "ProvenanceError",
     "InputError",
+    "ResourceError",
     "format_list",
 ]
 
 
 class LatentError(Exception):
     """Base class of the errors latent raises on bad input or bad state (the CLI prints them)."""
+
+    #: The CLI's exit code for this error: 2, the command as given cannot run (see :class:`ResourceError`).
+    exit_code = 2
 
 
 class TaxonomyError(LatentError, ValueError):
@@ -35,6 +39,17 @@ class ProvenanceError(CacheError):
 
 class InputError(LatentError, ValueError):
     """Input files (embeddings, metadata) are inconsistent or hold invalid values."""
+
+
+class ResourceError(CacheError):
+    """The command was right but the machine or another process stopped it: disk full, a file too large,
+    a damaged or truncated file, a cache or output folder in use by another process.
+
+    The CLI exits 1 (a runtime failure) for these, and 2 for every other :class:`LatentError` (the command
+    as given cannot run: bad input, or a refusal to replace results without ``--force``).
+    """
+
+    exit_code = 1
 
 
 def format_list(values: Iterable[object], *, limit: int = 20) -> str:

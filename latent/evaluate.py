@@ -1,10 +1,21 @@
-"""``latent evaluate``: predictions at every rank from a cache, then per-rank and hierarchical metrics.
+"""Predictions at every rank, then per-rank and hierarchical metrics: in memory, or from a cache.
 
-cache -> (split) -> predictor -> :class:`~latent.predictions.Predictions` -> metrics with species-bootstrap
-CIs -> ``DIR/metrics.csv`` (the shared long format, with ``n_species``, ``n_taxa``, ``ci_note`` and
-``note``: every rule is stated once in :mod:`latent.metrics`), ``DIR/predictions.parquet``, the
-mistake-severity histogram, the first-divergence distribution, the most confused pairs, and
-``DIR/run.json`` (what was run, on which cache, with which seeds).
+``latent.evaluate(X, taxonomy, ...)`` (this module is also callable: ``latent.evaluate`` is the module
+and :func:`evaluate` at once) evaluates in-memory embeddings and returns an :class:`Evaluation`;
+:func:`evaluate_cache` (``latent evaluate``) reads a cache, runs the same computation and saves it.
+
+embeddings -> (split) -> predictor -> :class:`~latent.predictions.Predictions` -> metrics with
+species-bootstrap CIs -> ``DIR/metrics.csv`` (the shared long format, with ``n_species``, ``n_taxa``,
+``ci_note`` and ``note``: every rule is stated once in :mod:`latent.metrics`), ``DIR/predictions.parquet``,
+the mistake-severity histogram, the first-divergence distribution, the most confused pairs, and
+``DIR/run.json`` (what was run, on which cache or data, with which seeds). ``metrics.csv`` is written
+last (atomically), so a complete ``metrics.csv`` means a complete run; a folder holding results of
+another cache is refused unless ``force`` (:func:`latent.results.check_output`); the same cache re-run
+replaces its results.
+
+A test image whose embedding is identical to a training image's (after the float32 cast and L2
+normalisation: what the predictor sees) is a leak: it is counted (``n_test_duplicates_in_train`` in
+``run.json``), logged as a warning, noted on every metrics row and shown first in :meth:`Evaluation.summary`.
 
 Zero-shot multiplies cosine similarities by the model's own learned logit scale, recorded with the text
 embeddings by ``latent embed-text`` (:func:`latent.text.text_logit_scale`); text embedded by an older
@@ -13,10 +24,13 @@ latent falls back to CLIP's 100, logged and written to ``run.json`` (``logit_sca
 
 from __future__ import annotations
 
-import json
 import logging
 import os
+import re
+import sys
 import time
+import types
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,9 +42,9 @@ import pandas as pd
 from latent._version import __version__
 from latent.errors import InputError
 from latent.ranks import RANK_NAMES, Rank, parse_rank
-from latent.results import jsonable, results_frame, write_results
+from latent.results import begin_output, check_output, finish_output, jsonable, results_frame
 
-__all__ = ["METHODS", "SPLITS", "EvaluateReport", "evaluate_cache", "parse_clade"]
+__all__ = ["METHODS", "SPLITS", "Evaluation", "EvaluateReport", "evaluate", "evaluate_cache", "parse_clade"]
 
 log = logging.getLogger(__name__)
 
@@ -38,22 +52,107 @@ METHODS = ("zero-shot", "linear", "knn", "centroid")
 SPLITS = ("random", "species-disjoint")
 MODES = ("flat", "per-rank")
 
+#: The note on every metrics row of a run where test images have an identical vector in training.
+LEAK_NOTE = "{k} test images have an identical vector in training: a leak; accuracy is inflated"
+_LEAK_PATTERN = re.compile(r"(; )?\d+ test images have an identical vector in training: a leak; accuracy is inflated")
 
-@dataclass(frozen=True)
-class EvaluateReport:
-    """What ``evaluate_cache`` wrote and the headline numbers (``metrics`` in the long format)."""
 
-    out: Path
+@dataclass(eq=False, repr=False)
+class Evaluation:
+    """Results of one evaluation: the tables ``latent evaluate`` writes, in memory.
+
+    Attributes
+    ----------
+    metrics : pandas.DataFrame
+        The long format (``rank, metric, value, ci_low, ci_high, n, n_species, n_taxa, ci_note, note,
+        method, mode, split, model``; ``fold`` for ``centroid``, with ``"mean"`` rows).
+    predictions : pandas.DataFrame
+        One row per test image (true and predicted taxa per rank).
+    severity, divergence, confusions : pandas.DataFrame
+        The mistake-severity histogram, the first-divergence distribution, the most confused pairs.
+    info : dict
+        The run record (``run.json``): settings, seeds, source, ``n_test_duplicates_in_train``.
+    out : pathlib.Path or None
+        Where :meth:`save` last wrote the tables (None until saved).
+    files : list of pathlib.Path
+        The files written there.
+    """
+
     metrics: pd.DataFrame
-    files: list[Path] = field(default_factory=list)
+    predictions: pd.DataFrame
+    severity: pd.DataFrame
+    divergence: pd.DataFrame
+    confusions: pd.DataFrame
     info: dict[str, Any] = field(default_factory=dict)
+    out: "Path | None" = None
+    files: list[Path] = field(default_factory=list)
+
+    def __repr__(self) -> str:
+        info = self.info
+        leaks = int(info.get("n_test_duplicates_in_train") or 0)
+        return (f"<Evaluation {info.get('method')} ({info.get('mode')}, split {info.get('split')}) on "
+                f"{info.get('cache') or 'in-memory data'}: {info.get('n_test')} test images, {len(self.metrics)} "
+                f"metric rows{f', LEAK: {leaks} test images identical to training' if leaks else ''}; "
+                f".summary(), .to_frame(), .save(dir)>")
+
+    def to_frame(self) -> pd.DataFrame:
+        """The metrics in the long results format (a copy; as written to ``metrics.csv``)."""
+        return self.metrics.copy()
+
+    def save(self, out: "str | os.PathLike[str]", *, force: bool = False) -> list[Path]:
+        """Write ``metrics.csv``, ``predictions.parquet``, ``severity.csv``, ``divergence.csv``,
+        ``confusions.csv`` and ``run.json`` into ``out`` (created), as ``latent evaluate`` does.
+
+        Parameters
+        ----------
+        out
+            The results folder. A folder holding results of another cache or other data is refused
+            (:func:`latent.results.check_output`); results of the same source are replaced.
+        force
+            Replace whatever results ``out`` holds.
+
+        Returns
+        -------
+        list of pathlib.Path
+            The files written (``metrics.csv`` first; it is written last, atomically).
+
+        Raises
+        ------
+        CacheError
+            ``out`` holds results of another source, and not ``force``; nothing is written.
+        """
+        out = Path(out)
+        previous = begin_output(out, self.info, force=force)
+        files = []
+        tmp = out / "predictions.parquet.tmp"
+        self.predictions.to_parquet(tmp, index=False)
+        os.replace(tmp, out / "predictions.parquet")
+        files.append(out / "predictions.parquet")
+        for name in ("severity", "divergence", "confusions"):
+            path = out / f"{name}.csv"
+            tmp = path.with_name(path.name + ".tmp")
+            getattr(self, name).to_csv(tmp, index=False)
+            os.replace(tmp, path)
+            files.append(path)
+        self.files = finish_output(out, self.info, self.metrics, files, previous)
+        self.out = out
+        return list(self.files)
 
     def summary(self) -> str:
+        """A short table per rank (top-1 with its CI, top-5, balanced accuracy, macro F1), the hierarchy
+        metrics, and first of all a warning when test images have a copy in training."""
         m = self.metrics
         if "fold" in m.columns:
             m = m[m["fold"].astype(str) == "mean"]
-        lines = [f"{self.info.get('method')} ({self.info.get('mode')}, split {self.info.get('split')}) on "
-                 f"{self.info.get('cache')}: {self.info.get('n_test')} test images"]
+        info = self.info
+        source = info.get("cache") or "in-memory data"
+        lines = [f"{info.get('method')} ({info.get('mode')}, split {info.get('split')}) on "
+                 f"{source}: {info.get('n_test')} test images"]
+        leaks = int(info.get("n_test_duplicates_in_train") or 0)
+        leak_note = LEAK_NOTE.format(k=leaks) if leaks else ""
+        if leaks:
+            lines.append(f"  WARNING: {leaks} of {info.get('n_test')} test images have an identical vector in "
+                         "training: a leak; accuracy is inflated (n_test_duplicates_in_train in run.json)")
         lines.append(f"  {'rank':<8} {'top1':>22} {'top5':>8} {'bal.acc':>8} {'macroF1':>8} {'n':>7} {'classes':>7}")
         short_lists: list[str] = []
         for rank in RANK_NAMES:
@@ -70,11 +169,12 @@ class EvaluateReport:
                 return f"{rows.loc[name, 'value']:.3f}" + ("*" if flagged else "")
 
             t1 = rows.loc["top1"]
+            note = _without_leak(t1.get("note"))
             lines.append(
                 f"  {rank:<8} {_with_ci(t1):>22} {v('top5'):>8} "
                 f"{v('balanced_accuracy'):>8} {v('macro_f1'):>8} {int(t1['n']):>7} "
                 f"{int(rows.loc['n_classes', 'value']) if 'n_classes' in rows.index else '-':>7}"
-                + (f"  ({t1['note']})" if _text(t1.get("note")) else "")
+                + (f"  ({note})" if note else "")
             )
         if short_lists:
             lines.append(f"  * top5 where some rows rank fewer than 5 taxa ({', '.join(short_lists)}): "
@@ -93,16 +193,30 @@ class EvaluateReport:
         if parts:
             lines.append("  hierarchy: " + "; ".join(parts))
         if "hF" in hier.index and _text(hier.loc["hF"].get("note")):
-            lines.append(f"  hierarchy over informative ranks only: {hier.loc['hF', 'note']}")
+            hf_note = _without_leak(hier.loc["hF", "note"])
+            if hf_note:
+                lines.append(f"  hierarchy over informative ranks only: {hf_note}")
         ci_notes = m["ci_note"] if "ci_note" in m.columns else []
         notes = sorted({_text(n) for n in ci_notes if _text(n).startswith("no CI: ") and "species (<" in _text(n)})
         if notes:
             lines.append(f"  {'; '.join(notes)}: images of a species are not independent, CIs resample species")
-        excluded = self.info.get("unlabelled_species")
+        excluded = info.get("unlabelled_species")
         if excluded:
             lines.append(f"  {excluded} test rows without a species label are excluded from species metrics")
-        lines.append(f"  wrote {', '.join(str(p.name) for p in self.files)} to {self.out}")
+        if self.out is not None:
+            lines.append(f"  wrote {', '.join(str(p.name) for p in self.files)} to {self.out}")
+        if leaks:
+            lines.append(f"  WARNING: {leak_note} (see above)")
         return "\n".join(lines)
+
+
+#: The name :func:`evaluate_cache` returned before the in-memory API (the same class).
+EvaluateReport = Evaluation
+
+
+def _without_leak(note: Any) -> str:
+    """A note cell without the leak note (the summary states the leak once, at the top)."""
+    return _LEAK_PATTERN.sub("", _text(note)).strip("; ")
 
 
 def _text(value: Any) -> str:
@@ -154,59 +268,8 @@ def _text_for_zero_shot(cache, mode: str, form: str) -> tuple[dict[str, tuple[np
     return out, scale, source
 
 
-def evaluate_cache(
-    cache_path: "str | os.PathLike[str]",
-    out: "str | os.PathLike[str]",
-    *,
-    method: str = "linear",
-    mode: "str | None" = None,
-    split: str = "random",
-    shots: int = 5,
-    folds: int = 5,
-    seed: int = 0,
-    clade: "str | tuple[Rank, str] | None" = None,
-    test_fraction: float = 0.3,
-    k_neighbors: int = 20,
-    temperature: float = 0.07,
-    text_form: str = "taxon",
-    n_boot: int = 1000,
-    device: str = "auto",
-) -> EvaluateReport:
-    """Evaluate one predictor on a cache and write the tables.
-
-    Parameters
-    ----------
-    cache_path
-        An embedding cache (``latent embed``/``import``/``synth``).
-    out
-        Output folder (created).
-    method
-        ``zero-shot`` (needs ``latent embed-text``), ``linear``, ``knn`` or ``centroid`` (k-shot).
-    mode
-        ``flat`` (species scores summed up the tree; the zero-shot default, as pybioclip does) or
-        ``per-rank`` (each rank predicted directly; the default of the trained predictors).
-    split
-        ``random`` (stratified by species) or ``species-disjoint`` (test species never seen in
-        training: the species rank is not predicted, higher ranks are). Not used by zero-shot.
-    shots, folds
-        Support images per species and number of seeded folds for ``centroid``.
-    seed
-        Seed of the split, the probes and the bootstrap.
-    clade
-        ``"RANK=NAME"``: only images of that clade, and only its taxa as candidates.
-    n_boot
-        Bootstrap resamples for the 95% confidence intervals. Each resample draws whole species (a
-        cluster bootstrap); below :data:`latent.stats.MIN_CLUSTERS` test species no CI is given.
-
-    Returns
-    -------
-    EvaluateReport
-    """
-    from latent.cache import open_cache
-    from latent.metrics import evaluate_predictions
-    from latent.predictors import predict_centroid, predict_knn, predict_linear, predict_zero_shot
-    from latent.splits import kshot_split, random_split, species_disjoint_split
-
+def _settings(method: str, mode: "str | None", split: str, clade: Any) -> tuple[str, "tuple[Rank, str] | None"]:
+    """Validate the settings shared by :func:`evaluate` and :func:`evaluate_cache`: ``(mode, clade)``."""
     _check("method", method, METHODS)
     _check("split", split, SPLITS)
     mode = mode or ("flat" if method == "zero-shot" else "per-rank")
@@ -214,53 +277,84 @@ def evaluate_cache(
     if split == "species-disjoint" and mode == "flat" and method != "zero-shot":
         raise InputError("A species-disjoint split cannot use --mode flat: the test species were never seen, so "
                          "a species classifier cannot be mapped up the tree. Use --mode per-rank.")
-    clade_spec = parse_clade(clade) if isinstance(clade, str) else clade
-    start = time.perf_counter()
-    out = Path(out)
-    with open_cache(cache_path) as cache:
-        taxonomy = cache.taxonomy()
-        rows = np.flatnonzero(taxonomy.labelled(Rank.KINGDOM) | taxonomy.labelled(Rank.SPECIES))
-        if clade_spec is not None:
-            rows = np.intersect1d(rows, np.flatnonzero(taxonomy.clade_mask(*clade_spec)))
-            if not len(rows):
-                raise InputError(f"The clade {clade_spec[0].label}={clade_spec[1]} has no labelled images in {cache_path}.")
+    return mode, (parse_clade(clade) if isinstance(clade, str) else clade)
+
+
+def _evaluated_rows(taxonomy: Any, clade_spec: "tuple[Rank, str] | None", where: str) -> np.ndarray:
+    """Rows labelled at kingdom or species (and inside the clade): the rows evaluated."""
+    rows = np.flatnonzero(taxonomy.labelled(Rank.KINGDOM) | taxonomy.labelled(Rank.SPECIES))
+    if clade_spec is not None:
+        rows = np.intersect1d(rows, np.flatnonzero(taxonomy.clade_mask(*clade_spec)))
         if not len(rows):
-            raise InputError(f"{cache_path} has no labelled rows: nothing to evaluate (see latent info).")
-        provenance = cache.provenance
-        ids = cache.ids
-        X_all = cache.read(rows, normalize=True)
-        position = {int(r): i for i, r in enumerate(rows)}
-        text, logit_scale, scale_source = (_text_for_zero_shot(cache, mode, text_form) if method == "zero-shot"
-                                           else (None, None, None))
+            raise InputError(f"The clade {clade_spec[0].label}={clade_spec[1]} has no labelled images in {where}.")
+    if not len(rows):
+        raise InputError(f"{where} has no labelled rows: nothing to evaluate (see latent info).")
+    return rows
+
+
+def _row_keys(X: np.ndarray) -> np.ndarray:
+    """One opaque key per row: equal keys <=> bitwise-equal float32 rows (``-0.0`` read as ``0.0``)."""
+    data = np.ascontiguousarray(X, dtype=np.float32) + np.float32(0.0)
+    return data.view(np.dtype((np.void, data.shape[1] * data.itemsize))).reshape(-1)
+
+
+def _duplicates_in_train(X_train: np.ndarray, X_test: np.ndarray) -> int:
+    """Number of test rows whose vector is identical to a training row's."""
+    if not len(X_train) or not len(X_test):
+        return 0
+    return int(np.isin(_row_keys(X_test), _row_keys(X_train)).sum())
+
+
+def _compute(
+    X_all: np.ndarray, rows: np.ndarray, taxonomy: Any, ids: np.ndarray, *, method: str, mode: str, split: str,
+    shots: int, folds: int, seed: int, clade_spec: "tuple[Rank, str] | None", test_fraction: float,
+    k_neighbors: int, temperature: float, n_boot: int, device: str, text: Any, logit_scale: "float | None",
+    model: str, text_form: "str | None", source: Mapping[str, Any], start: float,
+) -> Evaluation:
+    """The evaluation itself, on ``X_all`` (unit rows of ``rows`` of ``taxonomy``, in that order)."""
+    from latent.metrics import evaluate_predictions
+    from latent.predictors import predict_centroid, predict_knn, predict_linear, predict_zero_shot
+    from latent.splits import kshot_split, random_split, species_disjoint_split
+
+    position = {int(r): i for i, r in enumerate(rows)}
 
     def features(subset: np.ndarray) -> np.ndarray:
         return X_all[[position[int(r)] for r in subset]]
 
     predict_species = split != "species-disjoint"
-    runs: list[tuple[str, Any]] = []
+    runs: list[tuple[str, Any, int]] = []  # (fold, predictions, test images identical to a training image)
     if method == "zero-shot":
         runs.append(("", predict_zero_shot(X_all, rows, taxonomy, text, mode=mode, clade=clade_spec, ids=ids,
-                                           logit_scale=logit_scale)))
+                                           logit_scale=logit_scale), 0))
     elif method == "centroid":
         for fold in range(folds):
             support, query = kshot_split(taxonomy, rows, shots=shots, fold=fold, seed=seed)
-            runs.append((str(fold), predict_centroid(features(support), support, features(query), query, taxonomy, mode=mode, ids=ids)))
+            X_support, X_query = features(support), features(query)
+            runs.append((str(fold), predict_centroid(X_support, support, X_query, query, taxonomy, mode=mode, ids=ids),
+                         _duplicates_in_train(X_support, X_query)))
     else:
         splitter = random_split if split == "random" else species_disjoint_split
         train, test = splitter(taxonomy, rows, test_fraction=test_fraction, seed=seed)
+        X_train, X_test = features(train), features(test)
         if method == "linear":
-            pred = predict_linear(features(train), train, features(test), test, taxonomy, mode=mode, seed=seed,
+            pred = predict_linear(X_train, train, X_test, test, taxonomy, mode=mode, seed=seed,
                                   device=device, predict_species=predict_species, ids=ids)
         else:
-            pred = predict_knn(features(train), train, features(test), test, taxonomy, k_neighbors=k_neighbors,
+            pred = predict_knn(X_train, train, X_test, test, taxonomy, k_neighbors=k_neighbors,
                                temperature=temperature, mode=mode, predict_species=predict_species, ids=ids)
-        runs.append(("", pred))
+        runs.append(("", pred, _duplicates_in_train(X_train, X_test)))
 
     tables: dict[str, list[pd.DataFrame]] = {"metrics": [], "severity": [], "divergence": [], "confusions": [], "predictions": []}
-    for fold, pred in runs:
+    for fold, pred, leaks in runs:
         result = evaluate_predictions(pred, n_boot=n_boot, seed=seed)
         extra = {"fold": fold} if fold else {}
-        tables["metrics"].append(result.metrics.assign(**extra))
+        fold_metrics = result.metrics
+        if leaks:
+            log.warning("%s%s", "" if not fold else f"fold {fold}: ", LEAK_NOTE.format(k=leaks))
+            note = LEAK_NOTE.format(k=leaks)
+            fold_metrics = fold_metrics.assign(note=[f"{_text(n)}; {note}" if _text(n) else note
+                                                     for n in fold_metrics["note"]])
+        tables["metrics"].append(fold_metrics.assign(**extra))
         tables["severity"].append(result.severity_histogram.assign(**extra))
         tables["divergence"].append(result.divergence.assign(**extra))
         tables["confusions"].append(result.confusions.assign(**extra))
@@ -279,38 +373,208 @@ def evaluate_cache(
         numeric["fold"] = "mean"
         metrics = pd.concat([metrics, numeric], ignore_index=True)
     first = runs[0][1]
-    n_test = int(sum(p.n for _, p in runs))
+    n_test = int(sum(p.n for _, p, _ in runs))
     info = {
-        "command": "evaluate", "cache": str(Path(cache_path).resolve()), "method": method, "mode": mode,
+        "command": "evaluate", **source, "method": method, "mode": mode,
         "split": split if method != "zero-shot" else "none", "shots": shots if method == "centroid" else None,
         "folds": folds if method == "centroid" else None, "seed": seed, "n_boot": n_boot,
         "clade": None if clade_spec is None else f"{clade_spec[0].label}={clade_spec[1]}",
         "test_fraction": test_fraction, "k_neighbors": k_neighbors, "temperature": temperature,
         "text_form": text_form if method == "zero-shot" else None, "n_test": n_test,
-        "logit_scale": logit_scale, "logit_scale_source": scale_source,
+        "n_test_duplicates_in_train": int(sum(k for _, _, k in runs)),
+        "logit_scale": logit_scale if method == "zero-shot" else None,
         "n_species": int(np.unique(first.true[first.true[:, Rank.SPECIES] >= 0, Rank.SPECIES]).size),
         "bootstrap_unit": "species",
-        "unlabelled_species": int(sum(int((p.true[:, Rank.SPECIES] < 0).sum()) for _, p in runs)),
-        "model": provenance.model, "pretrained": provenance.pretrained, "preprocess": provenance.preprocess,
+        "unlabelled_species": int(sum(int((p.true[:, Rank.SPECIES] < 0).sum()) for _, p, _ in runs)),
         "latent_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - start, 2), "predictor_info": jsonable(first.info),
     }
-    metrics = results_frame(metrics, method=method, mode=mode, split=info["split"], model=provenance.model)
-    out.mkdir(parents=True, exist_ok=True)
-    files = [write_results(metrics, out / "metrics.csv")]
-    predictions = pd.concat(tables["predictions"], ignore_index=True)
-    tmp = out / "predictions.parquet.tmp"
-    predictions.to_parquet(tmp, index=False)
-    os.replace(tmp, out / "predictions.parquet")
-    files.append(out / "predictions.parquet")
-    for name in ("severity", "divergence", "confusions"):
-        frame = pd.concat(tables[name], ignore_index=True)
-        path = out / f"{name}.csv"
-        frame.to_csv(path, index=False)
-        files.append(path)
-    with open(out / "run.json", "w", encoding="utf-8") as handle:
-        json.dump(info, handle, indent=2, sort_keys=True, default=str)
-    files.append(out / "run.json")
-    report = EvaluateReport(out, metrics, files, info)
-    log.info("%s", report.summary())
-    return report
+    info.setdefault("logit_scale_source", None)
+    metrics = results_frame(metrics, method=method, mode=mode, split=info["split"], model=model)
+    frames = {name: pd.concat(tables[name], ignore_index=True) for name in ("predictions", "severity", "divergence",
+                                                                            "confusions")}
+    evaluation = Evaluation(metrics=metrics, info=info, **frames)
+    log.info("%s", evaluation.summary())
+    return evaluation
+
+
+def evaluate(
+    X: Any,
+    taxonomy: Any,
+    *,
+    method: str = "linear",
+    mode: "str | None" = None,
+    split: str = "random",
+    shots: int = 5,
+    folds: int = 5,
+    seed: int = 0,
+    clade: "str | tuple[Rank, str] | None" = None,
+    test_fraction: float = 0.3,
+    k_neighbors: int = 20,
+    temperature: float = 0.07,
+    n_boot: int = 1000,
+    device: str = "auto",
+    ids: Any = None,
+    text: "Mapping[str, tuple[Any, np.ndarray]] | None" = None,
+    logit_scale: "float | None" = None,
+    model: str = "",
+) -> Evaluation:
+    """Evaluate one predictor on in-memory embeddings (``latent.evaluate``; nothing is written).
+
+    Parameters
+    ----------
+    X
+        ``(n_images, dim)`` embeddings, any real dtype: cast to float32 and L2-normalised per row, as
+        :func:`evaluate_cache` reads a cache, so the same vectors give the same numbers.
+    taxonomy
+        A :class:`~latent.taxonomy.Taxonomy` with one row per image, or a table (DataFrame or path) with
+        kingdom..species columns, one row per image. Rows labelled neither at kingdom nor at species
+        are left out.
+    method, mode, split, shots, folds, seed, clade, test_fraction, k_neighbors, temperature, n_boot, device
+        As :func:`evaluate_cache` (and ``latent evaluate``).
+    ids
+        ``(n_images,)`` unique image ids for ``predictions`` (default ``"0".."n-1"``).
+    text
+        Zero-shot only: per rank name, ``(keys (T,), embeddings (T, dim))`` of the taxon-name texts, keys
+        the lineages joined by ``";"`` (as :meth:`latent.cache.EmbeddingCache.read_text_group` returns).
+    logit_scale
+        Zero-shot only: the model's logit scale (default :data:`latent.text.DEFAULT_LOGIT_SCALE`, CLIP's).
+    model
+        Label of the ``model`` column.
+
+    Returns
+    -------
+    Evaluation
+        ``.to_frame()``, ``.summary()``, ``.save(dir)`` and the tables as attributes.
+
+    Raises
+    ------
+    InputError
+        A bad setting, ``X`` not a finite 2-D array, a taxonomy of another length, no labelled rows,
+        zero-shot without ``text``.
+    """
+    from latent.api import as_embeddings, as_ids, as_taxonomy, data_identity
+
+    start = time.perf_counter()
+    mode, clade_spec = _settings(method, mode, split, clade)
+    data = as_embeddings(X, function="evaluate")
+    tax = as_taxonomy(taxonomy, len(data), function="evaluate")
+    image_ids = as_ids(ids, len(data), function="evaluate")
+    scale_source = None
+    if method == "zero-shot":
+        from latent.text import DEFAULT_LOGIT_SCALE
+
+        if text is None:
+            raise InputError("The 'text' parameter of evaluate is needed for method='zero-shot': per rank, "
+                             "(lineage keys, text embeddings), e.g. from EmbeddingCache.read_text_group.")
+        scale_source = "given" if logit_scale is not None else "default (CLIP's)"
+        logit_scale = float(DEFAULT_LOGIT_SCALE if logit_scale is None else logit_scale)
+        text = dict(text)
+    rows = _evaluated_rows(tax, clade_spec, "the taxonomy")
+    identity = {"cache": None, "data": data_identity(data), "model": model or None, "pretrained": None,
+                "preprocess": None, "logit_scale_source": scale_source}
+    return _compute(data[rows], rows, tax, image_ids, method=method, mode=mode, split=split, shots=shots,
+                    folds=folds, seed=seed, clade_spec=clade_spec, test_fraction=test_fraction,
+                    k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device, text=text,
+                    logit_scale=logit_scale, model=model, text_form="given" if method == "zero-shot" else None,
+                    source=identity, start=start)
+
+
+def evaluate_cache(
+    cache_path: "str | os.PathLike[str]",
+    out: "str | os.PathLike[str]",
+    *,
+    method: str = "linear",
+    mode: "str | None" = None,
+    split: str = "random",
+    shots: int = 5,
+    folds: int = 5,
+    seed: int = 0,
+    clade: "str | tuple[Rank, str] | None" = None,
+    test_fraction: float = 0.3,
+    k_neighbors: int = 20,
+    temperature: float = 0.07,
+    text_form: str = "taxon",
+    n_boot: int = 1000,
+    device: str = "auto",
+    force: bool = False,
+) -> Evaluation:
+    """Evaluate one predictor on a cache and write the tables (read, :func:`evaluate`'s computation, save).
+
+    Parameters
+    ----------
+    cache_path
+        An embedding cache (``latent embed``/``import``/``synth``).
+    out
+        Output folder (created). One holding results of another cache is refused unless ``force``
+        (checked before any computation); results of the same cache are replaced.
+    method
+        ``zero-shot`` (needs ``latent embed-text``), ``linear``, ``knn`` or ``centroid`` (k-shot).
+    mode
+        ``flat`` (species scores summed up the tree; the zero-shot default, as pybioclip does) or
+        ``per-rank`` (each rank predicted directly; the default of the trained predictors).
+    split
+        ``random`` (stratified by species) or ``species-disjoint`` (test species never seen in
+        training: the species rank is not predicted, higher ranks are). Not used by zero-shot.
+    shots, folds
+        Support images per species and number of seeded folds for ``centroid``.
+    seed
+        Seed of the split, the probes and the bootstrap.
+    clade
+        ``"RANK=NAME"``: only images of that clade, and only its taxa as candidates.
+    n_boot
+        Bootstrap resamples for the 95% confidence intervals. Each resample draws whole species (a
+        cluster bootstrap); below :data:`latent.stats.MIN_CLUSTERS` test species no CI is given.
+    force
+        Replace the results of another cache in ``out``.
+
+    Returns
+    -------
+    Evaluation
+        With ``out`` and ``files`` set.
+
+    Raises
+    ------
+    CacheError
+        ``out`` holds results of another cache (and not ``force``): nothing is computed or written.
+    """
+    from latent.cache import open_cache
+
+    mode, clade_spec = _settings(method, mode, split, clade)
+    start = time.perf_counter()
+    out = Path(out)
+    with open_cache(cache_path) as cache:
+        provenance = cache.provenance
+        source = {"cache": str(Path(cache_path).resolve()), "model": provenance.model,
+                  "pretrained": provenance.pretrained, "preprocess": provenance.preprocess}
+        check_output(out, {"command": "evaluate", **source}, force=force)
+        taxonomy = cache.taxonomy()
+        rows = _evaluated_rows(taxonomy, clade_spec, str(cache_path))
+        ids = cache.ids
+        X_all = cache.read(rows, normalize=True)
+        text, logit_scale, scale_source = (_text_for_zero_shot(cache, mode, text_form) if method == "zero-shot"
+                                           else (None, None, None))
+    evaluation = _compute(X_all, rows, taxonomy, ids, method=method, mode=mode, split=split, shots=shots,
+                          folds=folds, seed=seed, clade_spec=clade_spec, test_fraction=test_fraction,
+                          k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device,
+                          text=text, logit_scale=logit_scale, model=provenance.model, text_form=text_form,
+                          source={**source, "logit_scale_source": scale_source}, start=start)
+    evaluation.save(out, force=force)
+    return evaluation
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as :func:`evaluate`: ``latent.evaluate(X, taxonomy)`` works whether
+    ``latent.evaluate`` was first reached as the package attribute or imported as the submodule."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Evaluation:
+        return evaluate(*args, **kwargs)
+
+    @property
+    def __signature__(self) -> Any:
+        import inspect
+
+        return inspect.signature(evaluate)
+
+
+sys.modules[__name__].__class__ = _CallableModule

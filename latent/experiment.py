@@ -19,8 +19,12 @@ Paths are relative to the config file's folder; ``${LATENT_SHARED_DATA}`` expand
 variable, or to ``../shared/data`` beside the repository when it is unset. Steps run in the order
 data -> caches -> evaluate -> probe -> figures -> report, into ``<results>/<name>/``: ``config.yaml``
 (the config as run), ``versions.json`` (latent version, git commit, Python and package versions),
-``caches/``, and the report folder (``report.html``, ``report.md``, ``figures/``, ``runs/``). A step
-whose output exists is skipped unless ``force``; output names derive from the parameters.
+``caches/``, and the report folder (``report.html``, ``report.md``, ``figures/``, ``runs/``). Every step
+(the data step included) is reused or re-run by the one rule of :mod:`latent.pipeline`: reused when its
+run record holds the same identity (every parameter, the identity of every input file, the latent
+version), unless ``force``. Changing ``a.npy`` to ``b.npy``, editing it, or changing any parameter of
+the data step re-runs the data step and every step after it. ``<results>/<name>/`` is locked for the
+whole run (a second ``latent run`` of the same experiment is refused).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any, Mapping
 
 from latent._version import __version__
 from latent.errors import InputError
+from latent.pipeline import atomic_write_text, check_out, folder_lock, git_commit, make_caches
 
 __all__ = ["load_config", "run_experiment", "run_demo", "ExperimentResult"]
 
@@ -43,7 +48,11 @@ log = logging.getLogger(__name__)
 
 _TOP_KEYS = {"name", "description", "seed", "data", "models", "baseline", "evaluate", "probe", "report"}
 _DATA_KINDS = ("import", "images", "synth")
-_REPO = Path(__file__).resolve().parents[1]
+#: The keys of each data step (all part of its identity, see :mod:`latent.pipeline`) and the required ones.
+_DATA_KEYS = {"import": ({"embeddings", "metadata", "id_column", "taxonomy", "join_on", "model", "pretrained"},
+                         {"embeddings"}),
+              "images": ({"source", "taxonomy", "join_on", "path_column", "batch_size"}, {"source"}),
+              "synth": ({"signal", "per_species", "dim", "noise", "taxonomy", "branching"}, set())}
 
 
 @dataclass(frozen=True)
@@ -57,20 +66,6 @@ class ExperimentResult:
 
     def summary(self) -> str:
         return f"experiment {self.name}: {len(self.caches)} cache(s) in {self.out / 'caches'}\n{self.report.summary()}"
-
-
-def _expand(value: str, base: Path) -> Path:
-    def sub(match: re.Match) -> str:
-        name = match.group(1) or match.group(2)
-        if name in os.environ:
-            return os.environ[name]
-        if name == "LATENT_SHARED_DATA":
-            return str(_REPO.parent / "shared" / "data")
-        raise InputError(f"The config refers to ${{{name}}}, which is not set in the environment.")
-
-    text = re.sub(r"\$\{(\w+)\}|\$(\w+)", sub, str(value))
-    path = Path(text).expanduser()
-    return path if path.is_absolute() else (base / path).resolve()
 
 
 def load_config(path: "str | os.PathLike[str]") -> dict[str, Any]:
@@ -99,6 +94,17 @@ def load_config(path: "str | os.PathLike[str]") -> dict[str, Any]:
                          f"{list(data) if isinstance(data, dict) else data!r}.")
     if "images" in data and not config.get("models"):
         raise InputError(f"{path}: data.images needs a 'models' list (e.g. [bioclip-2, bioclip, clip-vit-l-14]).")
+    kind, spec = next(iter(data.items()))
+    if spec is not None and not isinstance(spec, dict):
+        raise InputError(f"{path}: data.{kind} must be a mapping of settings; got {spec!r}.")
+    allowed, required = _DATA_KEYS[kind]
+    unknown = sorted(set(spec or {}) - allowed)
+    if unknown:
+        raise InputError(f"{path}: unknown data.{kind} setting(s) {', '.join(map(str, unknown))}; allowed: "
+                         f"{', '.join(sorted(allowed))}.")
+    absent = sorted(required - set(spec or {}))
+    if absent:
+        raise InputError(f"{path}: data.{kind} needs {', '.join(absent)}.")
     for i, ev in enumerate(config.get("evaluate") or []):
         if not isinstance(ev, dict) or "method" not in ev:
             raise InputError(f"{path}: evaluate[{i}] must be a mapping with 'method' (and optionally 'split').")
@@ -110,8 +116,6 @@ def load_config(path: "str | os.PathLike[str]") -> dict[str, Any]:
 def _versions() -> dict[str, Any]:
     from importlib import metadata
 
-    from latent.report import _git_commit
-
     packages = {}
     for name in ("numpy", "scipy", "scikit-learn", "pandas", "h5py", "torch", "open_clip_torch", "matplotlib",
                  "umap-learn", "geoopt", "scikit-bio"):
@@ -119,80 +123,12 @@ def _versions() -> dict[str, Any]:
             packages[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             packages[name] = None
-    return {"latent": __version__, "git_commit": _git_commit(), "python": platform.python_version(),
+    return {"latent": __version__, "git_commit": git_commit(), "python": platform.python_version(),
             "platform": platform.platform(), "packages": packages}
 
 
-def _caches(config: Mapping[str, Any], out: Path, force: bool) -> tuple[list[Path], "Path | None"]:
-    base = Path(config["_base"])
-    seed = int(config.get("seed", 0))
-    kind, spec = next(iter(config["data"].items()))
-    spec = dict(spec or {})
-    cache_dir = out / "caches"
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    caches: list[Path] = []
-    baseline = None
-    if kind == "import":
-        from latent.importer import import_embeddings
-
-        target = cache_dir / "imported.h5"
-        if target.exists() and not force:
-            log.info("run: reusing %s", target)
-        else:
-            import_embeddings(_expand(spec["embeddings"], base), target,
-                              metadata=_expand(spec["metadata"], base) if spec.get("metadata") else None,
-                              id_column=spec.get("id_column"),
-                              taxonomy=_expand(spec["taxonomy"], base) if spec.get("taxonomy") else None,
-                              join_on=spec.get("join_on"), model=spec.get("model"),
-                              pretrained=spec.get("pretrained", "unknown"), force=force)
-        caches.append(target)
-    elif kind == "synth":
-        from latent.synthetic import balanced_taxonomy, make_hierarchical, write_synthetic
-
-        signals = spec.get("signal", 1.0)
-        signals = signals if isinstance(signals, list) else [signals]
-        if spec.get("taxonomy") and spec.get("branching"):
-            raise InputError("data.synth takes 'taxonomy' (a table) or 'branching' (a balanced tree), not both.")
-        taxonomy: Any = _expand(spec["taxonomy"], base) if spec.get("taxonomy") else None
-        source = str(taxonomy or "builtin")
-        if spec.get("branching"):
-            branching = spec["branching"]
-            try:
-                taxonomy = balanced_taxonomy(branching)
-            except (TypeError, ValueError) as e:
-                raise InputError(f"data.synth.branching must be 7 integers >= 1 (kingdom..species); got "
-                                 f"{branching!r}.") from e
-            source = "balanced:" + "/".join(str(int(b)) for b in branching)
-        for signal in signals:
-            params = {"per_species": int(spec.get("per_species", 20)), "dim": int(spec.get("dim", 64)),
-                      "signal": float(signal), "noise": float(spec.get("noise", 1.0)), "seed": seed}
-            target = cache_dir / (f"synth-signal{params['signal']:g}-noise{params['noise']:g}-dim{params['dim']}"
-                                  f"-n{params['per_species']}-seed{seed}.h5")
-            if target.exists() and not force:
-                log.info("run: reusing %s", target)
-            else:
-                write_synthetic(target, make_hierarchical(taxonomy, **params), source=source, force=force)
-            caches.append(target)
-    else:
-        from latent.extract import embed_images
-
-        source = _expand(spec["source"], base)
-        taxonomy = _expand(spec["taxonomy"], base) if spec.get("taxonomy") else None
-        models = list(config["models"]) + ([config["baseline"]] if config.get("baseline") else [])
-        for model in models:
-            target = cache_dir / f"{model}.h5"
-            embed_images(source, target, model=model, taxonomy=taxonomy, join_on=spec.get("join_on"),
-                         path_column=spec.get("path_column"), batch_size=int(spec.get("batch_size", 64)),
-                         seed=seed, force=force, progress=False)
-            if model == config.get("baseline"):
-                baseline = target
-            else:
-                caches.append(target)
-    return caches, baseline
-
-
 def _report_settings(config: Mapping[str, Any]) -> Any:
-    from latent.report import ReportSettings
+    from latent.pipeline import ReportSettings
 
     probe = dict(config.get("probe") or {})
     report = dict(config.get("report") or {})
@@ -230,11 +166,18 @@ def run_experiment(config_path: "str | os.PathLike[str]", *, results: "str | os.
     results
         Results root; outputs go to ``results/<name>/``.
     force
-        Recompute every step.
+        Recompute every step (see :mod:`latent.pipeline` for the reuse rule).
 
     Returns
     -------
     ExperimentResult
+
+    Raises
+    ------
+    InputError
+        A bad config, or ``results/<name>`` holds something else (a file, another kind of latent output).
+    CacheError
+        Another latent process is running this experiment (``results/<name>/.latent.lock`` is held).
     """
     import yaml
 
@@ -243,12 +186,14 @@ def run_experiment(config_path: "str | os.PathLike[str]", *, results: "str | os.
     config = load_config(config_path)
     settings = _report_settings(config)  # checked before anything runs
     out = Path(results) / config["name"]
-    out.mkdir(parents=True, exist_ok=True)
-    clean = {k: v for k, v in config.items() if not k.startswith("_")}
-    (out / "config.yaml").write_text(f"# run from {config['_path']}\n" + yaml.safe_dump(clean, sort_keys=False))
-    (out / "versions.json").write_text(json.dumps(_versions(), indent=2, sort_keys=True))
-    caches, baseline = _caches(config, out, force)
-    report = build_report(caches, out / "report", settings=settings, baseline=baseline, force=force)
+    check_out(out, "experiment", param="--results")
+    check_out(out / "report", "report", param="--results")
+    with folder_lock(out, "experiment", param="--results"):
+        clean = {k: v for k, v in config.items() if not k.startswith("_")}
+        atomic_write_text(out / "config.yaml", f"# run from {config['_path']}\n" + yaml.safe_dump(clean, sort_keys=False))
+        atomic_write_text(out / "versions.json", json.dumps(_versions(), indent=2, sort_keys=True))
+        caches, baseline = make_caches(config, out, force)
+        report = build_report(caches, out / "report", settings=settings, baseline=baseline, force=force)
     return ExperimentResult(config["name"], out, caches, report)
 
 
@@ -273,9 +218,6 @@ def run_demo(out: "str | os.PathLike[str]", *, force: bool = False) -> Experimen
     """The newcomer's first command: the demo experiment (:data:`DEMO_CONFIG`) into ``out``."""
     import yaml
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    config = out / "demo.yaml"
-    config.write_text(yaml.safe_dump(DEMO_CONFIG, sort_keys=False))
-    result = run_experiment(config, results=out, force=force)
-    return result
+    with folder_lock(out, "demo") as out:
+        config = atomic_write_text(out / "demo.yaml", yaml.safe_dump(DEMO_CONFIG, sort_keys=False))
+        return run_experiment(config, results=out, force=force)

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from latent.errors import InputError, format_list
-from latent.images import ImageRecord, find_images, records_from_manifest
+from latent.images import BAD_NAME_REASON, ImageRecord, find_images, printable_name, records_from_manifest
 from latent.ranks import RANK_NAMES, RANKS
 from latent.tables import read_table
 from latent.taxonomy import Taxonomy, lineages_from_table, resolve_rank_columns
@@ -211,7 +211,9 @@ def embed_images(
     if store_dtype not in STORE_DTYPES:
         raise InputError(f"The 'store_dtype' parameter of embed_images must be one of {', '.join(STORE_DTYPES)}. Got {store_dtype!r} instead.")
     start = time.perf_counter()
-    out = Path(out)
+    from latent.cache import check_out_path
+
+    out = check_out_path(out)  # before any work
     records, lineages = collect_inputs(source, path_column=path_column, taxonomy=taxonomy, join_on=join_on)
     Taxonomy(lineages, what="taxonomy of the images")  # refuse conflicting lineages before any work
     labels = {name: lineages[:, r].astype(str) for r, name in enumerate(RANK_NAMES)}
@@ -234,7 +236,10 @@ def embed_images(
         },
     )
     mode = "create"
-    ids = [r.id for r in records]
+    # file names that are not UTF-8 cannot be cache ids: skipped, and recorded under a printable name
+    printable = [printable_name(r.id) for r in records]
+    bad_names = {i for i, p in enumerate(printable) if p is not None}
+    ids = [r.id if p is None else p for r, p in zip(records, printable)]
     partial = out.with_name(out.name + ".partial")
     if out.exists() and not force:
         mode = "append"  # the writer refuses other provenance, naming both
@@ -254,10 +259,17 @@ def embed_images(
         skipped = len(ids) - len(todo)
         if skipped:
             log.info("%d of %d inputs are already in %s: embedding the other %d", skipped, len(ids), out, len(todo))
+        named_badly = [i for i in todo if i in bad_names]
+        if named_badly:
+            writer.add_failed([ids[i] for i in named_badly], BAD_NAME_REASON)
+            for i in named_badly:
+                log.warning("skipped %s: %s", ids[i], BAD_NAME_REASON)
+            todo = [i for i in todo if i not in bad_names]
         loop_start = time.perf_counter()
         embedded, failures = _run(loaded, records, todo, labels, writer, batch_size=batch_size,
                                   workers=_default_workers() if workers is None else workers,
                                   progress=progress, commit_every=commit_every)
+        failures = [(ids[i], BAD_NAME_REASON) for i in named_badly] + failures
         loop_seconds = time.perf_counter() - loop_start
         rows = writer.n_rows
     report = EmbedReport(out, len(ids), embedded, skipped, len(failures), rows, time.perf_counter() - start,

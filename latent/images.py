@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "IMAGE_SUFFIXES",
+    "BAD_NAME_REASON",
+    "printable_name",
     "DEFAULT_MAX_PIXELS",
     "ImageRecord",
     "ImageLoadError",
@@ -112,6 +114,22 @@ class ImageRecord:
 # --------------------------------------------------------------------------------------------------
 # Finding images
 # --------------------------------------------------------------------------------------------------
+
+
+BAD_NAME_REASON = "file name is not valid UTF-8 (an HDF5 cache stores UTF-8 ids): rename the file to embed it"
+
+
+def printable_name(name: str) -> "str | None":
+    """``None`` when ``name`` is valid UTF-8 text, else a printable form of it (bad bytes as ``\\xNN``).
+
+    File names that are not UTF-8 reach Python as lone surrogates (``os.fsdecode``); they cannot be
+    stored as cache ids. ``printable_name("bad\\udcff.jpg")`` is ``"bad\\\\xff.jpg"``.
+    """
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode("utf-8", "backslashreplace")
+    return None
 
 
 def _is_image_name(name: str) -> bool:

@@ -221,6 +221,7 @@ def import_embeddings(
     model: "str | None" = None,
     pretrained: str = "unknown",
     force: bool = False,
+    on_conflict: str = "raise",
 ) -> ImportReport:
     """Import embeddings and their labels into a new embedding cache.
 
@@ -241,6 +242,11 @@ def import_embeddings(
     model, pretrained
         Provenance of the embeddings (what made them); ``model`` defaults to the JSON's ``model`` field,
         else ``"unknown"``.
+    force
+        Replace an existing cache at ``out`` (or finish a replacement left by an interrupted forced import).
+    on_conflict : {"raise", "warn"}
+        Lineage conflicts in the labels (a name with two parents in a kingdom, a species binomial of
+        another genus than its genus column): refuse, or warn and keep them as written.
 
     Returns
     -------
@@ -249,9 +255,15 @@ def import_embeddings(
     Raises
     ------
     InputError
-        Row-count mismatch, NaN or inf (rows named), duplicate ids, wrong dimensions, missing columns;
-        nothing is written.
+        ``out`` is a directory, row-count mismatch, NaN or inf (rows named), duplicate ids, wrong
+        dimensions, missing columns; nothing is written.
     """
+    from latent.cache import check_out_path
+
+    if on_conflict not in ("raise", "warn"):
+        raise InputError(f"The 'on_conflict' parameter of import_embeddings must be 'raise' or 'warn'. "
+                         f"Got {on_conflict!r} instead.")
+    check_out_path(out)  # before any work
     loaded = load_embeddings(embeddings)
     array = loaded.array
     n = array.shape[0]
@@ -303,7 +315,7 @@ def import_embeddings(
     else:
         log.warning("no metadata or taxonomy given: every row is unlabelled")
         lineages = np.full((n, len(RANKS)), "", dtype=object)
-    tax = Taxonomy(lineages, what="imported taxonomy")
+    tax = Taxonomy(lineages, on_conflict=on_conflict, what="imported taxonomy")
     unlabelled = int((~tax.labelled("species")).sum())
     if unlabelled and taxonomy is None:  # (a join already warned about its unmatched rows)
         log.warning("%d of %d rows have no species label: kept, unlabelled", unlabelled, n)

@@ -18,9 +18,9 @@ Columns
     distinct deepest known taxa, i.e. ``n_species``).
 ``ci_note``
     ``""`` when the row has a CI, else why not: fewer than :data:`latent.stats.MIN_CLUSTERS` species
-    (``"no CI: 4 species (< 10)"``), one class, an undefined value, or ``n_boot = 0``.
+    (``"no CI: 4 species (< 10)"``), one taxon, an undefined value, or ``n_boot = 0``.
 ``note``
-    What the reader must know to read the value: ``"one class: not informative"``, ranks left out of
+    What the reader must know to read the value: ``"one taxon at this rank: not testable"``, ranks left out of
     the hierarchical metrics, rows whose top-k list was shorter than k.
 
 Definitions
@@ -45,9 +45,12 @@ labelled at ``r``, and a labelled row without a prediction at ``r`` counts as wr
   true class none of whose species was drawn is not a class of that resample (counting it with F1 = 0
   would bias every resample downwards).
 * ``n_classes``: distinct true classes among the evaluated rows (no interval).
-* **One class.** At a rank with a single true taxon among its rows (``n_taxa = 1``, e.g. one kingdom)
-  accuracy does not measure taxonomic knowledge: ``top1``, ``top5``, ``balanced_accuracy`` and
-  ``macro_f1`` keep their value but get ``note = "one class: not informative"`` and no CI.
+* **One taxon.** At a rank with a single true taxon among its rows (``n_taxa = 1``, e.g. one kingdom;
+  the rank :func:`informative_ranks` leaves out as ``"one taxon"``) accuracy does not measure taxonomic
+  knowledge: ``top1``, ``top5``, ``balanced_accuracy`` and ``macro_f1`` keep their value (as computed)
+  but get ``note = "one taxon at this rank: not testable"`` (the word the verdicts use for such a
+  rank), with "(one candidate taxon: any predictor scores 1)" when the predictor had no other taxon
+  to choose, and no CI (``ci_note = "no CI: one taxon"``). So does the species ``top1_error``.
 * ``consistency`` (ranks order..species, see *informative ranks*): among rows predicted at ``r`` and
   ``r - 1`` in the hierarchical prediction (below), the fraction whose rank-``r`` node is a child of
   the rank-``r - 1`` node. Only pairs of two informative ranks count.
@@ -143,9 +146,12 @@ MODES = ("flat", "per-rank")
 #: Categories of the divergence table, root first: the rank where the lineages first differ, or correct.
 DIVERGENCE_LABELS = tuple(RANK_NAMES) + ("correct",)
 TOP_K = 5
-#: ``note`` of accuracy rows at a rank with a single true taxon among the scored rows.
-ONE_CLASS_NOTE = "one class: not informative"
-_ONE_CLASS_CI = "no CI: one class"
+#: ``note`` of accuracy rows at a rank with a single true taxon among the scored rows: the same rank is
+#: "not testable" in the verdicts (:mod:`latent.verdict`, reason "one taxon").
+ONE_CLASS_NOTE = "one taxon at this rank: not testable"
+#: Added to :data:`ONE_CLASS_NOTE` when the predictor also had a single candidate taxon there.
+_ONE_CANDIDATE = " (one candidate taxon: any predictor scores 1)"
+_ONE_CLASS_CI = "no CI: one taxon"
 
 Statistic = Callable[[np.ndarray], np.ndarray]
 
@@ -489,11 +495,13 @@ def _join(*notes: str) -> str:
     return "; ".join(n for n in notes if n)
 
 
-def _rank_metrics(true: np.ndarray, topk: np.ndarray, rank: Rank, n_candidates: int) -> "list[_Job | dict[str, Any]]":
+def _rank_metrics(true: np.ndarray, topk: np.ndarray, rank: Rank, n_candidates: int, one_taxon: bool
+                  ) -> "list[_Job | dict[str, Any]]":
     """top1, top5, balanced_accuracy, macro_f1, n_classes at one rank (rows labelled there).
 
     ``n_candidates`` is the number of taxa the predictor chose among at ``rank``: top5 is emitted
-    only when ``k >= 5`` and ``n_candidates > 5``.
+    only when ``k >= 5`` and ``n_candidates > 5``. ``one_taxon``: :func:`informative_ranks` left the
+    rank out as "one taxon" (accuracy rows get :data:`ONE_CLASS_NOTE` and no CI).
     """
     label = rank.label
     rows = np.flatnonzero(true[:, rank] >= 0)
@@ -509,9 +517,9 @@ def _rank_metrics(true: np.ndarray, topk: np.ndarray, rank: Rank, n_candidates: 
         log.info("rank %s: %d candidate taxa (<= %d): top%d is trivially 1 and not reported", label, n_candidates,
                  TOP_K, TOP_K)
     n_taxa = int(np.unique(t).size)
-    one_class = n_taxa == 1
+    one_class = one_taxon
     if one_class:
-        log.info("rank %s: one true taxon among the %d scored rows: accuracy not informative, no CI", label, m)
+        log.info("rank %s: one true taxon among the %d scored rows: not testable, no CI", label, m)
     correct = (p1 == t).astype(np.float64)
     in_top = (cand[:, :TOP_K] == t[:, None]).any(axis=1).astype(np.float64)
     # Compact class indices over the union of true and predicted codes (sklearn's label set).
@@ -547,7 +555,7 @@ def _rank_metrics(true: np.ndarray, topk: np.ndarray, rank: Rank, n_candidates: 
 
     names = ("top1", "top5", "balanced_accuracy", "macro_f1")
     emit = (True, with_top5, True, True)
-    base = ONE_CLASS_NOTE if one_class else ""
+    base = (ONE_CLASS_NOTE + (_ONE_CANDIDATE if n_candidates == 1 else "")) if one_class else ""
     short = _short_list_note(cand, TOP_K, f"top{TOP_K}") if with_top5 else ""
     notes = (base, _join(base, short), base, base)
     return [_job(label, names, statistic, rows, emit=emit, notes=notes, n_taxa=n_taxa,
@@ -614,7 +622,8 @@ def _species_metrics(taxonomy: Taxonomy, true: np.ndarray, topk: np.ndarray, n_c
     n_mistakes = int(mistake.sum())
     with_top5 = topk.shape[2] >= TOP_K and n_candidates > TOP_K
     one_class = np.unique(truth[:, Rank.SPECIES]).size == 1
-    notes = (ONE_CLASS_NOTE if one_class else "", "", "",
+    one_note = ONE_CLASS_NOTE + (_ONE_CANDIDATE if n_candidates == 1 else "")
+    notes = (one_note if one_class else "", "", "",
              _short_list_note(cand, TOP_K, "hdist@5 (mean over the listed species)") if with_top5 else "")
     job = _job("all", names, statistic, rows, n=(m, n_mistakes, m, m), emit=(True, True, True, with_top5),
                notes=notes)
@@ -760,13 +769,15 @@ def evaluate_predictions(
     if n_units < MIN_CLUSTERS:
         log.warning("%d species among the %d test rows (< %d): no confidence intervals", n_units, pred.n, MIN_CLUSTERS)
 
+    hier = hierarchical_predictions(pred)
+    keep, left_out = informative_ranks(true, hier)  # one rule for "one taxon" everywhere below
     items: list[_Job | dict[str, Any]] = []
     confusions = []
     for rank in RANKS:
         if not (topk[:, rank, 0] >= 0).any():
             log.debug("rank %s: not predicted, skipped", rank.label)
             continue
-        items += _rank_metrics(true, topk, rank, pred.candidates(rank))
+        items += _rank_metrics(true, topk, rank, pred.candidates(rank), left_out.get(rank.label) == "one taxon")
         confusions.append(_rank_confusions(tax, true, topk, rank, int(top_confusions)))
 
     h1 = np.zeros(0, dtype=np.int64)
@@ -775,14 +786,12 @@ def evaluate_predictions(
         items += species_jobs
     else:
         log.info("species not predicted: species-level metrics (severity, hdist) skipped")
-    hier = hierarchical_predictions(pred)
     items += _set_metrics(tax, true, hier)
     rows = _run_jobs(items, units, **boot)
     for row in rows:  # ready rows (n_classes) rest on the species of their rank's rows
         if row["metric"] == "n_classes":
             labelled = true[:, RANK_NAMES.index(row["rank"])] >= 0
             row["n_species"] = int(np.unique(units[labelled]).size)
-    keep, left_out = informative_ranks(true, hier)
 
     constant = {"method": pred.method, "mode": pred.mode}
     metrics = results_frame(rows, **constant)

@@ -1,34 +1,30 @@
 """``latent report``: from caches to one document that answers "does this space reflect the taxonomy?".
 
-For each cache (one model each; several side by side) the report runs what is missing, reusing results
-already computed for the same cache and settings:
+For each cache (one model each; several side by side) :func:`build_report` runs the steps of
+:mod:`latent.pipeline` (which states the one reuse rule: a step is reused when its run record holds the
+same identity, i.e. the same inputs, parameters and latent version):
 
 - evaluations (``latent evaluate``; by default a linear probe on a random split and kNN on a
   species-disjoint split) into ``DIR/runs/<cache>/evaluate-<method>-<split>-seed<S>-boot<B>/``;
 - probes (``latent probe``) into ``DIR/runs/<cache>/probe-<distance>-perm<N>-seed<S>-<hash>/``;
 - 2-D projections of the images into ``DIR/runs/<cache>/projection-<method>-seed<S>.csv``.
 
-Each step writes ``settings.json`` (the cache's path, size and modification time, and every
-parameter) last; a later report skips the step when that file matches, unless ``force``. Output
-names derive from the parameters (the hash covers those not spelled out in the name).
-
-Then it draws the figures from those results tables only (``DIR/figures/*.png`` and ``*.pdf``) and
-writes ``DIR/report.md`` and ``DIR/report.html`` (self-contained: figures embedded). The report starts
-with the answer: per rank, each statistic with its effect size, CI, permutation p-value and a verdict
-reached by the rule in :data:`VERDICT_RULE`; then the figures; then the provenance.
+The whole run holds ``DIR/.latent.lock``: a second ``latent report`` on the same ``DIR`` is refused.
+This module then only renders: the figures from those results tables only (``DIR/figures/*.png`` and
+``*.pdf``), and ``DIR/report.md`` and ``DIR/report.html`` (self-contained: figures embedded). The report
+starts with the answer: per rank, each statistic with its effect size, CI, permutation p-value and a
+verdict reached by the rule in :data:`VERDICT_RULE`; then the figures; then the provenance.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import html
 import json
 import logging
 import math
 import os
 import platform
-import subprocess
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -49,51 +45,9 @@ log = logging.getLogger(__name__)
 from latent.verdict import (ALPHA, PRIMARY, PRIMARY_ALL, SUPPORTING, VERDICT_COLUMNS, VERDICT_RULE,  # noqa: E402
                             supporting_table, verdict_table)
 
-#: Probes that hold the primary statistics: always run by a report.
-PRIMARY_PROBES = (PRIMARY[0], PRIMARY_ALL[0])
-
-
-@dataclass(frozen=True)
-class ReportSettings:
-    """What the report computes (every field is part of the output names or their hash).
-
-    Attributes
-    ----------
-    evaluations
-        ``(method, split)`` pairs for ``latent evaluate``.
-    probes
-        Probe names (None: all).
-    permutations, distance, seed, max_images, max_pairs, probe_settings
-        ``latent probe`` options (see :class:`latent.probes.base.ProbeOptions`).
-    n_boot
-        Bootstrap resamples of the evaluation CIs.
-    projections
-        2-D projection methods (``"pca"``, ``"umap"``).
-    max_projection_points
-        Images drawn in a projection (a seeded sample above it).
-    device
-        Device for torch steps.
-    verdict_permutations
-        Restricted permutations of the primary statistic per rank (``levels`` probe; its own
-        ``probe_settings["levels"]["permutations"]`` wins when given).
-    common_dim
-        Compare models at a common dimension (PCA to the smallest), see :mod:`latent.compare`.
-    """
-
-    evaluations: tuple[tuple[str, str], ...] = (("linear", "random"), ("knn", "species-disjoint"))
-    probes: "tuple[str, ...] | None" = None
-    permutations: int = 199
-    distance: str = "cosine"
-    seed: int = 0
-    max_images: int = 5_000
-    max_pairs: int = 2_000_000
-    probe_settings: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
-    n_boot: int = 1000
-    projections: tuple[str, ...] = ("pca", "umap")
-    max_projection_points: int = 20_000
-    device: str = "auto"
-    verdict_permutations: int = 999
-    common_dim: bool = True
+from latent import pipeline  # noqa: E402
+from latent.pipeline import PRIMARY_PROBES, ReportSettings, atomic_write_text, folder_lock  # noqa: E402,F401
+from latent.pipeline import git_commit as _git_commit  # noqa: E402  (kept importable here)
 
 
 @dataclass(frozen=True)
@@ -127,32 +81,7 @@ class ReportResult:
         return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------ steps with reuse
-def _cache_identity(path: Path) -> dict[str, Any]:
-    stat = path.stat()
-    return {"path": str(path.resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-
-
-def _settings_match(folder: Path, expected: Mapping[str, Any], needed: Sequence[str]) -> bool:
-    marker = folder / "settings.json"
-    if not marker.exists() or not all((folder / n).exists() for n in needed):
-        return False
-    try:
-        return json.loads(marker.read_text()) == json.loads(json.dumps(expected, default=str))
-    except (OSError, json.JSONDecodeError):
-        return False
-
-
-def _write_settings(folder: Path, settings: Mapping[str, Any]) -> None:
-    tmp = folder / "settings.json.tmp"
-    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True, default=str))
-    os.replace(tmp, folder / "settings.json")
-
-
-def _short_hash(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:8]
-
-
+# ------------------------------------------------------------------------------ labels
 def _label(provenance: Any, path: Path, taken: set[str]) -> str:
     base = str(provenance.model or path.stem)
     label = base if base not in taken else f"{base} ({path.stem})"
@@ -172,89 +101,6 @@ def _label_by_stem(stem: str, taken: set[str]) -> str:
 def _slug(text: str) -> str:
     out = "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-")
     return out or "model"
-
-
-def _run_evaluations(cache: Path, folder: Path, settings: ReportSettings, force: bool) -> list[Path]:
-    from latent.evaluate import evaluate_cache
-
-    dirs = []
-    for method, split in settings.evaluations:
-        out = folder / f"evaluate-{method}-{split}-seed{settings.seed}-boot{settings.n_boot}"
-        params = {"cache": _cache_identity(cache), "step": "evaluate", "method": method, "split": split,
-                  "seed": settings.seed, "n_boot": settings.n_boot, "latent_version": __version__}
-        if not force and _settings_match(out, params, ["metrics.csv", "severity.csv", "divergence.csv"]):
-            log.info("report: reusing %s", out)
-        else:
-            log.info("report: evaluate %s (%s, %s)", cache, method, split)
-            evaluate_cache(cache, out, method=method, split=split, seed=settings.seed, n_boot=settings.n_boot,
-                           device=settings.device)
-            _write_settings(out, params)
-        dirs.append(out)
-    return dirs
-
-
-def _run_probes(cache: Path, folder: Path, settings: ReportSettings, force: bool, baseline: "Path | None") -> Path:
-    from latent.probes.base import ProbeOptions
-    from latent.probes.run import probe_cache
-
-    extra = {k: dict(v) for k, v in settings.probe_settings.items()}
-    extra.setdefault("levels", {}).setdefault("permutations", settings.verdict_permutations)
-    options = ProbeOptions(distance=settings.distance, permutations=settings.permutations,
-                           max_pairs=settings.max_pairs, max_images=settings.max_images, seed=settings.seed,
-                           device=settings.device, extra=extra)
-    probes = list(settings.probes or [])
-    if probes:
-        added = [p for p in PRIMARY_PROBES if p not in probes]
-        if added:
-            log.info("report: the verdicts' primary statistics need the %s probe(s): added", ", ".join(added))
-        probes = [*added, *probes]
-    params = {"cache": _cache_identity(cache), "step": "probe", "probes": probes or "all",
-              "options": asdict(options), "baseline": None if baseline is None else _cache_identity(baseline),
-              "latent_version": __version__}
-    out = folder / f"probe-{settings.distance}-perm{settings.permutations}-seed{settings.seed}-{_short_hash(params)}"
-    if not force and _settings_match(out, params, ["metrics.csv", "species.csv"]):
-        log.info("report: reusing %s", out)
-        return out
-    log.info("report: probes on %s", cache)
-    probe_cache(cache, out, probes=probes or None, options=options, baseline=baseline)
-    _write_settings(out, params)
-    return out
-
-
-def _run_projections(cache: Path, folder: Path, settings: ReportSettings, force: bool) -> list[Path]:
-    from latent.cache import open_cache
-    from latent.projection import project
-
-    paths = []
-    for method in settings.projections:
-        path = folder / f"projection-{method}-seed{settings.seed}.csv"
-        params = {"cache": _cache_identity(cache), "step": "projection", "method": method, "seed": settings.seed,
-                  "max_points": settings.max_projection_points, "latent_version": __version__}
-        marker = folder / f"projection-{method}-seed{settings.seed}.settings.json"
-        if not force and path.exists() and marker.exists() and json.loads(marker.read_text()) == json.loads(
-                json.dumps(params, default=str)):
-            paths.append(path)
-            continue
-        with open_cache(cache) as c:
-            taxonomy = c.taxonomy()
-            rows = np.flatnonzero(taxonomy.labelled("species"))
-            if len(rows) > settings.max_projection_points:
-                rng = np.random.default_rng(settings.seed)
-                rows = np.sort(rng.choice(rows, settings.max_projection_points, replace=False))
-            X = c.read(rows, normalize=True)
-            ids = np.asarray(c.ids)[rows]
-        log.info("report: %s projection of %d images", method, len(rows))
-        xy = project(X, method=method, seed=settings.seed)
-        table = pd.DataFrame({"id": ids})
-        for r, name in enumerate(RANK_NAMES):
-            table[name] = taxonomy.row_names[rows, r].astype(str)
-        table["x"], table["y"] = xy[:, 0], xy[:, 1]
-        tmp = path.with_name(path.name + ".tmp")
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-        marker.write_text(json.dumps(params, indent=2, sort_keys=True, default=str))
-        paths.append(path)
-    return paths
 
 
 # ------------------------------------------------------------------------------ the answer
@@ -659,15 +505,6 @@ def _provenance(models: list[_Model], settings: ReportSettings) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1],
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else "-"
-    except (OSError, subprocess.SubprocessError):
-        return "-"
-
-
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
@@ -720,10 +557,7 @@ def _write_documents(out: Path, models: list[_Model], settings: ReportSettings, 
            _markdown_table(pd.DataFrame({"setting": list(run_info), "value": [str(v) for v in run_info.values()]})),
            "", "Results tables: " + ", ".join(f"`{d.relative_to(out).as_posix()}`" for m in models
                                                for d in [*m.evaluations, m.probe]), ""]
-    md_path = out / "report.md"
-    tmp = out / "report.md.tmp"
-    tmp.write_text("\n".join(md), encoding="utf-8")
-    os.replace(tmp, md_path)
+    md_path = atomic_write_text(out / "report.md", "\n".join(md))
 
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>latent report: {html.escape(names)}</title>"
              f"<style>{_CSS}</style></head><body>",
@@ -749,10 +583,7 @@ def _write_documents(out: Path, models: list[_Model], settings: ReportSettings, 
     parts += ["<h2>Provenance</h2>", _html_table(prov),
               _html_table(pd.DataFrame({"setting": list(run_info), "value": [str(v) for v in run_info.values()]})),
               "</body></html>"]
-    html_path = out / "report.html"
-    tmp = out / "report.html.tmp"
-    tmp.write_text("".join(parts), encoding="utf-8")
-    os.replace(tmp, html_path)
+    html_path = atomic_write_text(out / "report.html", "".join(parts))
     return html_path, md_path
 
 
@@ -778,14 +609,20 @@ def build_report(
     baseline
         Optional random-features cache of the same images, probed next to every model.
     force
-        Recompute every step even where its results exist.
+        Recompute every step even where its results exist (see :mod:`latent.pipeline` for the reuse rule).
 
     Returns
     -------
     ReportResult
-    """
-    from latent.cache import open_cache
 
+    Raises
+    ------
+    InputError
+        No cache, a cache or the baseline missing, or ``out`` holds something else (a file, another kind
+        of latent output).
+    CacheError
+        Another latent process is writing into ``out`` (its ``.latent.lock`` is held).
+    """
     settings = settings or ReportSettings()
     if not caches:
         raise InputError("latent report needs at least one cache.")
@@ -793,8 +630,17 @@ def build_report(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise InputError(f"Cache(s) not found: {', '.join(missing)}.")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if baseline is not None and not Path(baseline).exists():
+        raise InputError(f"--baseline {baseline} not found; give the random-features cache of the same images.")
+    with folder_lock(out, "report") as out:
+        return _build_report(paths, out, settings, None if baseline is None else Path(baseline), force)
+
+
+def _build_report(paths: list[Path], out: Path, settings: ReportSettings, baseline: "Path | None",
+                  force: bool) -> ReportResult:
+    """The report's steps (:mod:`latent.pipeline`), then the rendering; ``out`` is locked by the caller."""
+    from latent.cache import open_cache
+
     start = time.perf_counter()
     models: list[_Model] = []
     provenances = []
@@ -812,25 +658,24 @@ def build_report(
         label = _label(provenance, path, taken) if names.count(name) == 1 else _label_by_stem(short[path], taken)
         taken.add(label)
         # one folder per cache file (not per display label, which depends on the other caches of the report)
-        folder = out / "runs" / f"{_slug(path.stem)}-{_short_hash(str(path.resolve()))[:6]}"
+        folder = pipeline.model_folder(out, path)
         folder.mkdir(parents=True, exist_ok=True)
-        evaluations = _run_evaluations(path, folder, settings, force)
-        probe = _run_probes(path, folder, settings, force, None if baseline is None else Path(baseline))
-        projections = _run_projections(path, folder, settings, force)
+        cache_id = pipeline.file_identity(path, what="cache")
+        evaluations = pipeline.evaluate_steps(path, folder, settings, force, cache_id)
+        probe = pipeline.probe_step(path, folder, settings, force, baseline, cache_id)
+        projections = pipeline.projection_steps(path, folder, settings, force, cache_id)
         info = json.loads((probe / "run.json").read_text()) if (probe / "run.json").exists() else {}
         models.append(_Model(label, path, provenance, evaluations, probe, projections, info))
     figures = _draw_figures(models, out / "figures")
     verdict, evidence = _answer_tables(models)
-    comparisons = _comparisons(models, settings, None if baseline is None else Path(baseline))
+    comparisons = _comparisons(models, settings, baseline)
     for name, table in (("verdicts.csv", verdict), ("supporting.csv", evidence), ("comparisons.csv", comparisons)):
-        tmp = out / f"{name}.tmp"
-        table.to_csv(tmp, index=False)
-        os.replace(tmp, out / name)
+        atomic_write_text(out / name, table.to_csv(index=False))
     html_path, md_path = _write_documents(out, models, settings, verdict, evidence, comparisons, figures)
     runs = {m.label: {"cache": str(m.cache.resolve()), "evaluations": [str(d.resolve()) for d in m.evaluations],
                       "probe": str(m.probe.resolve()), "projections": [str(p.resolve()) for p in m.projections]}
             for m in models}
-    (out / "report.json").write_text(json.dumps({"models": runs, "settings": asdict(settings),
-                                                 "latent_version": __version__}, indent=2, default=str))
+    atomic_write_text(out / "report.json", json.dumps({"models": runs, "settings": asdict(settings),
+                                                       "latent_version": __version__}, indent=2, default=str))
     log.info("report written to %s in %.1fs", html_path, time.perf_counter() - start)
     return ReportResult(out, html_path, md_path, verdict, [f.png for f in figures], runs, comparisons)

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from latent.errors import TaxonomyError, format_list
+from latent.errors import InputError, TaxonomyError, format_list
 from latent.ranks import RANK_NAMES, RANKS, Rank, parse_rank
 from latent.tables import read_table
 
@@ -79,11 +79,15 @@ def resolve_rank_columns(columns: Sequence[object], *, what: str = "taxonomy tab
     TaxonomyError
         If a rank has no column; the message lists the missing ranks, the accepted spellings and the
         columns found.
+    InputError
+        If the column chosen for a rank is there twice (headers that differ only in case or spaces).
     """
     by_key: dict[str, object] = {}
+    same_key: dict[str, list[object]] = {}
     for column in columns:
         key = str(column).strip().lower()
         by_key.setdefault(key, column)
+        same_key.setdefault(key, []).append(column)
     found: dict[Rank, object] = {}
     missing = []
     for rank in RANKS:
@@ -93,6 +97,13 @@ def resolve_rank_columns(columns: Sequence[object], *, what: str = "taxonomy tab
                 break
         else:
             missing.append(rank)
+    for rank, column in found.items():
+        twins = same_key[str(column).strip().lower()]
+        if len(twins) > 1:
+            raise InputError(
+                f"The {what} has {len(twins)} columns for rank {rank.label} ({', '.join(repr(str(c)) for c in twins)}; "
+                f"headers are compared ignoring case and spaces): keep one of them."
+            )
     if missing:
         spell = "; ".join(f"{r.label}: {' or '.join(_ALIASES[r])}" for r in missing)
         raise TaxonomyError(
@@ -111,7 +122,7 @@ def _clean(values: pd.Series) -> np.ndarray:
     """Strip, collapse inner whitespace and blank out empty markers; returns ``(n,)`` object array."""
     text = values.astype(object).where(values.notna(), "")
     text = text.map(lambda v: " ".join(str(v).split()))
-    out = text.to_numpy(dtype=object)
+    out = np.array(text.to_numpy(dtype=object), dtype=object)  # a writable copy (pandas may hand out a read-only view)
     empty = np.fromiter((v.lower() in EMPTY_MARKERS for v in out), dtype=bool, count=len(out))
     out[empty] = ""
     return out
@@ -131,6 +142,8 @@ def lineages_from_table(table: "pd.DataFrame | str | os.PathLike[str]", *, what:
         ``(n_rows, 7)`` object array of ``str``, ``""`` where empty.
     """
     frame = read_table(table, what=what)
+    if len(frame) == 0 and not isinstance(table, pd.DataFrame):
+        raise InputError(f"The {what} has no rows (only a header): give one row per taxon or image.")
     columns = resolve_rank_columns(list(frame.columns), what=what)
     names = np.empty((len(frame), N_RANKS), dtype=object)
     for rank in RANKS:
@@ -174,6 +187,33 @@ def lca_height(codes_a: np.ndarray, codes_b: np.ndarray) -> np.ndarray:
         shared = (a[:, r, None] == b[None, :, r]) & (a[:, r, None] >= 0)
         out -= shared.view(np.uint8)
     return out
+
+
+_NAME_MARKS = str.maketrans({c: " " for c in "×[]()'\"\u2020"})  # hybrid sign, brackets, quotes, dagger
+_NAME_PREFIXES = frozenset({"x", "candidatus", "ca."})  # "x Agropogon", "Candidatus Pelagibacter"
+
+
+def _first_name(name: str) -> str:
+    """The genus part of a name (casefolded), past hybrid signs, brackets and "Candidatus"."""
+    words = [w for w in name.translate(_NAME_MARKS).split() if w.casefold() not in _NAME_PREFIXES]
+    return words[0].casefold() if words else ""
+
+
+def _genus_mismatches(names: np.ndarray) -> list[tuple[int, str, str]]:
+    """Rows ``(row, genus, species)`` whose species of two or more words starts with another genus.
+
+    "Pica pica" under genus Corvus is a mismatch; an epithet alone (joined with the genus when the
+    table is read), "Corvus sp.", trinomials and a genus written with its subgenus ("Aedes
+    (Stegomyia)") are not.
+    """
+    genus, species = names[:, Rank.GENUS].astype(str), names[:, Rank.SPECIES].astype(str)
+    pairs = pd.DataFrame({"g": genus, "s": species})
+    pairs = pairs[(pairs["g"] != "") & pairs["s"].str.contains(" ", regex=False)].drop_duplicates()
+    bad = {(g, sp) for g, sp in zip(pairs["g"], pairs["s"])
+           if _first_name(sp) and _first_name(g) and _first_name(sp) != _first_name(g)}
+    if not bad:
+        return []
+    return [(int(i), str(genus[i]), str(species[i])) for i in range(len(genus)) if (genus[i], species[i]) in bad]
 
 
 @dataclass(frozen=True)
@@ -242,6 +282,13 @@ class Taxonomy:
                 raise TaxonomyError(message)
             log.warning("%s", message)
         self.conflicts: tuple[_Conflict, ...] = tuple(conflicts)
+        mismatches = _genus_mismatches(names)
+        if mismatches:
+            message = self._mismatch_message(mismatches)
+            if on_conflict == "raise":
+                raise TaxonomyError(message)
+            log.warning("%s", message)
+        self.genus_mismatches: tuple[tuple[int, str, str], ...] = tuple(mismatches)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -319,7 +366,7 @@ class Taxonomy:
         lines = [
             f"The {self._what} has {len(conflicts)} name(s) with more than one parent. Within a kingdom a "
             "name must have a single parent (homonyms across kingdoms are allowed). Rows are 0-based data "
-            "rows (header not counted). Fix the table, or pass on_conflict='warn' to keep the lineages apart:"
+            "rows (header not counted). Fix the table, or pass on_conflict='warn' (--on-conflict warn) to keep the lineages apart:"
         ]
         for c in conflicts[:20]:
             parts = "; ".join(f"{p} in rows {format_list(rows, limit=10)}" for p, rows in c.parents[:5])
@@ -328,6 +375,18 @@ class Taxonomy:
             lines.append(f"  {c.rank.label} {c.name!r} ({c.kingdom or 'empty kingdom'}): {parts}")
         if len(conflicts) > 20:
             lines.append(f"  ... and {len(conflicts) - 20} more conflicts ({len(conflicts)} in all)")
+        return "\n".join(lines)
+
+    def _mismatch_message(self, mismatches: list[tuple[int, str, str]]) -> str:
+        lines = [
+            f"The {self._what} has {len(mismatches)} row(s) whose species is a binomial of another genus than the "
+            "row's genus column (a lineage conflict). Rows are 0-based data rows (header not counted). Fix the "
+            "genus or the species, or pass on_conflict='warn' (--on-conflict warn) to keep them as written:"
+        ]
+        for row, genus, species in mismatches[:20]:
+            lines.append(f"  row {row}: genus {genus!r}, species {species!r}")
+        if len(mismatches) > 20:
+            lines.append(f"  ... and {len(mismatches) - 20} more rows ({len(mismatches)} in all)")
         return "\n".join(lines)
 
     # ------------------------------------------------------------------ basic views

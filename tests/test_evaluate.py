@@ -77,9 +77,9 @@ def test_cub10_linear_tables_with_cis(cub10_linear):
     for rank in ("kingdom", "phylum", "class"):
         assert metric(metrics, rank, "n_classes")["value"] == 1 and metric(metrics, rank, "top1")["value"] == 1
         row = metric(metrics, rank, "top1")
-        assert row["note"] == "one class: not informative" and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
+        assert row["note"].startswith("one taxon at this rank: not testable") and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
         assert not ((metrics["rank"] == rank) & (metrics["metric"] == "top5")).any()
-    assert "(no CI)" in report.summary() and "one class: not informative" in report.summary()
+    assert "(no CI)" in report.summary() and "one taxon at this rank: not testable" in report.summary()
     assert metric(metrics, "species", "top1")["n"] == len(pd.read_parquet(out / "predictions.parquet"))
     assert metric(metrics, "species", "top1")["value"] > 0.5  # real CLIP features separate these birds
     for name in ("mistake_severity", "hdist@1", "hdist@5", "hP", "hR", "hF", "hca"):
@@ -195,3 +195,23 @@ def test_cli_evaluate_prints_summary_and_explains_errors(tmp_path):
     assert proc.returncode == 2 and "latent embed-text" in proc.stderr and "Traceback" not in proc.stderr
     proc = run(cache, "--method", "knn", "--out", tmp_path / "q", "--clade", "tribe=X")
     assert proc.returncode == 2 and "clade" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_evaluate_refuses_another_caches_results_without_force(tmp_path, capsys):
+    from latent.cli import main
+
+    a = synth_cache(tmp_path / "a.h5", signal=1.0, per_species=4)
+    b = synth_cache(tmp_path / "b.h5", signal=0.5, per_species=4, seed=1)
+    out = tmp_path / "e"
+    assert main(["evaluate", str(a), "--method", "knn", "--out", str(out), "--bootstrap", "20"]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["evaluate", str(b), "--method", "knn", "--out", str(out), "--bootstrap", "20"]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds results of {a.resolve()} (model synthetic); use another --out or --force" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["evaluate", str(a), "--method", "knn", "--out", str(out), "--bootstrap", "20", "--seed", "1"]) == 0
+    assert json.loads((out / "run.json").read_text())["seed"] == 1  # the same cache re-runs in place
+    assert main(["evaluate", str(b), "--method", "knn", "--out", str(out), "--bootstrap", "20", "--force"]) == 0
+    assert json.loads((out / "run.json").read_text())["cache"] == str(b.resolve())

@@ -78,7 +78,7 @@ def test_bad_input_explained(tmp_path, capsys):
     assert main(["probe", str(cache), "--out", str(tmp_path / "o"), "--set", "oops"]) == 2
     assert "PROBE.SETTING=VALUE" in capsys.readouterr().err
     assert main(["probe", str(cache), "--out", str(tmp_path / "o"), "--permutations", "-1"]) == 2
-    assert "'permutations' option" in capsys.readouterr().err
+    assert "permutations' option" in capsys.readouterr().err  # '--permutations' (CLI) or 'permutations'
     assert main(["probe", str(cache), "--out", str(tmp_path / "o"), "--clade", "genus=Nothingus"]) == 2
     assert "Nothingus" in capsys.readouterr().err
     other = tmp_path / "other.h5"
@@ -88,3 +88,20 @@ def test_bad_input_explained(tmp_path, capsys):
     assert "lacks" in capsys.readouterr().err
     assert main(["probe", str(cache)]) == 2
     assert not (tmp_path / "o" / "metrics.csv").exists()
+
+
+def test_probe_refuses_another_caches_results_without_force(tmp_path, capsys):
+    a = synth(tmp_path / "a.h5", 1.0)
+    b = synth(tmp_path / "b.h5", 0.0, seed=5)
+    out = tmp_path / "p"
+    args = ["--probes", "separability", "--permutations", "2", *FAST]
+    assert main(["probe", str(a), "--out", str(out), *args]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    capsys.readouterr()
+    assert main(["probe", str(b), "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err
+    assert f"{out} holds results of {a.resolve()} (model synthetic); use another --out or --force" in err
+    assert "Traceback" not in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(["probe", str(b), "--out", str(out), *args, "--force"]) == 0
+    assert json.loads((out / "run.json").read_text())["cache"] == str(b.resolve())

@@ -28,6 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from latent import validate
 from latent.errors import InputError
 from latent.ranks import RANK_NAMES, Rank
 from latent.taxonomy import N_RANKS
@@ -69,9 +70,12 @@ class ProbeOptions:
     seed
         Seed of every sample and permutation.
     device
-        ``"auto"``, ``"cpu"`` or ``"cuda"`` for the probes that use torch.
+        ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"`` for the probes that use torch;
+        one torch does not see raises InputError (:func:`latent.validate.device`).
     extra
-        Probe-specific settings by probe name, e.g. ``{"dendrogram": {"method": "ward"}}``.
+        Probe-specific settings by probe name, e.g. ``{"dendrogram": {"method": "ward"}}``. Unknown
+        probes and settings (names not in ``latent.probes.PROBES[name].settings``) raise InputError
+        listing the valid ones.
     """
 
     distance: str = "cosine"
@@ -89,6 +93,14 @@ class ProbeOptions:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise InputError(f"The {name!r} option must be an integer >= 0. Got {value!r}.")
+        validate.int_range("permutations", self.permutations, 0, validate.MAX_PERMUTATIONS, of="ProbeOptions",
+                           hint=f"Above {validate.MAX_PERMUTATIONS:,} permutations a null takes days and its "
+                                f"p-value resolution gains nothing; use fewer.")
+        # A device torch does not see is refused here, not silently unused by probes that never touch it.
+        if not hasattr(self.device, "type"):  # a torch.device is the caller's own choice
+            object.__setattr__(self, "device", validate.device("device", self.device, of="ProbeOptions"))
+        # Unknown probes or settings (a misspelled --set or YAML key) are refused, listing the valid ones.
+        object.__setattr__(self, "extra", validate.probe_settings(self.extra, name="extra", of="ProbeOptions"))
 
     def for_probe(self, name: str) -> dict[str, Any]:
         """The probe-specific settings of probe ``name`` (empty dict if none)."""

@@ -1,12 +1,18 @@
-"""``latent probe``: run probes on a cache and write the shared long table plus what figures need.
+"""Probes on in-memory embeddings (``latent.run_probes``) or on a cache (``latent probe``).
 
-cache -> :class:`~latent.probes.base.ProbeData` (images labelled at species, L2-normalised) -> each
-probe -> ``DIR/metrics.csv`` (long format with ``probe``, ``features``, ``model`` columns and the null
-columns), ``DIR/<probe>.npz`` (arrays, e.g. a linkage), ``DIR/<probe>_<table>.csv`` (tidy tables, e.g.
-null samples), ``DIR/species.csv`` (species in taxonomy order with image counts: the row/column order
-of every species matrix), and ``DIR/run.json`` (cache, provenance, settings, seeds, per-probe notes and
-timings). With a baseline cache (e.g. the same images through a randomly initialised model) every
-probe also runs on it, aligned on image ids, and its rows say ``features="baseline"``.
+embeddings -> :class:`~latent.probes.base.ProbeData` (images labelled at species, L2-normalised) -> each
+probe -> a :class:`Probes` result: ``metrics`` (long format with ``probe``, ``features``, ``model``
+columns and the null columns), the arrays and tidy tables of each probe (e.g. a linkage, null samples)
+and ``species`` (species in taxonomy order with image counts: the row/column order of every species
+matrix). :meth:`Probes.save` writes ``DIR/metrics.csv``, ``DIR/<probe>.npz``, ``DIR/<probe>_<table>.csv``,
+``DIR/species.csv`` and ``DIR/run.json`` (cache or data, provenance, settings, seeds, per-probe notes and
+timings). With baseline features (e.g. the same images through a randomly initialised model) every
+probe also runs on them, and their rows say ``features="baseline"``.
+
+:func:`probe_cache` (``latent probe``) reads a cache (a baseline cache aligned on image ids), runs the
+same computation and saves it; a folder holding results of another cache is refused unless ``force``
+(checked before any computation, :func:`latent.results.check_output`); the same cache re-run replaces
+its results.
 
 A probe that cannot run on the data (e.g. a single taxon at every rank) is skipped with its reason
 in ``run.json`` and the log; the other probes still run. ``metrics.csv`` is written last and
@@ -15,11 +21,10 @@ atomically, so a complete ``metrics.csv`` means a complete run.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,28 +37,104 @@ from latent.errors import InputError
 from latent.probes import PROBES, get_probe, parse_probes
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult
 from latent.ranks import Rank
-from latent.results import jsonable, results_frame, write_results
+from latent.results import begin_output, check_output, finish_output, jsonable, results_frame
 
-__all__ = ["ProbeReport", "load_probe_data", "probe_cache", "list_probes"]
+__all__ = ["Probes", "ProbeReport", "load_probe_data", "probe_cache", "run_probes", "list_probes"]
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ProbeReport:
-    """What :func:`probe_cache` wrote (``metrics`` in the long format)."""
+@dataclass(eq=False, repr=False)
+class Probes:
+    """Results of a set of probes: the tables ``latent probe`` writes, in memory.
 
-    out: Path
+    Attributes
+    ----------
+    metrics : pandas.DataFrame
+        The long format (``rank, metric, value, ci_low, ci_high, n, ..., probe, features, model`` and the
+        null columns ``null_mean, z, p_value, permutations``).
+    species : pandas.DataFrame
+        The species in taxonomy order (``label``, kingdom..species, ``images``).
+    results : dict of str to ProbeResult
+        Each probe's result, keyed by probe name (``"<name>_baseline"`` for the baseline features).
+    info : dict
+        The run record (``run.json``).
+    out : pathlib.Path or None
+        Where :meth:`save` last wrote the tables (None until saved).
+    files : list of pathlib.Path
+        The files written there.
+    """
+
     metrics: pd.DataFrame
-    files: list[Path] = field(default_factory=list)
+    species: pd.DataFrame
+    results: dict[str, ProbeResult] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    out: "Path | None" = None
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """Every probe's tidy tables, by the file stem they are saved under (``"separability_null"``)."""
+        return {f"{key}_{name}": table for key, r in self.results.items() for name, table in r.tables.items()}
+
+    @property
+    def arrays(self) -> dict[str, dict[str, np.ndarray]]:
+        """Every probe's arrays (e.g. a linkage), by the file stem they are saved under (``"dendrogram"``)."""
+        return {key: dict(r.arrays) for key, r in self.results.items() if r.arrays}
+
+    def __repr__(self) -> str:
+        info = self.info
+        return (f"<Probes {', '.join(self.results)} on {info.get('cache') or 'in-memory data'}: "
+                f"{info.get('n_images')} images, {info.get('n_species')} species, {len(self.metrics)} metric rows; "
+                f".summary(), .to_frame(), .tables, .arrays, .save(dir)>")
+
+    def to_frame(self) -> pd.DataFrame:
+        """The metrics in the long results format (a copy; as written to ``metrics.csv``)."""
+        return self.metrics.copy()
+
+    def save(self, out: "str | os.PathLike[str]", *, force: bool = False) -> list[Path]:
+        """Write ``metrics.csv``, ``<probe>.npz``, ``<probe>_<table>.csv``, ``species.csv`` and ``run.json``
+        into ``out`` (created), as ``latent probe`` does.
+
+        Parameters
+        ----------
+        out
+            The results folder. A folder holding results of another cache or other data is refused
+            (:func:`latent.results.check_output`); results of the same source are replaced.
+        force
+            Replace whatever results ``out`` holds.
+
+        Returns
+        -------
+        list of pathlib.Path
+            The files written (``metrics.csv`` first; it is written last, atomically).
+
+        Raises
+        ------
+        CacheError
+            ``out`` holds results of another source, and not ``force``; nothing is written.
+        """
+        out = Path(out)
+        previous = begin_output(out, self.info, force=force)
+        files: list[Path] = []
+        for key, result in self.results.items():
+            files += _save_result(result, out, key[len(result.probe):])
+        tmp = out / "species.csv.tmp"
+        self.species.to_csv(tmp, index=False)
+        os.replace(tmp, out / "species.csv")
+        files.append(out / "species.csv")
+        self.files = finish_output(out, self.info, self.metrics, files, previous)
+        self.out = out
+        return list(self.files)
 
     def summary(self) -> str:
         """A short human-readable table: each statistic with its null mean and p-value."""
         m = self.metrics
         m = m[m["features"] == "model"] if "features" in m.columns else m
-        lines = [f"probes on {self.info.get('cache')}: {self.info.get('n_images')} images, "
-                 f"{self.info.get('n_species')} species ({self.info.get('model')})"]
+        source = self.info.get("cache") or "in-memory data"
+        model = self.info.get("model")
+        lines = [f"probes on {source}: {self.info.get('n_images')} images, "
+                 f"{self.info.get('n_species')} species" + (f" ({model})" if model else "")]
         lines.append(f"  {'probe':<14} {'rank':<8} {'metric':<28} {'value':>9} {'null':>9} {'p':>7} {'n':>8}")
         for row in m.itertuples(index=False):
             null = getattr(row, "null_mean", np.nan)
@@ -64,8 +145,13 @@ class ProbeReport:
                          f"{'' if pd.isna(null) else f'{null:.4g}':>9} {'' if pd.isna(p) else f'{p:.3g}':>7} {row.n:>8}")
         for name, reason in self.info.get("skipped", {}).items():
             lines.append(f"  skipped {name}: {reason}")
-        lines.append(f"wrote {self.out}")
+        if self.out is not None:
+            lines.append(f"wrote {self.out}")
         return "\n".join(lines)
+
+
+#: The name :func:`probe_cache` returned before the in-memory API (the same class).
+ProbeReport = Probes
 
 
 def list_probes() -> str:
@@ -136,55 +222,25 @@ def _save_result(result: ProbeResult, out: Path, suffix: str) -> list[Path]:
     return files
 
 
-def probe_cache(
-    cache_path: "str | os.PathLike[str]",
-    out: "str | os.PathLike[str]",
-    *,
-    probes: "str | list[str] | None" = None,
-    options: "ProbeOptions | None" = None,
-    baseline: "str | os.PathLike[str] | None" = None,
-    clade: "str | tuple[Rank, str] | None" = None,
-) -> ProbeReport:
-    """Run probes on a cache and write the tables (see the module docstring).
-
-    Parameters
-    ----------
-    cache_path
-        An embedding cache.
-    out
-        Output folder (created).
-    probes
-        Probe names (``"a,b"`` or a list; default every probe, see :data:`latent.probes.PROBES`).
-    options
-        Shared settings (distance, permutations, sample limits, seed, device, per-probe settings).
-    baseline
-        Optional cache of baseline features (same image ids), probed the same way.
-    clade
-        ``"RANK=NAME"`` or ``(Rank, name)``: probe only this clade's images.
-
-    Returns
-    -------
-    ProbeReport
-    """
-    from latent.evaluate import parse_clade
-
-    names = parse_probes(probes)
+def _checked_options(options: "ProbeOptions | None") -> ProbeOptions:
     options = options or ProbeOptions()
+    if not isinstance(options, ProbeOptions):
+        raise InputError(f"The 'options' parameter must be a latent.probes.ProbeOptions. Got {type(options).__name__} "
+                         f"instead.")
     unknown = [k for k in options.extra if k not in PROBES]
     if unknown:
         raise InputError(f"Settings were given for unknown probe(s) {', '.join(unknown)}; probes: {', '.join(PROBES)}.")
-    clade_spec = parse_clade(clade) if isinstance(clade, str) else clade
-    start = time.perf_counter()
-    out = Path(out)
-    data, provenance = load_probe_data(cache_path, clade=clade_spec)
-    feature_sets = [("model", data, "")]
-    if baseline is not None:
-        feature_sets.append(("baseline", _aligned_baseline(data, baseline), "_baseline"))
-    out.mkdir(parents=True, exist_ok=True)
-    log.info("probing %s: %d images, %d species, probes %s", cache_path, len(data.X), data.n_species, ", ".join(names))
+    return options
 
+
+def _compute(names: list[str], feature_sets: list[tuple[str, ProbeData, str]], options: ProbeOptions,
+             source: dict[str, Any], *, model: str, start: float) -> Probes:
+    """Run the probes on each feature set (``(features, data, file suffix)``, the model's first)."""
+    data = feature_sets[0][1]
+    log.info("probing %s: %d images, %d species, probes %s", source.get("cache") or "in-memory data", len(data.X),
+             data.n_species, ", ".join(names))
     frames: list[pd.DataFrame] = []
-    files: list[Path] = []
+    results: dict[str, ProbeResult] = {}
     skipped: dict[str, str] = {}
     notes: dict[str, Any] = {}
     timings: dict[str, float] = {}
@@ -202,7 +258,7 @@ def probe_cache(
             timings[key] = round(time.perf_counter() - t0, 3)
             log.info("probe %s (%s features): %.1fs", name, features, timings[key])
             frames.append(results_frame(result.to_frame(), features=features))
-            files += _save_result(result, out, suffix)
+            results[key] = result
             notes[key] = jsonable(dict(result.info))
     if not frames:
         raise InputError("No probe could run on this data: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
@@ -210,24 +266,167 @@ def probe_cache(
     species = data.taxonomy.species_table()
     species.insert(0, "label", data.taxonomy.species_labels())
     species["images"] = data.counts
-    species.to_csv(out / "species.csv", index=False)
-    files.append(out / "species.csv")
     info = {
-        "command": "probe", "cache": str(Path(cache_path).resolve()),
-        "baseline": None if baseline is None else str(Path(baseline).resolve()),
-        "clade": None if clade_spec is None else f"{clade_spec[0].label}={clade_spec[1]}",
-        "probes": names, "options": jsonable(asdict(options)), "n_images": int(len(data.X)),
-        "n_species": data.n_species, "dim": int(data.X.shape[1]),
-        "model": provenance.model, "pretrained": provenance.pretrained, "preprocess": provenance.preprocess,
+        "command": "probe", **source, "probes": names, "options": jsonable(asdict(options)),
+        "n_images": int(len(data.X)), "n_species": data.n_species, "dim": int(data.X.shape[1]),
         "latent_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - start, 2), "probe_seconds": timings, "skipped": skipped,
         "probe_info": notes,
     }
-    with open(out / "run.json", "w", encoding="utf-8") as handle:
-        json.dump(info, handle, indent=2, sort_keys=True, default=str)
-    files.append(out / "run.json")
-    metrics = results_frame(pd.concat(frames, ignore_index=True), model=provenance.model)
-    files.insert(0, write_results(metrics, out / "metrics.csv"))
-    report = ProbeReport(out, metrics, files, info)
-    log.info("%s", report.summary())
-    return report
+    metrics = results_frame(pd.concat(frames, ignore_index=True), model=model)
+    probes = Probes(metrics=metrics, species=species, results=results, info=info)
+    log.info("%s", probes.summary())
+    return probes
+
+
+def run_probes(
+    X: Any,
+    taxonomy: Any,
+    *,
+    probes: "str | list[str] | None" = None,
+    options: "ProbeOptions | None" = None,
+    baseline: Any = None,
+    ids: Any = None,
+    clade: "str | tuple[Rank, str] | None" = None,
+    model: str = "",
+    distance: "str | None" = None,
+    permutations: "int | None" = None,
+    max_pairs: "int | None" = None,
+    max_images: "int | None" = None,
+    seed: "int | None" = None,
+    device: "str | None" = None,
+    settings: "dict[str, dict[str, Any]] | None" = None,
+) -> Probes:
+    """Run probes on in-memory embeddings (``latent.run_probes``; nothing is written).
+
+    Parameters
+    ----------
+    X
+        ``(n_images, dim)`` embeddings, any real dtype: cast to float32 and L2-normalised per row, as
+        :func:`probe_cache` reads a cache, so the same vectors give the same numbers.
+    taxonomy
+        A :class:`~latent.taxonomy.Taxonomy` with one row per image, or a table (DataFrame or path) with
+        kingdom..species columns, one row per image. Images without a species are left out.
+    probes
+        Probe names (``"a,b"`` or a list; default every probe, see :data:`latent.probes.PROBES`).
+    options
+        Shared settings (:class:`~latent.probes.base.ProbeOptions`); the keyword settings below
+        replace its fields.
+    baseline
+        Optional ``(n_images, dim')`` baseline features of the same images, row for row (e.g. a random
+        model), probed the same way (rows ``features="baseline"``).
+    ids
+        ``(n_images,)`` unique image ids (default ``"0".."n-1"``).
+    clade
+        ``"RANK=NAME"`` or ``(Rank, name)``: probe only this clade's images.
+    model
+        Label of the ``model`` column.
+    distance, permutations, max_pairs, max_images, seed, device
+        :class:`~latent.probes.base.ProbeOptions` fields (None: from ``options``, else the default).
+    settings
+        Probe-specific settings by probe name, e.g. ``{"dendrogram": {"method": "ward"}}``
+        (``ProbeOptions.extra``; ``latent probe --set``).
+
+    Returns
+    -------
+    Probes
+        ``.to_frame()``, ``.summary()``, ``.save(dir)``, the tables and arrays as attributes.
+    """
+    from latent.api import as_embeddings, as_ids, as_taxonomy, data_identity
+    from latent.evaluate import parse_clade
+
+    start = time.perf_counter()
+    names = parse_probes(probes)
+    options = _checked_options(options)
+    given = {"distance": distance, "permutations": permutations, "max_pairs": max_pairs, "max_images": max_images,
+             "seed": seed, "device": device, "extra": settings}
+    options = _checked_options(replace(options, **{k: v for k, v in given.items() if v is not None}))
+    clade_spec = parse_clade(clade) if isinstance(clade, str) else clade
+    data = as_embeddings(X, function="run_probes")
+    tax = as_taxonomy(taxonomy, len(data), function="run_probes")
+    image_ids = as_ids(ids, len(data), function="run_probes")
+    keep = tax.labelled(Rank.SPECIES)
+    if clade_spec is not None:
+        keep &= tax.clade_mask(*clade_spec)
+    rows = np.flatnonzero(keep)
+    if not len(rows):
+        where = "" if clade_spec is None else f" in the clade {clade_spec[0].label}={clade_spec[1]}"
+        raise InputError(f"The taxonomy has no images labelled at species{where}: nothing to probe.")
+    model_data = ProbeData.from_arrays(data[rows], tax.select_rows(rows), image_ids[rows])
+    feature_sets = [("model", model_data, "")]
+    source: dict[str, Any] = {"cache": None, "data": data_identity(data), "model": model or None,
+                              "pretrained": None, "preprocess": None, "baseline": None,
+                              "clade": None if clade_spec is None else f"{clade_spec[0].label}={clade_spec[1]}"}
+    if baseline is not None:
+        base = as_embeddings(baseline, parameter="baseline", function="run_probes")
+        if len(base) != len(data):
+            raise InputError(f"The 'baseline' parameter of run_probes must have one row per image ({len(data)}). "
+                             f"Got {len(base)} rows instead.")
+        feature_sets.append(("baseline", ProbeData.from_arrays(base[rows], model_data.taxonomy, model_data.ids),
+                             "_baseline"))
+        source["baseline"] = {"data": data_identity(base)}
+    return _compute(names, feature_sets, options, source, model=model, start=start)
+
+
+def probe_cache(
+    cache_path: "str | os.PathLike[str]",
+    out: "str | os.PathLike[str]",
+    *,
+    probes: "str | list[str] | None" = None,
+    options: "ProbeOptions | None" = None,
+    baseline: "str | os.PathLike[str] | None" = None,
+    clade: "str | tuple[Rank, str] | None" = None,
+    force: bool = False,
+) -> Probes:
+    """Run probes on a cache and write the tables (read, :func:`run_probes`' computation, save).
+
+    Parameters
+    ----------
+    cache_path
+        An embedding cache.
+    out
+        Output folder (created). One holding results of another cache is refused unless ``force``
+        (checked before any computation); results of the same cache are replaced.
+    probes
+        Probe names (``"a,b"`` or a list; default every probe, see :data:`latent.probes.PROBES`).
+    options
+        Shared settings (distance, permutations, sample limits, seed, device, per-probe settings).
+    baseline
+        Optional cache of baseline features (same image ids), probed the same way.
+    clade
+        ``"RANK=NAME"`` or ``(Rank, name)``: probe only this clade's images.
+    force
+        Replace the results of another cache in ``out``.
+
+    Returns
+    -------
+    Probes
+        With ``out`` and ``files`` set.
+
+    Raises
+    ------
+    CacheError
+        ``out`` holds results of another cache (and not ``force``): nothing is computed or written.
+    """
+    from latent.cache import open_cache
+    from latent.evaluate import parse_clade
+
+    names = parse_probes(probes)
+    options = _checked_options(options)
+    clade_spec = parse_clade(clade) if isinstance(clade, str) else clade
+    start = time.perf_counter()
+    out = Path(out)
+    with open_cache(cache_path) as cache:
+        provenance = cache.provenance
+    source: dict[str, Any] = {
+        "cache": str(Path(cache_path).resolve()), "model": provenance.model, "pretrained": provenance.pretrained,
+        "preprocess": provenance.preprocess, "baseline": None if baseline is None else str(Path(baseline).resolve()),
+        "clade": None if clade_spec is None else f"{clade_spec[0].label}={clade_spec[1]}"}
+    check_output(out, {"command": "probe", **source}, force=force)
+    data, provenance = load_probe_data(cache_path, clade=clade_spec)
+    feature_sets = [("model", data, "")]
+    if baseline is not None:
+        feature_sets.append(("baseline", _aligned_baseline(data, baseline), "_baseline"))
+    result = _compute(names, feature_sets, options, source, model=provenance.model, start=start)
+    result.save(out, force=force)
+    return result
