@@ -1,26 +1,33 @@
-"""Benchmark: the 7-rank linear-probe sweep, latent's torch L-BFGS against scikit-learn's lbfgs.
+"""Benchmark: `latent evaluate CACHE --method linear` (the path users run) against scikit-learn.
 
 Data: ``latent.synthetic.make_hierarchical`` on a generated taxonomy (default 1,000 species in 2
 kingdoms, 5 phyla, 12 classes, 35 orders, 100 families, 300 genera), 20 images per species in 768
-dimensions, L2-normalised; per species 16 images train and 4 test (16,000 x 768 train, 4,000 test).
+dimensions, written as an embedding cache (``latent.synthetic.write_synthetic``).
 
-Protocol, identical for both solvers (``latent.linear.linear_probe_ranks(..., solver=...)``): stratified
-80/20 train/validation split of the train rows, the C grid 1e-6 .. 1e6 (13 values) fitted from strong
-to weak regularisation with warm starts, 3 halving refinement steps around the best C, refit on
-train + validation at the best C, test accuracy. Both stop at the same rule: largest absolute
-gradient entry of the mean-scaled objective <= ``tol`` x its value at zero (scikit-learn gets the
-equivalent absolute ``tol``), same ``max_iter``.
+Measured: the command ``latent evaluate CACHE --method linear --out DIR --device cpu --seed S`` run in a
+subprocess (process start, cache read, the 7-rank sweep of ``latent.linear.linear_probe_ranks`` that
+``latent.predictors.predict_linear`` calls, every metric with its bootstrap CI, the files written),
+wall time from the outside. Reference, in the same run: scikit-learn's ``LogisticRegression`` (lbfgs)
+on the same train/test split of the same cache (``latent.splits.random_split`` with the CLI's
+``--test-fraction`` and ``--seed``) and the same protocol, ``linear_probe_ranks(..., solver="sklearn")``:
+stratified 80/20 train/validation split of the train rows, the C grid 1e-6 .. 1e6 (13 values) fitted
+from strong to weak regularisation with warm starts, 3 halving refinement steps around the best C,
+refit on train + validation at the best C. Both stop at the same rule (largest absolute gradient
+entry of the mean-scaled objective <= 1e-3 x its value at zero; scikit-learn gets the equivalent
+absolute ``tol``), ``max_iter`` 500. The reference time is the sweep alone (no process start, no
+metrics), so the ratio reference / CLI understates the solver's own speed-up.
 
-    .venv/bin/python benchmarks/bench_linear.py                 # everything: ~10 min on 2 cores
-    .venv/bin/python benchmarks/bench_linear.py --ranks species --solvers torch
-    .venv/bin/python benchmarks/bench_linear.py --json out.json  # also write the raw numbers
+    .venv/bin/python benchmarks/bench_linear.py                    # default size (~10 min on 2 cores)
+    .venv/bin/python benchmarks/bench_linear.py --species 200 --dim 256
+    .venv/bin/python benchmarks/bench_linear.py --json out.json     # also write the raw numbers
 
-Runs the whole sweep with torch, then with scikit-learn (~6-7 min of the total), then with torch
-again: the two torch runs bracket the reference, so a change of machine load during it shows as a
-difference between them (the table uses their mean). Prints a markdown table: per rank, classes,
-time and test accuracy of each solver, the time ratio and the accuracy difference, and the whole
-sweep's wall time. Nothing is extrapolated: every number is measured in this run. With scikit-learn
-in the run it also prints what scikit-learn's default ``tol=1e-4`` does at the species rank.
+Runs the CLI, then scikit-learn, then the CLI again: the two CLI runs bracket the reference, so a
+change of machine load during it shows as a difference between them (the table uses their mean).
+Then, for the breakdown, the same torch sweep in-process (``linear_probe_ranks`` on the split, as
+``predict_linear`` calls it; ``--no-in-process`` skips it).
+Prints a markdown table: per rank, classes, the test top-1 accuracy of each (the CLI's from its
+``metrics.csv``), the difference and the chosen C; then the wall times and their ratio. Nothing is
+extrapolated: every number is measured in this run.
 """
 
 from __future__ import annotations
@@ -29,18 +36,21 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from latent.linear import linear_probe_ranks
-from latent.ranks import RANK_NAMES
-from latent.synthetic import make_hierarchical
+from latent.ranks import RANK_NAMES, RANKS
+from latent.synthetic import make_hierarchical, write_synthetic
 from latent.taxonomy import Taxonomy
 
 SIZES = (2, 5, 12, 35, 100, 300)  # kingdoms .. genera above the species
-
-
 def generated_taxonomy(n_species: int, seed: int = 0) -> Taxonomy:
     """A 7-rank taxonomy: every node of each rank gets a random parent, every parent >= 1 child."""
     rng = np.random.default_rng(seed)
@@ -60,117 +70,117 @@ def generated_taxonomy(n_species: int, seed: int = 0) -> Taxonomy:
     return Taxonomy.from_lineages(rows)
 
 
-def make_data(n_species: int, per_species: int, n_test: int, dim: int, signal: float, seed: int):
+def make_cache(path: Path, n_species: int, per_species: int, dim: int, signal: float, seed: int) -> Path:
+    """The benchmark's embedding cache: ``per_species`` images of each of ``n_species`` species."""
     tax = generated_taxonomy(n_species, seed)
-    data = make_hierarchical(tax, per_species=per_species + n_test, dim=dim, signal=signal, seed=seed)
-    X = data.embeddings / np.linalg.norm(data.embeddings, axis=1, keepdims=True)
-    Y = data.taxonomy.row_codes
-    k = np.arange(len(X)) % (per_species + n_test)
-    train = k < per_species
-    return X[train], Y[train], X[~train], Y[~train]
+    return write_synthetic(path, make_hierarchical(tax, per_species=per_species, dim=dim, signal=signal, seed=seed))
+
+
+def split_of(cache_path: Path, test_fraction: float, seed: int):
+    """Unit-norm train/test embeddings and ``(n, 7)`` codes: the split ``latent evaluate`` makes."""
+    from latent.cache import open_cache
+    from latent.splits import random_split
+
+    with open_cache(cache_path) as cache:
+        X = cache.read(normalize=True)
+        tax = Taxonomy.from_table(cache.taxonomy_frame())
+    train, test = random_split(tax, test_fraction=test_fraction, seed=seed)
+    Y = np.stack([tax.codes(r) for r in RANKS], axis=1)
+    return X[train], Y[train], X[test], Y[test]
+
+
+def latent_command() -> list[str]:
+    """The ``latent`` console script of this interpreter's environment."""
+    script = Path(sys.executable).with_name("latent")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "latent.cli"]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--species", type=int, default=1000)
-    parser.add_argument("--per-species", type=int, default=16, help="train images per species")
-    parser.add_argument("--test-per-species", type=int, default=4)
+    parser.add_argument("--per-species", type=int, default=20, help="images per species (train + test)")
     parser.add_argument("--dim", type=int, default=768)
     parser.add_argument("--signal", type=float, default=0.15, help="make_hierarchical signal (noise 1)")
-    parser.add_argument("--ranks", nargs="+", default=list(RANK_NAMES))
-    parser.add_argument("--solvers", nargs="+", default=["torch", "sklearn"], choices=["torch", "sklearn"])
-    parser.add_argument("--tol", type=float, default=1e-3)
-    parser.add_argument("--max-iter", type=int, default=500)
+    parser.add_argument("--test-fraction", type=float, default=0.3, help="the CLI's --test-fraction")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workdir", default=None, help="where the cache and results go (default: a temp folder)")
     parser.add_argument("--json", default=None, help="write the raw results here")
+    parser.add_argument("--no-in-process", action="store_true",
+                        help="skip the in-process torch sweep (the CLI's solver alone, for the breakdown)")
     args = parser.parse_args()
 
     import sklearn
     import torch
 
-    Xtr, Ytr, Xte, Yte = make_data(args.species, args.per_species, args.test_per_species, args.dim, args.signal,
-                                   args.seed)
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_linear_"))
+    work.mkdir(parents=True, exist_ok=True)
+    cache = make_cache(work / "bench.h5", args.species, args.per_species, args.dim, args.signal, args.seed)
+    Xtr, Ytr, Xte, Yte = split_of(cache, args.test_fraction, args.seed)
     print(f"machine: {platform.machine()} {os.cpu_count()} cores, python {platform.python_version()}, "
-          f"torch {torch.__version__} ({torch.get_num_threads()} threads), scikit-learn {sklearn.__version__}; "
-          f"load average at start {os.getloadavg()[0]:.2f}")
-    print(f"data: train {Xtr.shape}, test {Xte.shape}, signal {args.signal}, tol {args.tol}, max_iter {args.max_iter}")
-    if "sklearn" in args.solvers and "species" in args.ranks:
-        # Why the reference gets an explicit tol: scikit-learn's default (1e-4, absolute, on the gradient of
-        # the mean-scaled objective) versus the gradient at zero of this problem.
-        import warnings
+          f"torch {torch.__version__}, scikit-learn {sklearn.__version__}; OMP_NUM_THREADS="
+          f"{os.environ.get('OMP_NUM_THREADS', 'unset')}; load average at start {os.getloadavg()[0]:.2f}")
+    print(f"data: {cache} ({args.species} species x {args.per_species} images, {args.dim}-d, signal {args.signal}); "
+          f"split: train {Xtr.shape}, test {Xte.shape}")
 
-        from sklearn.linear_model import LogisticRegression
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            default = LogisticRegression(C=1.0).fit(Xtr, Ytr[:, 6])
-        print(f"scikit-learn defaults (tol=1e-4) at the species rank, C=1: {int(default.n_iter_[0])} iterations, "
-              f"test accuracy {np.mean(default.predict(Xte) == Yte[:, 6]):.4f}")
-    def run(solver: str):
+    def run_cli(i: int) -> dict:
+        out = work / f"cli{i}"
+        command = [*latent_command(), "evaluate", str(cache), "--method", "linear", "--out", str(out), "--device",
+                   "cpu", "--seed", str(args.seed), "--test-fraction", str(args.test_fraction), "--force"]
         load = os.getloadavg()[0]
         t0 = time.perf_counter()
-        res = linear_probe_ranks(Xtr, Ytr, Xte, Yte, ranks=args.ranks, seed=args.seed, tol=args.tol,
-                                 max_iter=args.max_iter, solver=solver, device="cpu")
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         seconds = time.perf_counter() - t0
-        print(f"  {solver:8s} whole sweep {seconds:7.1f}s  (load average {load:.2f} before, "
-              f"{os.getloadavg()[0]:.2f} after)", flush=True)
-        for rank, r in res.results.items():
-            iters = int(r.val_curve["n_iter"].sum()) + r.model.n_iter
-            print(f"      {rank:8s} {r.seconds:7.1f}s  test accuracy {res.test_accuracy[rank]:.4f}  best C "
-                  f"{r.best_C:.4g}  {iters} iterations in {len(r.val_curve) + 1} fits", flush=True)
-        return seconds, res
+        metrics = pd.read_csv(out / "metrics.csv")
+        top1 = metrics[metrics["metric"] == "top1"].set_index("rank")["value"].to_dict()
+        record = json.loads((out / "run.json").read_text())
+        print(f"  latent evaluate (CLI) {seconds:7.1f}s wall (its run.json: {record.get('seconds', float('nan')):.1f}s)"
+              f"  load average {load:.2f} before, {os.getloadavg()[0]:.2f} after", flush=True)
+        return {"seconds": seconds, "run_seconds": record.get("seconds"), "top1": top1,
+                "best_C": record["predictor_info"]["best_C"], "command": " ".join(command)}
 
-    # torch, then scikit-learn, then torch again: the two torch runs bracket the long reference run, so
-    # a change of machine load during it shows up as a difference between them.
-    runs: dict[str, list] = {s: [] for s in args.solvers}
-    order = ["torch", "sklearn", "torch"] if len(args.solvers) == 2 else args.solvers
-    for solver in order:
-        runs[solver].append(run(solver))
-    print()
-    ranks = list(runs[args.solvers[0]][0][1].results)
+    def run_sweep(solver: str) -> dict:
+        load = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        res = linear_probe_ranks(Xtr, Ytr, Xte, Yte, seed=args.seed, solver=solver, device="cpu")
+        seconds = time.perf_counter() - t0
+        print(f"  {solver + ' sweep':21s} {seconds:7.1f}s  load average {load:.2f} before, {os.getloadavg()[0]:.2f} after",
+              flush=True)
+        return {"seconds": seconds, "top1": dict(res.test_accuracy),
+                "best_C": {rank: r.best_C for rank, r in res.results.items()},
+                "classes": {rank: len(r.classes) for rank, r in res.results.items()},
+                "rank_seconds": {rank: r.seconds for rank, r in res.results.items()}}
 
-    def rank_seconds(solver: str, rank: str) -> float:
-        return float(np.mean([res.results[rank].seconds for _, res in runs[solver]]))
-
-    def total(solver: str) -> float:
-        return float(np.mean([seconds for seconds, _ in runs[solver]]))
-
-    raw = {"args": vars(args), "runs": {
-        solver: [{"seconds": sec, "ranks": {rank: {"seconds": r.seconds, "test_accuracy": res.test_accuracy[rank],
-                                                   "best_C": r.best_C, "val_curve": r.val_curve.to_dict("list")}
-                                            for rank, r in res.results.items()}} for sec, res in runs[solver]]
-        for solver in runs}}
-    if len(args.solvers) == 2:
-        sk, tc = runs["sklearn"][0][1], runs["torch"][0][1]
-        print("| rank | classes | sklearn (s) | latent torch (s) | ratio | sklearn acc | torch acc | diff (points) "
-              "| best C sklearn / torch |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-        for rank in ranks:
-            t_sk, t_tc = rank_seconds("sklearn", rank), rank_seconds("torch", rank)
-            a_sk, a_tc = sk.test_accuracy[rank], tc.test_accuracy[rank]
-            print(f"| {rank} | {len(tc.results[rank].classes)} | {t_sk:.1f} | {t_tc:.1f} | {t_sk / t_tc:.1f} | "
-                  f"{a_sk:.4f} | {a_tc:.4f} | {100 * (a_tc - a_sk):+.2f} | "
-                  f"{sk.results[rank].best_C:.3g} / {tc.results[rank].best_C:.3g} |")
-        worst = max(abs(tc.test_accuracy[r] - sk.test_accuracy[r]) for r in ranks)
-        print(f"| **whole sweep** (wall) | | **{total('sklearn'):.1f}** | **{total('torch'):.1f}** | "
-              f"**{total('sklearn') / total('torch'):.1f}** | | | max abs {100 * worst:.2f} | |")
-        t1, t2 = (seconds for seconds, _ in runs["torch"])
-        print(f"\ntorch whole sweep: {t1:.1f}s before and {t2:.1f}s after the scikit-learn run (mean above); "
-              f"torch per-rank times exclude the shared centring/rotation, the whole-sweep times include it.")
-        same = all(runs["torch"][0][1].test_accuracy[r] == runs["torch"][1][1].test_accuracy[r] for r in ranks)
-        print(f"torch runs identical in accuracy: {same}")
-    else:
-        solver = args.solvers[0]
-        res = runs[solver][0][1]
-        print(f"| rank | classes | {solver} (s) | accuracy | best C |")
-        print("|---|---:|---:|---:|---:|")
-        for rank in ranks:
-            print(f"| {rank} | {len(res.results[rank].classes)} | {rank_seconds(solver, rank):.1f} | "
-                  f"{res.test_accuracy[rank]:.4f} | {res.results[rank].best_C:.3g} |")
-        print(f"| **whole sweep** (wall) | | {total(solver):.1f} | | |")
+    cli = [run_cli(0)]
+    sk = run_sweep("sklearn")
+    cli.append(run_cli(1))
+    inproc = None if args.no_in_process else run_sweep("torch")
+    print(f"\ncommand: {cli[0]['command']}\n")
+    print("| rank | classes | scikit-learn acc | `latent evaluate` acc | diff (points) | best C sklearn / latent |")
+    print("|---|---:|---:|---:|---:|---|")
+    worst = 0.0
+    for rank in RANK_NAMES:
+        if rank not in sk["top1"]:
+            continue
+        a_sk, a_cli = sk["top1"][rank], cli[0]["top1"][rank]
+        worst = max(worst, abs(a_cli - a_sk))
+        print(f"| {rank} | {sk['classes'][rank]} | {a_sk:.4f} | {a_cli:.4f} | {100 * (a_cli - a_sk):+.2f} | "
+              f"{sk['best_C'][rank]:.3g} / {cli[0]['best_C'][rank]:.3g} |")
+    cli_mean = float(np.mean([c["seconds"] for c in cli]))
+    print(f"\nmax abs accuracy difference: {100 * worst:.2f} points; the two CLI runs identical in accuracy: "
+          f"{cli[0]['top1'] == cli[1]['top1']}")
+    print(f"wall time: scikit-learn sweep {sk['seconds']:.1f}s; `latent evaluate --method linear` "
+          f"{cli[0]['seconds']:.1f}s and {cli[1]['seconds']:.1f}s (mean {cli_mean:.1f}s, whole command); "
+          f"ratio scikit-learn / CLI {sk['seconds'] / cli_mean:.1f}")
+    if inproc is not None:
+        same = all(abs(inproc["top1"][r] - cli[0]["top1"][r]) < 1e-12 for r in inproc["top1"])
+        print(f"breakdown: the same torch sweep in-process (linear_probe_ranks, as predict_linear calls it) "
+              f"{inproc['seconds']:.1f}s, ratio scikit-learn / in-process {sk['seconds'] / inproc['seconds']:.1f}; "
+              f"the rest of the CLI's time is process start, cache read, metrics with bootstrap CIs and files; "
+              f"in-process accuracies equal to the CLI's: {same}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(raw, fh, indent=1, default=float)
+            json.dump({"args": vars(args), "cli": cli, "sklearn": sk, "torch_in_process": inproc}, fh, indent=1,
+                      default=float)
 
 
 if __name__ == "__main__":

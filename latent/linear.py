@@ -44,7 +44,7 @@ The probe is meant for L2-normalised embeddings (the caller normalises; nothing 
 normalises features implicitly).
 
 Public API: :func:`fit_logistic`, :func:`sweep_C`, :func:`linear_probe`, :func:`linear_probe_ranks`,
-:func:`train_val_split`, and the result types :class:`LogisticModel`, :class:`ProbeResult`,
+:func:`train_val_split`, :class:`FixedCLogistic` (many fits at a given C on row subsets of one frame), and the result types :class:`LogisticModel`, :class:`ProbeResult`,
 :class:`RankProbeResults`.
 """
 
@@ -69,6 +69,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = [
     "DEFAULT_GRID",
+    "FixedCLogistic",
     "LogisticModel",
     "ProbeResult",
     "RankProbeResults",
@@ -1554,6 +1555,52 @@ def linear_probe_ranks(
             n_test[r.label] = int(scored.sum())
             accuracy[r.label] = float(np.mean(res.predict()[scored] == Y_test[scored, r])) if scored.any() else math.nan
     return RankProbeResults(results, skipped, accuracy, n_test)
+
+
+class FixedCLogistic:
+    """Logistic fits at a given C on row subsets of one centred, rotated frame of the rows of ``X``.
+
+    The solver of :func:`fit_logistic` (its minimiser does not depend on the centring or rotation of
+    the features, so one frame of all rows serves every training subset: one eigendecomposition for
+    many fits, e.g. one per rank and permutation in :mod:`latent.probes.separability`), the pieces that
+    :func:`linear_probe_ranks` shares across ranks.
+
+    Parameters
+    ----------
+    X
+        ``(n, d)`` embeddings (L2-normalised by the caller); fits use subsets of its rows.
+    device
+        ``"auto"``, ``"cpu"``, ``"cuda"`` or a torch device.
+    max_iter, tol
+        As in :func:`fit_logistic`.
+
+    Attributes
+    ----------
+    fits, not_converged : int
+        Fits made so far, and those stopped at ``max_iter``.
+    """
+
+    def __init__(self, X: np.ndarray, *, device: Any = "auto", max_iter: int = 500, tol: float = 1e-3) -> None:
+        function = "FixedCLogistic"
+        self.X = _check_X(X, "X", function)
+        self.frame = _Frame(self.X, device=_resolve_device(device, function), dtype="float32", precondition=True)
+        self.max_iter = _check_int(max_iter, "max_iter", function, 0)
+        self.tol = _check_positive(tol, "tol", function)
+        self.fits = 0
+        self.not_converged = 0
+
+    def predict(self, train: np.ndarray, y: np.ndarray, C: float, test: np.ndarray) -> np.ndarray:
+        """Fit on rows ``train`` of ``X`` with labels ``y`` at ``C``; ``(len(test),)`` predicted labels of rows ``test``."""
+        classes, y_index = np.unique(y, return_inverse=True)
+        problem = _Problem(self.frame, train, y_index.astype(np.int64), len(classes))
+        lam = 1.0 / (C * problem.n)
+        state = _solve(problem, lam, _State(problem.zeros(), lam, None), max_iter=self.max_iter, tol=self.tol,
+                       history=10)
+        self.fits += 1
+        self.not_converged += int(state.reason == "max_iter")
+        W, b = problem.from_theta(state.theta)
+        logits = self.X[test].astype(np.float64) @ W + b
+        return classes[np.argmax(logits, axis=1)]
 
 
 def _check_codes(Y: Any, n: int, parameter: str, function: str, rows_of: str) -> np.ndarray:

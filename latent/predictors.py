@@ -623,12 +623,14 @@ def predict_linear(
     taxonomy
         The label space.
     mode
-        ``"per-rank"``: one probe per rank on the train rows labelled at that rank (a rank with fewer
-        than two classes is not predicted, logged). ``"flat"``: one species probe; its probabilities
-        are summed up the tree.
+        ``"per-rank"``: one probe per rank on the train rows labelled at that rank, all ranks in one
+        call of :func:`latent.linear.linear_probe_ranks` (the sweep BENCHMARKS.md measures: one
+        centring and rotation of the train embeddings shared by every rank); a rank with a single
+        class is predicted trivially, one with none is not predicted (logged). ``"flat"``: one
+        species probe (:func:`latent.linear.linear_probe`); its probabilities are summed up the tree.
     seed, device, val_fraction, grid
-        Passed to :func:`latent.linear.linear_probe` (validation split seed, torch device, share of
-        train rows held out to choose C, grid of C values).
+        Passed to the probe (validation split seed, torch device, share of train rows held out to
+        choose C, grid of C values).
     **probe_options
         Any other option of :func:`latent.linear.linear_probe` (e.g. ``refine``, ``solver``,
         ``max_iter``), passed through.
@@ -645,7 +647,7 @@ def predict_linear(
         ``method="linear"``; scores are probabilities; ``info["best_C"]`` holds the chosen C per rank
         (``{"species": C}`` in flat mode) and ``info["n_classes"]`` the classes per rank.
     """
-    from latent.linear import linear_probe
+    from latent.linear import linear_probe, linear_probe_ranks
 
     function = "predict_linear"
     _check_common(function, mode, k, predict_species)
@@ -662,25 +664,35 @@ def predict_linear(
     n_classes: dict[str, int] = {}
     counts = np.zeros(_N_RANKS, dtype=np.int64)
     ranks = [Rank.SPECIES] if mode == "flat" else list(_ranks_to_predict(predict_species))
+    Y_train = np.stack([taxonomy.codes(r)[train] for r in RANKS], axis=1)  # (N, 7), -1 = unlabelled
+    fitted: list[Rank] = []
     for r in ranks:
-        labels = taxonomy.codes(r)[train]
-        labelled = labels >= 0
-        classes = np.unique(labels[labelled])
-        if len(classes) < 2:
-            if mode == "flat":
-                raise InputError(f"{function}: mode='flat' needs train rows of at least two species; found {len(classes)}.")
-            if len(classes) == 1:
-                # One class to learn: the only possible answer, predicted with probability 1 (as the
-                # other predictors do), so every method covers the same ranks; n_classes = 1 says so.
-                topk[:, r, 0], scores[:, r, 0] = classes[0], 1.0
-                n_classes[r.label] = 1
-                counts[r] = 1
-                log.info("linear: a single class at %s among the train rows; predicted trivially", r.label)
-            else:
-                log.info("linear: no labelled train rows at %s; that rank is not predicted", r.label)
-            continue
-        result = linear_probe(Xtr_n[labelled], labels[labelled], Xte_n, val_fraction=val_fraction, seed=seed,
-                              grid=grid, device=device, **probe_options)
+        labels = Y_train[:, r]
+        classes = np.unique(labels[labels >= 0])
+        if len(classes) >= 2:
+            fitted.append(r)
+        elif mode == "flat":
+            raise InputError(f"{function}: mode='flat' needs train rows of at least two species; found {len(classes)}.")
+        elif len(classes) == 1:
+            # One class to learn: the only possible answer, predicted with probability 1 (as the
+            # other predictors do), so every method covers the same ranks; n_classes = 1 says so.
+            topk[:, r, 0], scores[:, r, 0] = classes[0], 1.0
+            n_classes[r.label] = 1
+            counts[r] = 1
+            log.info("linear: a single class at %s among the train rows; predicted trivially", r.label)
+        else:
+            log.info("linear: no labelled train rows at %s; that rank is not predicted", r.label)
+    options = dict(val_fraction=val_fraction, seed=seed, grid=grid, device=device, **probe_options)
+    if mode == "flat":  # one species probe
+        labelled = Y_train[:, Rank.SPECIES] >= 0
+        results = {Rank.SPECIES.label: linear_probe(Xtr_n[labelled], Y_train[labelled, Rank.SPECIES], Xte_n,
+                                                    **options)}
+    elif fitted:  # the per-rank sweep that latent.linear measures: one centring and rotation for every rank
+        results = linear_probe_ranks(Xtr_n, Y_train, Xte_n, ranks=fitted, **options).results
+    else:
+        results = {}
+    for r in fitted:
+        result = results[r.label]
         proba = np.asarray(result.test_proba, dtype=np.float64)
         probe_classes = np.asarray(result.classes, dtype=np.int64)
         if mode == "flat":
@@ -692,7 +704,8 @@ def predict_linear(
             counts[r] = len(probe_classes)
         best_c[r.label] = float(result.best_C)
         n_classes[r.label] = int(len(probe_classes))
-        log.info("linear: %s probe on %d rows, %d classes, C=%g", r.label, int(labelled.sum()), len(probe_classes), result.best_C)
+        log.info("linear: %s probe on %d rows, %d classes, C=%g", r.label, result.n_train + result.n_val,
+                 len(probe_classes), result.best_C)
     info = {"best_C": best_c, "n_classes": n_classes, "seed": int(seed), "val_fraction": float(val_fraction)}
     return _finish(taxonomy, test, ids, topk, scores, "linear", mode, predict_species, info, function, counts)
 

@@ -7,7 +7,8 @@ indices. The same arguments always give the same split.
 * :func:`random_split`: images split within every species in the same proportion (species seen in
   train and test: the usual closed-set evaluation).
 * :func:`species_disjoint_split`: whole species go to train or to test, chosen so that every test
-  species has relatives in train (does the space generalise to species never seen, at higher ranks?).
+  species has relatives in train (does the space generalise to species never seen, at higher ranks?);
+  :func:`species_disjoint_mask` is its rule on species lineages alone (for permuted lineages).
 * :func:`kshot_split`: ``shots`` images per species as the support set, the rest as queries (the
   SimpleShot protocol of the BioCLIP papers, one seed per fold).
 """
@@ -22,7 +23,7 @@ from latent.errors import InputError, format_list
 from latent.ranks import Rank, parse_rank
 from latent.taxonomy import Taxonomy
 
-__all__ = ["random_split", "species_disjoint_split", "kshot_split", "check_rows"]
+__all__ = ["random_split", "species_disjoint_split", "species_disjoint_mask", "kshot_split", "check_rows"]
 
 log = logging.getLogger(__name__)
 
@@ -224,21 +225,22 @@ def species_disjoint_split(
         )
     rows, species = _species_rows(taxonomy, rows, "species_disjoint_split")
     present = np.unique(species)
-    in_test = _species_disjoint_test(taxonomy.species_codes[present], fraction, seed, top)
+    in_test = species_disjoint_mask(taxonomy.species_codes[present], fraction, seed, top)
     test = np.isin(species, present[in_test])
     log.info("species_disjoint_split: %d train species (%d images), %d test species (%d images), seed %d",
              int((~in_test).sum()), int((~test).sum()), int(in_test.sum()), int(test.sum()), seed)
     return np.sort(rows[~test]), np.sort(rows[test])
 
 
-def _species_disjoint_test(
+def species_disjoint_mask(
     lineage: np.ndarray, fraction: float, seed: int, top: Rank = Rank.GENUS, *, level: int = logging.INFO
 ) -> np.ndarray:
     """The rule of :func:`species_disjoint_split` on species lineages: which species go to test.
 
     A function of the lineage codes and the seed only, so the same rule can be applied to permuted
     lineages (``lineage[perm]``: the tree keeps its shape, the species move), as a permutation null
-    must. Arguments are not checked (the caller has).
+    must (:mod:`latent.probes.separability` does). Arguments are not checked (the caller has:
+    :func:`species_disjoint_split` is the checked entry point).
 
     Parameters
     ----------
@@ -271,7 +273,7 @@ def _species_disjoint_test(
         eligible = size >= 2
         if not eligible.any():
             continue
-        g_codes, g_first, g_size = np.unique(groups[eligible], return_index=True, return_counts=True)
+        g_codes, g_size = np.unique(groups[eligible], return_counts=True)
         quota = fraction * g_size
         base = np.minimum(np.floor(quota).astype(np.int64), g_size - 1)
         extra = int(np.floor(fraction * eligible.sum() + 0.5)) - int(base.sum())

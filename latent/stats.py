@@ -32,6 +32,8 @@ __all__ = [
     "bootstrap_ci_fn",
     "permutation_pvalue",
     "null_summary",
+    "ALPHA",
+    "DEFAULT_N_BOOT",
     "MIN_CLUSTERS",
     "cluster_ci",
     "cluster_ci_note",
@@ -46,6 +48,12 @@ MAX_ELEMENTS = 1 << 22
 #: not independent, so every CI of latent resamples whole species (a cluster bootstrap); below this many
 #: units a percentile interval is unreliable and no CI is given (the row says so in ``ci_note``).
 MIN_CLUSTERS = 10
+
+#: Level of every confidence interval (``1 - ALPHA`` = 95 %) and of the per-rank tests.
+ALPHA = 0.05
+
+#: Default number of bootstrap resamples of a CI.
+DEFAULT_N_BOOT = 1000
 
 #: Fraction of undefined (NaN) resamples above which a warning, not a debug message, is logged.
 NAN_WARN_FRACTION = 0.1
@@ -140,7 +148,7 @@ def bootstrap_distribution(
     statistic: Callable[[np.ndarray], np.ndarray],
     n: int,
     *,
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
     max_elements: int = MAX_ELEMENTS,
 ) -> np.ndarray:
@@ -172,7 +180,7 @@ def bootstrap_distribution(
 
 
 def percentile_interval(
-    samples: np.ndarray, alpha: float = 0.05, *, what: str = "statistic"
+    samples: np.ndarray, alpha: float = ALPHA, *, what: str = "statistic"
 ) -> tuple[float, float] | np.ndarray:
     """Percentile interval of bootstrap samples, ignoring NaN (undefined) resamples.
 
@@ -214,9 +222,9 @@ def percentile_interval(
 def bootstrap_ci(
     values: np.ndarray,
     *,
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
-    alpha: float = 0.05,
+    alpha: float = ALPHA,
     statistic: Callable[..., object] = np.mean,
     max_elements: int = MAX_ELEMENTS,
 ) -> tuple[float, float]:
@@ -260,9 +268,9 @@ def bootstrap_ci_fn(
     fn: Callable[[np.ndarray], float],
     n: int,
     *,
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
-    alpha: float = 0.05,
+    alpha: float = ALPHA,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of a statistic that needs the whole resample.
 
@@ -379,9 +387,9 @@ def cluster_ci(
     statistic: Callable[[np.ndarray], np.ndarray],
     n_units: int,
     *,
-    n_boot: int = 1000,
+    n_boot: int = DEFAULT_N_BOOT,
     seed: int = 0,
-    alpha: float = 0.05,
+    alpha: float = ALPHA,
     unit: str = "species",
     max_elements: int = MAX_ELEMENTS,
 ) -> tuple[float, float, str]:

@@ -153,9 +153,8 @@ def _split_per_species(data, n_test: int):
     return X[~test], data.taxonomy.row_codes[~test], X[test], data.taxonomy.row_codes[test]
 
 
-def test_planted_hierarchy_found_at_every_rank():
-    data = make_hierarchical(per_species=12, dim=64, signal=1.0, noise=0.5, seed=1)
-    Xtr, Ytr, Xte, Yte = _split_per_species(data, 4)
+def test_planted_hierarchy_found_at_every_rank(planted):
+    Xtr, Ytr, Xte, Yte = _split_per_species(planted, 4)
     result = linear_probe_ranks(Xtr, Ytr, Xte, Yte, device="cpu", grid=np.logspace(-2, 4, 7))
     assert set(result.test_accuracy) == {"kingdom", "phylum", "class", "order", "family", "genus", "species"}
     for rank, acc in result.test_accuracy.items():
@@ -203,9 +202,8 @@ def test_train_val_split_stratified():
     assert len(val_plain) == 9
 
 
-def test_ranks_skip_unlabelled_rows_and_single_class_ranks(caplog):
-    data = make_hierarchical(per_species=10, dim=32, signal=1.0, noise=0.5, seed=3)
-    Xtr, Ytr, Xte, Yte = _split_per_species(data, 3)
+def test_ranks_skip_unlabelled_rows_and_single_class_ranks(caplog, planted):
+    Xtr, Ytr, Xte, Yte = _split_per_species(planted, 3)
     Ytr = Ytr.copy()
     Ytr[:, 0] = 5  # one kingdom only
     Ytr[::4, 6] = -1  # some rows unknown at species

@@ -35,10 +35,9 @@ def node_texts(data, rank: "Rank | int") -> tuple[list[str], np.ndarray]:
 
 
 @pytest.fixture(scope="module")
-def strong():
-    data = make_hierarchical(per_species=12, signal=1.0, noise=0.5, seed=1)
-    train, test = random_split(data.taxonomy, test_fraction=0.3, seed=0)
-    return data, train, test
+def strong(planted):
+    train, test = random_split(planted.taxonomy, test_fraction=0.3, seed=0)
+    return planted, train, test
 
 
 @pytest.fixture(scope="module")
@@ -151,9 +150,8 @@ def test_zero_shot_chunks_give_the_same_answer(strong, texts):
 
 # ------------------------------------------------------------------------------------------ kNN
 @pytest.mark.parametrize("mode", ["per-rank", "flat"])
-def test_knn_strong_signal_and_no_signal(mode):
-    for signal, low, high in ((1.0, 0.9, 1.01), (0.0, 0.0, 0.1)):
-        data = make_hierarchical(per_species=12, signal=signal, noise=0.5, seed=2)
+def test_knn_strong_signal_and_no_signal(mode, planted, unplanted):
+    for data, signal, low, high in ((planted, 1.0, 0.9, 1.01), (unplanted, 0.0, 0.0, 0.1)):
         train, test = random_split(data.taxonomy, seed=0)
         pred = predict_knn(data.embeddings[train], train, data.embeddings[test], test, data.taxonomy, mode=mode)
         assert low < accuracy(pred, Rank.SPECIES) < high, (mode, signal)  # chance is 1/47
@@ -278,8 +276,8 @@ def test_linear_probe_per_rank_and_flat(strong):
     np.testing.assert_array_equal(flat.topk[:, Rank.GENUS, 0], data.taxonomy.species_codes[top, Rank.GENUS])
 
 
-def test_linear_predicts_single_class_ranks_trivially():
-    data = make_hierarchical(per_species=10, signal=1.0, noise=0.5, seed=5)
+def test_linear_predicts_single_class_ranks_trivially(planted):
+    data = planted
     tax = data.taxonomy.subset("class", "Mammalia")  # one kingdom, one phylum, one class
     X = data.embeddings[data.taxonomy.clade_mask("class", "Mammalia")]
     train, test = random_split(tax, seed=0)

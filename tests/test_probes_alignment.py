@@ -13,8 +13,9 @@ import pytest
 from scipy.stats import pearsonr, spearmanr
 
 from latent.errors import InputError
+from latent.stats import bootstrap_distribution
 from latent.probes.alignment import (
-    _bootstrap_pearson,
+    _pearson_statistic,
     _PairRanks,
     _PairTau,
     _PermutedMatrix,
@@ -150,7 +151,8 @@ def test_mantel_rejects_bad_options():
 def test_bootstrap_r_is_the_correlation_over_pairs_of_distinct_species_in_the_resample():
     a = _random_distances(15, 1)
     b = a + _random_distances(15, 2)
-    boot = _bootstrap_pearson(a, b, 6, seed=3)
+    # the statistic the alignment probe bootstraps, on latent.stats' species resamples
+    boot = bootstrap_distribution(_pearson_statistic(a, b), 15, n_boot=6, seed=3, max_elements=15 * 32)
     idx = np.random.default_rng(3).integers(0, 15, size=(6, 15))  # latent.stats resamples for seed 3
     for value, draw in zip(boot, idx):
         ii, jj = np.triu_indices(15, 1)
@@ -285,8 +287,8 @@ def test_probe_values_and_nulls_equal_independent_recomputation():
     assert res.arrays["taxonomic_distances"].dtype == np.uint8
 
 
-def test_planted_hierarchy_is_found():
-    res = probe_alignment(_data(1.0, noise=0.3), ProbeOptions(permutations=199, extra={"alignment": {"n_boot": 50}}))
+def test_planted_hierarchy_is_found(planted_probe_data):
+    res = probe_alignment(planted_probe_data, ProbeOptions(permutations=199, extra={"alignment": {"n_boot": 50}}))
     rows = _rows(res)
     for metric in ("mantel_r_pearson", "mantel_r_spearman", "cka_taxonomy", "rsa_rho_a", "rsa_tau_a"):
         assert rows[metric].p_value < 0.01, metric

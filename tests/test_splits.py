@@ -7,7 +7,7 @@ import pytest
 
 from latent.errors import InputError
 from latent.ranks import Rank
-from latent.splits import _species_disjoint_test, kshot_split, random_split, species_disjoint_split
+from latent.splits import kshot_split, random_split, species_disjoint_mask, species_disjoint_split
 from latent.taxonomy import Taxonomy
 
 
@@ -136,14 +136,14 @@ def test_species_disjoint_rule_is_a_function_of_lineage_codes_and_seed():
     species = tax.codes("species")
     for seed in range(3):
         for cover in (Rank.GENUS, Rank.FAMILY):
-            in_test = _species_disjoint_test(tax.species_codes, 0.3, seed, cover)
+            in_test = species_disjoint_mask(tax.species_codes, 0.3, seed, cover)
             _, test = species_disjoint_split(tax, test_fraction=0.3, seed=seed, coverage_rank=cover)
             np.testing.assert_array_equal(np.flatnonzero(in_test), np.unique(species[test]))
     rng = np.random.default_rng(0)
-    observed = _species_disjoint_test(tax.species_codes, 0.3, 0)
+    observed = species_disjoint_mask(tax.species_codes, 0.3, 0)
     for _ in range(5):
         codes = tax.species_codes[rng.permutation(tax.n_species)]
-        in_test = _species_disjoint_test(codes, 0.3, 0)
+        in_test = species_disjoint_mask(codes, 0.3, 0)
         assert in_test.sum() == observed.sum()  # same tree shape, same number of test species
         for r in (Rank.GENUS, Rank.FAMILY):  # every test species' taxon is trained under the permuted tree
             assert set(codes[in_test, r]) <= set(codes[~in_test, r])

@@ -98,10 +98,14 @@ from latent.probes.base import (
     pairwise_distances,
     species_permutations,
 )
-from latent.stats import bootstrap_distribution, cluster_ci
+from latent.probes.common import (DEFAULT_N_BOOT, DEFAULT_N_BOOT_EXPENSIVE, average_ranks, empty_null_frame,
+                                  int_setting, max_items_for_pairs, null_frame, snap_ties, stratified_species,
+                                  tie_null)
+from latent.stats import cluster_ci
 
 __all__ = [
     "MantelResult",
+    "PermutedCorrelation",
     "mantel",
     "permuted_pair_sums",
     "condensed",
@@ -192,32 +196,7 @@ def _exact_float32(x: np.ndarray) -> np.ndarray:
     return x32 if np.array_equal(x32.astype(np.float64), x) else np.ascontiguousarray(x, dtype=np.float64)
 
 
-def _rankdata(values: np.ndarray) -> np.ndarray:
-    from scipy.stats import rankdata
-
-    return rankdata(values, method="average").astype(np.float64)
-
-
 # ---------------------------------------------------------------------- ties and degenerate input
-def snap_ties(values: np.ndarray, tol: float) -> np.ndarray:
-    """``values`` with near-ties made exact: values within ``tol`` of 0 become 0, and values whose sorted
-    neighbours are at most ``tol`` apart share one value (the smallest of their run).
-
-    Rounding (the Gram-matrix form of a distance, BLAS summation order) can make copies of one distance
-    differ in the last bits, and which copy comes out smaller then depends on where the rows sit, i.e.
-    on the species order. Snapping makes such ties exact so that every later step treats them alike.
-    """
-    v = np.array(values, dtype=np.float64, copy=True)
-    if v.size == 0:
-        return v
-    v[np.abs(v) <= tol] = 0.0
-    order = np.argsort(v, kind="stable")
-    s = v[order]
-    new = np.r_[True, np.diff(s) > tol]
-    v[order] = s[new][np.cumsum(new) - 1]
-    return v
-
-
 def centroid_distances(centroids: np.ndarray, metric: str) -> tuple[np.ndarray, float]:
     """``(S, S)`` distances between species centroids, with exact ties, and the tie tolerance.
 
@@ -581,14 +560,6 @@ def _pvalue(r: float, null: np.ndarray, alternative: str) -> float:
     return float((hits + 1) / (null.size + 1))
 
 
-def _snap_ties(observed: float, null: np.ndarray) -> np.ndarray:
-    """Null values within TIE_TOL of the observed value set equal to it (so ``>=`` counts them)."""
-    null = np.array(null, dtype=np.float64)
-    if np.isfinite(observed):
-        null[np.abs(null - observed) <= TIE_TOL] = observed
-    return null
-
-
 # ---------------------------------------------------------------------- Mantel
 class MantelResult(NamedTuple):
     """Result of :func:`mantel`: ``r, p_value, n, null`` (unpacks as a 4-tuple)."""
@@ -599,8 +570,8 @@ class MantelResult(NamedTuple):
     null: np.ndarray
 
 
-class _Correlator:
-    """Pearson correlations ``corr(x[p][:, p], y)`` for many permutations ``p`` of ``x``'s species.
+class PermutedCorrelation:
+    """Pearson (or Spearman) correlations ``corr(x[p][:, p], y)`` for many permutations ``p`` of ``x``'s species.
 
     ``x`` and ``y`` are condensed; ``method="spearman"`` ranks both once (a permutation of species only
     reorders the condensed entries, so the ranks of the permuted ``x`` are the permuted ranks).
@@ -610,7 +581,7 @@ class _Correlator:
         spearman = method == "spearman"
         self.x = _PermutedMatrix(xc, n, ranks=spearman)
         xc = self.x.condensed
-        yc = _rankdata(yc) if spearman else np.asarray(yc, dtype=np.float64)
+        yc = average_ranks(yc) if spearman else np.asarray(yc, dtype=np.float64)
         self.n = n
         self.constant = bool(np.ptp(xc) == 0 or np.ptp(yc) == 0)
         self.xmean = float(xc.mean())
@@ -691,7 +662,7 @@ def mantel(
         perms = np.array([rng.permutation(n) for _ in range(int(permutations))], dtype=np.int64).reshape(-1, n)
     else:
         perms = _check_perms(perms, n, "mantel")
-    corr = _Correlator(condensed(X), condensed(Y), n, method)
+    corr = PermutedCorrelation(condensed(X), condensed(Y), n, method)
     if corr.constant:
         log.warning("mantel: a distance matrix is constant; the correlation is undefined (NaN)")
         return MantelResult(float("nan"), float("nan"), n, np.full(perms.shape[0], np.nan))
@@ -736,14 +707,6 @@ def _pearson_statistic(a: np.ndarray, b: np.ndarray) -> Callable[[np.ndarray], n
         return np.clip(r, -1.0, 1.0)
 
     return statistic
-
-
-def _bootstrap_pearson(a: np.ndarray, b: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """``(n_boot,)`` Pearson r of the condensed ``a``, ``b`` over species bootstrap resamples
-    (:func:`_pearson_statistic`, the resamples of :func:`latent.stats.bootstrap_indices`)."""
-    n = a.shape[0]
-    return bootstrap_distribution(_pearson_statistic(a, b), n, n_boot=n_boot, seed=seed,
-                                  max_elements=max(n, 1) * 32)
 
 
 def _double_centred(m: np.ndarray) -> np.ndarray:
@@ -983,8 +946,8 @@ def kendall_tau_a(x: np.ndarray, y: np.ndarray) -> float:
 
 def rho_a(x: np.ndarray, y: np.ndarray) -> float:
     """rho-a: ``12 sum (r_x - m)(r_y - m) / (N^3 - N)`` of average ranks (Spearman without tie correction)."""
-    rx = _rankdata(np.asarray(x, dtype=np.float64).ravel())
-    ry = _rankdata(np.asarray(y, dtype=np.float64).ravel())
+    rx = average_ranks(np.asarray(x, dtype=np.float64).ravel())
+    ry = average_ranks(np.asarray(y, dtype=np.float64).ravel())
     n = rx.size
     m = (n + 1) / 2
     return float(12.0 * np.dot(rx - m, ry - m) / (n ** 3 - n))
@@ -1050,24 +1013,6 @@ class _TauA:
 
 
 # ---------------------------------------------------------------------- species sampling
-def stratified_species(n_species: int, m: int, seed: int = 0) -> np.ndarray:
-    """``m`` of ``n_species`` species by systematic sampling along lineage order (random start).
-
-    Species are numbered in lineage order, so equally spaced positions give every clade a share
-    of the sample proportional to its size (stratification by every rank at once).
-
-    Returns
-    -------
-    numpy.ndarray
-        ``(m,)`` sorted int64 species indices (all species when ``m >= n_species``).
-    """
-    if m >= n_species:
-        return np.arange(n_species, dtype=np.int64)
-    step = n_species / m
-    start = np.random.default_rng([int(seed), 0x5A3]).random() * step
-    return np.minimum(np.floor(start + step * np.arange(m)).astype(np.int64), n_species - 1)
-
-
 def species_distances(data: ProbeData, species: np.ndarray) -> np.ndarray:
     """``(m, m)`` uint8 taxonomic distances of the species ``species`` (all of them: ``data.species_distances()``)."""
     from latent.taxonomy import lca_height
@@ -1077,16 +1022,11 @@ def species_distances(data: ProbeData, species: np.ndarray) -> np.ndarray:
     return lca_height(data.codes[species], data.codes[species])
 
 
-def _max_species(max_pairs: int) -> int:
-    """Largest S with S (S - 1) / 2 <= max_pairs."""
-    return int((1 + np.sqrt(1 + 8 * max(int(max_pairs), 1))) // 2)
-
-
 def centroid_species(data: ProbeData, options: ProbeOptions, probe: str) -> np.ndarray:
     """The species a centroid-pair probe uses: all, or a stratified seeded sample when their pairs
     exceed ``options.max_pairs`` (logged). Raises when fewer than 3 species remain."""
     S_total = data.n_species
-    species = stratified_species(S_total, _max_species(options.max_pairs), options.seed)
+    species = stratified_species(S_total, max_items_for_pairs(options.max_pairs), options.seed)
     if species.size < 3:
         raise InputError(f"The {probe} probe needs at least 3 species; got {species.size}.")
     if species.size < S_total:
@@ -1096,11 +1036,6 @@ def centroid_species(data: ProbeData, options: ProbeOptions, probe: str) -> np.n
 
 
 # ---------------------------------------------------------------------- the probe
-def _null_frame(metric: str, null: np.ndarray, rank: str = "all") -> pd.DataFrame:
-    return pd.DataFrame({"rank": rank, "metric": metric, "permutation": np.arange(len(null), dtype=np.int64),
-                         "value": np.asarray(null, dtype=np.float64)})
-
-
 def probe_alignment(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     """Mantel (Pearson, Spearman), linear CKA and RSA (tau-a, rho-a) of centroids against the taxonomy.
 
@@ -1131,14 +1066,9 @@ def probe_alignment(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         ``taxonomic_distances`` ``(S, S)`` uint8, ``species`` ``(S,)`` indices used.
     """
     settings = options.for_probe("alignment")
-    n_boot = settings.get("n_boot", 1000)
-    tau_max_pairs = settings.get("tau_max_pairs", 500_000)
-    for name, value in (("n_boot", n_boot), ("tau_max_pairs", tau_max_pairs)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-            raise InputError(f"The alignment probe setting {name!r} must be an integer >= 0. Got {value!r}.")
-    n_boot_rank = settings.get("n_boot_rank", min(int(n_boot), 200))
-    if isinstance(n_boot_rank, bool) or not isinstance(n_boot_rank, (int, np.integer)) or n_boot_rank < 0:
-        raise InputError(f"The alignment probe setting 'n_boot_rank' must be an integer >= 0. Got {n_boot_rank!r}.")
+    n_boot = int_setting(settings, "n_boot", DEFAULT_N_BOOT, "alignment")
+    tau_max_pairs = int_setting(settings, "tau_max_pairs", 500_000, "alignment")
+    n_boot_rank = int_setting(settings, "n_boot_rank", min(n_boot, DEFAULT_N_BOOT_EXPENSIVE), "alignment")
     S_total = data.n_species
     species = centroid_species(data, options, "alignment")
     S = int(species.size)
@@ -1154,8 +1084,8 @@ def probe_alignment(data: ProbeData, options: ProbeOptions) -> ProbeResult:
 
     # One pass of the kernel with x = T serves the Pearson Mantel and CKA; one with x = ranks of T the
     # Spearman Mantel and rho-a (rho-a is the Spearman statistic times a constant for fixed data).
-    pearson = _Correlator(tc, dc, S, "pearson")
-    spearman = _Correlator(tc, dc, S, "spearman")
+    pearson = PermutedCorrelation(tc, dc, S, "pearson")
+    spearman = PermutedCorrelation(tc, dc, S, "spearman")
     K = centroids / np.linalg.norm(centroids, axis=1, keepdims=True) if options.distance == "cosine" else centroids
     Kc = K - K.mean(axis=0)
     # double-centred linear kernel, centred once more as a matrix so that its sum is 0 to rounding of
@@ -1181,7 +1111,7 @@ def probe_alignment(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     rho = r_spearman * rho_scale
 
     # tau-a on its own species sample when the pairs exceed tau_max_pairs (same permutations).
-    tau_idx = stratified_species(S, max(_max_species(tau_max_pairs), 3), options.seed)
+    tau_idx = stratified_species(S, max(max_items_for_pairs(tau_max_pairs), 3), options.seed)
     if tau_idx.size < S:
         log.info("alignment: tau-a on a stratified sample of %d of %d species (tau_max_pairs %d)",
                  tau_idx.size, S, tau_max_pairs)
@@ -1219,19 +1149,18 @@ def probe_alignment(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         ("rsa_tau_a", tau, m_tau, m_tau * (m_tau - 1) // 2),
     ):
         observed = float(values[0])
-        null = _snap_ties(observed, values[1:]) if has_null else None
+        null = tie_null(values[1:], observed, atol=TIE_TOL) if has_null else None
         low, high, ci_note = cis[metric]
         rows.append(null_row("all", metric, observed, null, n_sp, alternative="greater", ci=(low, high),
                              **{**extra, "pairs": pairs, "n_species": n_sp, "n_taxa": n_sp, "ci_note": ci_note}))
         if has_null:
-            nulls.append(_null_frame(metric, null))
+            nulls.append(null_frame("all", metric, null))
         if metric == "mantel_r_pearson":
             row = null_row("all", "mantel_p", p_pearson, None, S,
                            **{**extra, "n_species": S, "n_taxa": S, "ci_note": "a p-value: no CI"})
             row["permutations"] = int(perms.shape[0]) if np.isfinite(p_pearson) else 0
             rows.append(row)
-    null_table = (pd.concat(nulls, ignore_index=True) if nulls
-                  else pd.DataFrame({"rank": [], "metric": [], "permutation": np.zeros(0, np.int64), "value": []}))
+    null_table = pd.concat(nulls, ignore_index=True) if nulls else empty_null_frame()
     elapsed = time.perf_counter() - started
     log.info("alignment: %d species, %d permutations in %.2f s", S, perms.shape[0], elapsed)
     info = {

@@ -85,7 +85,7 @@ Ties and degenerate input
 -------------------------
 A squared distance or variance at most ``tie2 = TIE_RTOL * max |x|^2`` (``TIE_RTOL = 1024 eps``, of
 the geometry's vectors) is 0 up to rounding: distances are snapped to exactly 0 below it
-(:func:`latent.probes.distances.snap_ties`), so tied vectors tie exactly whatever the row order. If every
+(:func:`latent.probes.common.zero_ties`), so tied vectors tie exactly whatever the row order. If every
 image is the same vector (every distance 0), every row has ``value`` NaN, no CI, no null
 (``p_value`` NaN, ``permutations`` 0) and ``note`` says why. At a rank where every taxon is one point
 the within dispersion is 0 and Calinski-Harabasz is NaN (scikit-learn returns 1.0); two taxa with the
@@ -106,9 +106,10 @@ import pandas as pd
 
 from latent.errors import InputError
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, pairwise_distances, species_permutations
-from latent.probes.distances import (BLOCK_ELEMENTS, GENUS, SPECIES, TIE_RTOL, _check_int_option, _null_frame, _starts,
-                                     guard_ci, named_nodes, rank_blocks, ranks_with_taxa, single_threaded_blas,
-                                     snap_ties, stratified_sample, tie_null, tie_tolerance)
+from latent.probes.common import (DEFAULT_EXPENSIVE_PERMUTATIONS, DEFAULT_N_BOOT, DEFAULT_N_BOOT_EXPENSIVE, int_setting,
+                                  null_frame, run_starts, stratified_sample, tie_null, zero_ties)
+from latent.probes.distances import (BLOCK_ELEMENTS, GENUS, SPECIES, TIE_RTOL, TIE_STAT_RTOL, guard_ci, named_nodes,
+                                     rank_blocks, ranks_with_taxa, single_threaded_blas, tie_tolerance)
 from latent.ranks import RANK_NAMES
 from latent.stats import cluster_ci
 from latent.taxonomy import N_RANKS
@@ -119,12 +120,6 @@ __all__ = ["probe_clusters", "silhouette_from_sums", "silhouette_samples_from_su
 log = logging.getLogger(__name__)
 
 PROBE = "clusters"
-#: Default cap on the permutations of the silhouette and NC1 nulls.
-DEFAULT_EXPENSIVE_PERMUTATIONS = 199
-#: Default species-bootstrap resamples of the silhouette and Calinski-Harabasz (O(n d) per resample).
-DEFAULT_N_BOOT = 1000
-#: Default species-bootstrap resamples of NC1 and CDNV (an SVD, or all pairs of taxa, per resample).
-DEFAULT_N_BOOT_EXPENSIVE = 200
 #: Largest ``S * d * d`` for which the NC1 bootstrap keeps per-species second moments (else it projects
 #: the images on each resample's directions).
 NC1_GRAM_ELEMENTS = 1 << 24
@@ -483,7 +478,7 @@ class ClusterSums:
         X = X - X.mean(axis=0)  # a common origin near the data: fewer cancellations in the sums
         self.X = X
         order = np.argsort(data.species, kind="stable")
-        first = _starts(data.species[order])
+        first = run_starts(data.species[order])
         self.order, self.first = order, first
         self.counts = data.counts.astype(np.float64)
         self.sums = np.add.reduceat(X[order], first, axis=0)
@@ -495,7 +490,7 @@ class ClusterSums:
         # Silhouette: distances of every sampled image to the sampled images of each species.
         rows = np.asarray(silhouette_rows)
         sp = data.species[rows]
-        st = _starts(sp)
+        st = run_starts(sp)
         m = len(rows)
         self.sil_species = sp[st]
         self.sil_counts = np.diff(np.r_[st, m]).astype(np.float64)
@@ -506,7 +501,7 @@ class ClusterSums:
         step = max(1, BLOCK_ELEMENTS // max(m, 1))
         for r0 in range(0, m, step):
             r1 = min(m, r0 + step)
-            D = snap_ties(pairwise_distances(Xs[r0:r1], Xs, metric), tol)
+            D = zero_ties(pairwise_distances(Xs[r0:r1], Xs, metric), tol)
             D[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
             Dsp[r0:r1] = np.add.reduceat(D, st, axis=1)
         self.Dsp = Dsp
@@ -573,7 +568,7 @@ class ClusterSums:
         sorted_position = np.empty_like(o)
         sorted_position[o] = np.arange(len(o))
         image_position = sorted_position[self.sil_local]
-        s = _starts(L[:, GENUS])
+        s = run_starts(L[:, GENUS])
         Dr = np.add.reduceat(self.Dsp[:, o], s, axis=1)
         counts = np.add.reduceat(self.sil_counts[o], s)
         block = np.cumsum(np.isin(np.arange(len(o)), s)) - 1  # genus block of each sorted species
@@ -581,7 +576,7 @@ class ClusterSums:
         out: dict[Any, Any] = {}
         for r in range(GENUS, -1, -1):
             if r < GENUS:
-                t = _starts(Lr[:, r])
+                t = run_starts(Lr[:, r])
                 Dr = np.add.reduceat(Dr, t, axis=1)
                 counts = np.add.reduceat(counts, t)
                 block = (np.cumsum(np.isin(np.arange(len(Lr)), t)) - 1)[block]
@@ -600,7 +595,7 @@ class ClusterSums:
     def rank_species(self, r: int) -> tuple[np.ndarray, np.ndarray]:
         """The species named at rank ``r`` (lineage order) and the first of each taxon among them."""
         species = np.flatnonzero(self.named_species[:, r])
-        return species, _starts(self.codes[species, r])
+        return species, run_starts(self.codes[species, r])
 
     def boot_ch_cdnv(self, r: int, W: np.ndarray, ch: bool = True, cdnv: bool = True) -> np.ndarray:
         """``(c, 2)`` Calinski-Harabasz and CDNV at rank ``r`` on ``(c, n_r)`` resamples of its species."""
@@ -628,7 +623,7 @@ class ClusterSums:
             kwargs["gram"] = gram[species]
         else:  # v' G_w v from the images of the rank's species: O(N d k) per resample
             rows = self.order[np.isin(self.species_of_row[self.order], species)]
-            kwargs.update(images=self.X[rows], image_starts=_starts(self.species_of_row[rows]))
+            kwargs.update(images=self.X[rows], image_starts=run_starts(self.species_of_row[rows]))
         return weighted_nc1(W, self.counts[species], self.sums[species], starts, species_classes=r == SPECIES,
                             tie2=self.tie2, **kwargs)
 
@@ -670,10 +665,10 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     """
     cfg = options.for_probe(PROBE)
     n_perm = int(options.permutations)
-    n_expensive = min(_check_int_option(cfg, "permutations", min(n_perm, DEFAULT_EXPENSIVE_PERMUTATIONS), PROBE),
+    n_expensive = min(int_setting(cfg, "permutations", min(n_perm, DEFAULT_EXPENSIVE_PERMUTATIONS), PROBE),
                       n_perm)
-    n_boot = _check_int_option(cfg, "n_boot", DEFAULT_N_BOOT, PROBE)
-    n_boot_expensive = min(_check_int_option(cfg, "n_boot_expensive", min(n_boot, DEFAULT_N_BOOT_EXPENSIVE), PROBE),
+    n_boot = int_setting(cfg, "n_boot", DEFAULT_N_BOOT, PROBE)
+    n_boot_expensive = min(int_setting(cfg, "n_boot_expensive", min(n_boot, DEFAULT_N_BOOT_EXPENSIVE), PROBE),
                            n_boot)
     if options.max_images < 2:
         raise InputError(f"The 'max_images' option must be >= 2 for the {PROBE} probe (the silhouette needs "
@@ -735,12 +730,12 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
                                      ci_note="no CI: no value", note=note))
                 continue
             null = nulls.get((r, m))
-            null = tie_null(null, float(value)) if null is not None and np.isfinite(null).any() else None
+            null = tie_null(null, float(value), rtol=TIE_STAT_RTOL) if null is not None and np.isfinite(null).any() else None
             ci, ci_note = guard_ci(float(value), *cis.get((r, m), ((np.nan, np.nan), "no CI: 0 bootstrap resamples")))
             rows.append(null_row(name, m, float(value), null, int(n), alternative=ALTERNATIVES[m], ci=ci, **extra,
                                  ci_note=ci_note, note=""))
             if null is not None:
-                null_records.append(_null_frame(name, m, null))
+                null_records.append(null_frame(name, m, null))
     info = {"distance": metric, "permutations": n_perm, "permutations_silhouette_nc1": n_expensive, "seed": seed,
             "n_boot": n_boot, "n_boot_nc1_cdnv": n_boot_expensive, "identical": bool(sums.identical),
             "silhouette_sample": {"images": int(len(sil_rows)), "of": int(len(data.species)), "sampled": bool(sampled),

@@ -91,18 +91,17 @@ import pandas as pd
 from latent.errors import InputError
 from latent.probes.alignment import (
     REL_TOL,
-    _Correlator,
-    _null_frame,
-    _snap_ties,
+    PermutedCorrelation,
+    TIE_TOL,
     centroid_distances,
     centroid_species,
     condensed,
     degenerate_note,
-    snap_ties,
     species_cis,
     species_distances,
 )
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, species_permutations
+from latent.probes.common import DEFAULT_N_BOOT_EXPENSIVE, empty_null_frame, int_setting, null_frame, snap_ties, tie_null
 from latent.ranks import RANK_NAMES, Rank
 from latent.stats import cluster_ci_note
 
@@ -583,9 +582,7 @@ def probe_dendrogram(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     if method not in LINKAGE_METHODS:
         raise InputError(f"The dendrogram probe setting 'method' must be one of {', '.join(LINKAGE_METHODS)}. "
                          f"Got {method!r}.")
-    n_boot = settings.get("n_boot", 200)
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise InputError(f"The dendrogram probe setting 'n_boot' must be an integer >= 0. Got {n_boot!r}.")
+    n_boot = int_setting(settings, "n_boot", DEFAULT_N_BOOT_EXPENSIVE, "dendrogram")
     S_total = data.n_species
     species = centroid_species(data, options, "dendrogram")
     S = int(species.size)
@@ -622,9 +619,9 @@ def probe_dendrogram(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     kdend = merge_k(Z)
     ktax = condensed(taxonomy_k(codes, T))
     for metric, corr in (
-        ("cophenetic_taxonomy_corr", _Correlator(tc, coph, S, "pearson")),
-        ("cophenetic_taxonomy_spearman", _Correlator(tc, coph, S, "spearman")),
-        ("bakers_gamma", _Correlator(ktax, kdend, S, "spearman")),
+        ("cophenetic_taxonomy_corr", PermutedCorrelation(tc, coph, S, "pearson")),
+        ("cophenetic_taxonomy_spearman", PermutedCorrelation(tc, coph, S, "spearman")),
+        ("bakers_gamma", PermutedCorrelation(ktax, kdend, S, "spearman")),
     ):
         add("all", metric, corr(all_perms) if not note else np.zeros(all_perms.shape[0]), S,
             pairs=n_pairs, n_species=S, n_taxa=S)
@@ -696,13 +693,12 @@ def probe_dendrogram(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             low, high, ci_note = np.nan, np.nan, row_note
         observed = float(values[0])
         with_null = has_null and metric != "cophenetic_fit_embedding"
-        null = _snap_ties(observed, values[1:]) if with_null else None
+        null = tie_null(values[1:], observed, atol=TIE_TOL) if with_null else None
         rows.append(null_row(rank, metric, observed, null, n, alternative="greater", ci=(low, high),
                              **extra, **more, ci_note=ci_note))
         if with_null:
-            nulls.append(_null_frame(metric, null, rank))
-    null_table = (pd.concat(nulls, ignore_index=True) if nulls
-                  else pd.DataFrame({"rank": [], "metric": [], "permutation": np.zeros(0, np.int64), "value": []}))
+            nulls.append(null_frame(rank, metric, null))
+    null_table = pd.concat(nulls, ignore_index=True) if nulls else empty_null_frame()
     Zt = linkage(tc, method="average")
     elapsed = time.perf_counter() - started
     log.info("dendrogram: %d species, %s linkage, %d permutations in %.2f s", S, method, perms.shape[0], elapsed)

@@ -90,14 +90,14 @@ Ties and degenerate input
 -------------------------
 A distance at most :func:`tie_tolerance` (cosine: ``TIE_RTOL = 1024 eps``; Euclidean:
 ``sqrt(TIE_RTOL) * max |x|``, the rounding of ``|a|^2 + |b|^2 - 2 a.b``) is set to exactly 0
-(:func:`snap_ties`) before anything is summed, so identical vectors tie exactly whatever the row order.
+(:func:`latent.probes.common.zero_ties`) before anything is summed, so identical vectors tie exactly whatever the row order.
 The Spearman ranks centroid distances with exact ties (:func:`exact_tie_distances`: small Euclidean
 distances recomputed from coordinate differences, and distances equal up to ``TIE_RTOL`` times the
 scale merged, e.g. those between equidistant points), and tied distances share their midrank. Where
 every image pair across taxa is at distance 0 the ratio is NaN, and where every centroid distance is
 tied the Spearman is NaN: the row stays, with no CI, no null (``p_value`` NaN, ``permutations`` 0)
 and a ``note``. A null value within ``1e-9`` (relative) of the observed one counts as equal to it
-(:func:`tie_null`; ties count against the observed value).
+(:func:`latent.probes.common.tie_null`; ties count against the observed value).
 """
 
 from __future__ import annotations
@@ -114,12 +114,15 @@ import pandas as pd
 from latent.errors import InputError
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, pairwise_distances, species_permutations
 from latent.ranks import RANK_NAMES, Rank
+from latent.probes.common import (ALPHA, DEFAULT_N_BOOT, DEFAULT_N_BOOT_EXPENSIVE, average_ranks, int_setting,
+                                  max_items_for_pairs, null_frame, run_starts, snap_ties, stratified_sample, tie_null,
+                                  zero_ties)
 from latent.results import metric_row
 from latent.stats import bootstrap_distribution, cluster_ci, cluster_ci_note, percentile_interval
 from latent.taxonomy import N_RANKS, lca_height
 
-__all__ = ["probe_distances", "species_cis", "guard_ci", "tie_tolerance", "snap_ties", "exact_tie_distances",
-           "tie_null", "HeightSums", "height_support"]
+__all__ = ["probe_distances", "species_cis", "guard_ci", "tie_tolerance", "exact_tie_distances", "HeightSums",
+           "height_support"]
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +135,6 @@ QUANTILE_COLUMNS = ("q05", "q25", "q50", "q75", "q95")
 BLOCK_ELEMENTS = 1 << 22
 #: Histogram bins per height of the streamed exact quantiles.
 HIST_BINS = 1 << 14
-#: Species-bootstrap resamples of the ratio, mean-distance and monotonicity rows (vectorised: cheap).
-DEFAULT_N_BOOT = 1000
-#: Species-bootstrap resamples of the Spearman correlation (one rank pass over the pairs per resample).
-DEFAULT_N_BOOT_SPEARMAN = 200
 #: A squared distance at most ``TIE_RTOL`` times the largest squared norm of the vectors is 0 up to the
 #: rounding of its computation (a tie).
 TIE_RTOL = 1024 * float(np.finfo(np.float64).eps)
@@ -163,13 +162,6 @@ def tie_tolerance(X: np.ndarray, metric: str) -> float:
     return math.sqrt(TIE_RTOL * float(np.einsum("ij,ij->i", X, X).max()))
 
 
-def snap_ties(D: np.ndarray, tol: float) -> np.ndarray:
-    """Set the distances of ``D`` at or below ``tol`` to exactly 0 (in place), so that tied vectors tie
-    exactly and no tie is broken by the rounding of a row order."""
-    D[D <= tol] = 0.0
-    return D
-
-
 def exact_tie_distances(C: np.ndarray, metric: str) -> np.ndarray:
     """``(k, k)`` distances between the rows of ``C`` with exact ties, for statistics on ranks.
 
@@ -194,31 +186,14 @@ def exact_tie_distances(C: np.ndarray, metric: str) -> np.ndarray:
             diff = C[iu[sel]] - C[ju[sel]]
             d[sel] = np.sqrt(np.einsum("ij,ij->i", diff, diff))
     tol = TIE_RTOL * scale
-    d[d <= tol] = 0.0
-    if d.size:
-        order = np.argsort(d, kind="stable")
-        sorted_d = d[order]
-        new = np.r_[True, np.diff(sorted_d) > tol]
-        d[order] = sorted_d[new][np.cumsum(new) - 1]
+    d = snap_ties(zero_ties(d, tol), tol)
     out = np.zeros((k, k))
     out[iu, ju] = d
     out[ju, iu] = d
     return out
 
 
-def tie_null(null: np.ndarray, observed: float) -> np.ndarray:
-    """``null`` with the values within :data:`TIE_STAT_RTOL` (relative) of ``observed`` set to it.
-
-    A permutation that reproduces the observed labelling gives the observed statistic summed in another
-    order; rounding must not decide whether it counts as ``>=`` (ties count against the observed value,
-    as in :func:`latent.stats.permutation_pvalue`)."""
-    null = np.array(null, dtype=np.float64)
-    if np.isfinite(observed):
-        null[np.abs(null - observed) <= TIE_STAT_RTOL * abs(observed)] = observed
-    return null
-
-
-def species_cis(statistic: Any, n_units: int, *, n_boot: int, seed: int, alpha: float = 0.05,
+def species_cis(statistic: Any, n_units: int, *, n_boot: int, seed: int, alpha: float = ALPHA,
                 unit: str = "species", what: str = "statistic") -> tuple[np.ndarray, str]:
     """:func:`latent.stats.cluster_ci` for a statistic with several columns, on one set of resamples.
 
@@ -270,79 +245,6 @@ def _ci_at(cis: np.ndarray, j: int) -> tuple[float, float]:
 
 
 # ---------------------------------------------------------------------------------------- helpers
-def _starts(values: np.ndarray) -> np.ndarray:
-    """``(runs,)`` start positions of the runs of equal values of a ``(k,)`` array."""
-    values = np.asarray(values)
-    if values.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-
-
-def max_items_for_pairs(max_pairs: int) -> int:
-    """Largest ``m`` with ``m (m - 1) / 2 <= max_pairs`` (at least 1)."""
-    m = int((1 + math.isqrt(1 + 8 * int(max_pairs))) // 2)
-    while m * (m - 1) // 2 > max_pairs:
-        m -= 1
-    while (m + 1) * m // 2 <= max_pairs:
-        m += 1
-    return max(m, 1)
-
-
-def stratified_sample(species: np.ndarray, n_species: int, max_rows: int, *, min_per_species: int,
-                      seed: int, tag: int) -> tuple[np.ndarray, int, bool]:
-    """A seeded sample of at most ``max_rows`` rows, stratified by species.
-
-    Every species gives ``min(count, k)`` random rows, ``k >= min_per_species`` the largest for which
-    the total fits; if even ``k = min_per_species`` does not fit, a random subset of species gives
-    ``min(count, min_per_species)`` rows each.
-
-    Parameters
-    ----------
-    species
-        ``(n,)`` species index of each row, in ``[0, n_species)``.
-
-    Returns
-    -------
-    tuple
-        ``(m,)`` int64 rows sorted by species then row; ``k`` (0 when species were subsampled, -1 when
-        every row was kept); whether a sample was drawn.
-    """
-    species = np.asarray(species, dtype=np.int64)
-    order = np.argsort(species, kind="stable")
-    if len(species) <= max_rows:
-        return order, -1, False
-    counts = np.bincount(species, minlength=n_species)
-    rng = np.random.default_rng([int(seed), int(tag)])
-
-    def size(k: int) -> int:
-        return int(np.minimum(counts, k).sum())
-
-    lo, hi = int(min_per_species), int(counts.max())
-    if lo <= hi and size(lo) <= max_rows:
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if size(mid) <= max_rows:
-                lo = mid
-            else:
-                hi = mid - 1
-        take, k = np.minimum(counts, lo), lo
-    else:
-        species_order = rng.permutation(n_species)
-        per = np.minimum(counts[species_order], min_per_species)
-        keep = np.cumsum(per) <= max_rows
-        take = np.zeros(n_species, dtype=np.int64)
-        take[species_order[keep]] = per[keep]
-        k = 0
-    first = np.r_[0, np.cumsum(counts)[:-1]]
-    rows = []
-    for s in np.flatnonzero(take).tolist():
-        members = order[first[s]:first[s] + counts[s]]
-        if take[s] < counts[s]:
-            members = np.sort(rng.choice(members, size=int(take[s]), replace=False))
-        rows.append(members)
-    return np.concatenate(rows).astype(np.int64), int(k), True
-
-
 def rank_blocks(M: "np.ndarray | None", V: "np.ndarray | None", L: np.ndarray, order: "np.ndarray | None" = None,
                 top: int = GENUS) -> list[tuple[Any, Any, np.ndarray]]:
     """Add up a species matrix and species vectors over the taxa of every rank.
@@ -371,7 +273,7 @@ def rank_blocks(M: "np.ndarray | None", V: "np.ndarray | None", L: np.ndarray, o
         ``(T_r,)`` the taxa's node codes.
     """
     out: list[tuple[Any, Any, np.ndarray]] = [None] * (top + 1)  # type: ignore[list-item]
-    s = _starts(L[:, top])
+    s = run_starts(L[:, top])
     if M is None:
         B = None
     elif order is None:
@@ -382,7 +284,7 @@ def rank_blocks(M: "np.ndarray | None", V: "np.ndarray | None", L: np.ndarray, o
     Lr = L[s]
     out[top] = (B, Vr, Lr[:, top])
     for r in range(top - 1, -1, -1):
-        s = _starts(Lr[:, r])
+        s = run_starts(Lr[:, r])
         if B is not None:
             B = np.add.reduceat(np.add.reduceat(B, s, axis=0), s, axis=1)
         if Vr is not None:
@@ -418,14 +320,6 @@ def single_threaded_blas() -> Any:
     except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
         return contextlib.nullcontext()
     return threadpool_limits(limits=1, user_api="blas")
-
-
-def _check_int_option(cfg: dict, key: str, default: int, probe: str, minimum: int = 0) -> int:
-    value = cfg.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"The {key!r} setting of the {probe} probe must be an integer >= {minimum}. "
-                         f"Got {value!r}; set it with options.extra={{'{probe}': {{'{key}': ...}}}}.")
-    return int(value)
 
 
 def _height_stats(values: np.ndarray) -> dict[str, float]:
@@ -464,7 +358,7 @@ class ImagePairSums:
 
     def __init__(self, data: ProbeData, rows: np.ndarray, metric: str) -> None:
         sp = data.species[rows]
-        st = _starts(sp)
+        st = run_starts(sp)
         m = len(rows)
         self.species = sp[st]
         self.n = np.diff(np.r_[st, m]).astype(np.float64)
@@ -485,7 +379,7 @@ class ImagePairSums:
             hi = int(np.searchsorted(bounds, bounds[lo] + max_rows, side="right")) - 1
             hi = min(max(hi, lo + 1), k)
             r0, r1 = int(bounds[lo]), int(bounds[hi])
-            D = snap_ties(pairwise_distances(X[r0:r1], X, metric), tol)
+            D = zero_ties(pairwise_distances(X[r0:r1], X, metric), tol)
             D[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
             W[lo:hi] = np.add.reduceat(np.add.reduceat(D, st, axis=1), st[lo:hi] - r0, axis=0)
             upper = columns[None, :] > np.arange(r0, r1)[:, None]
@@ -581,7 +475,7 @@ class HeightSums:
         M = np.array(M, dtype=np.float64)
         np.fill_diagonal(M, 0.0)
         self.M = M
-        self.starts = [_starts(self.codes[:, r]) for r in range(SPECIES)]
+        self.starts = [run_starts(self.codes[:, r]) for r in range(SPECIES)]
 
     def __call__(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(c, 8)`` distance sums and ``(c, 8)`` counts of ordered pairs per height, for ``(c, k)`` weights."""
@@ -681,7 +575,7 @@ def _centroid_blocks(centroids: np.ndarray, codes: np.ndarray, metric: str) -> I
     tol = tie_tolerance(centroids, metric)
     for i0 in range(0, S - 1, step):
         i1 = min(S, i0 + step)
-        D = snap_ties(pairwise_distances(centroids[i0:i1], centroids, metric), tol)
+        D = zero_ties(pairwise_distances(centroids[i0:i1], centroids, metric), tol)
         H = lca_height(codes[i0:i1], codes)
         upper = columns[None, :] > np.arange(i0, i1)[:, None]
         yield D[upper], H[upper]
@@ -840,9 +734,7 @@ class CentroidSpearman:
         H = lca_height(self.codes[self.species], self.codes[self.species])
         iu, ju = np.triu_indices(k, 1)
         d, h = D[iu, ju], H[iu, ju].astype(np.int64)
-        from scipy.stats import rankdata
-
-        rd = rankdata(d)
+        rd = average_ranks(d)
         count_h = np.bincount(h, minlength=N_HEIGHTS).astype(np.float64)
         g = np.cumsum(count_h) - count_h + (count_h + 1) / 2  # midrank of each height
         gh = g[h]
@@ -864,7 +756,7 @@ class CentroidSpearman:
         # Bootstrap: everything in the order of increasing distance, with its tie groups.
         order = np.argsort(d, kind="stable")
         ds = d[order]
-        self._groups = _starts(ds)
+        self._groups = run_starts(ds)
         self._group_id = np.repeat(np.arange(len(self._groups)), np.diff(np.r_[self._groups, len(ds)]))
         self._hs = h[order]
         self._iu, self._ju = iu[order], ju[order]
@@ -944,8 +836,8 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         ``spearman_species`` ``(k,)``.
     """
     cfg = options.for_probe(PROBE)
-    n_boot = _check_int_option(cfg, "n_boot", DEFAULT_N_BOOT, PROBE)
-    n_boot_spearman = min(_check_int_option(cfg, "n_boot_spearman", min(n_boot, DEFAULT_N_BOOT_SPEARMAN), PROBE),
+    n_boot = int_setting(cfg, "n_boot", DEFAULT_N_BOOT, PROBE)
+    n_boot_spearman = min(int_setting(cfg, "n_boot_spearman", min(n_boot, DEFAULT_N_BOOT_EXPENSIVE), PROBE),
                           n_boot)
     if options.max_pairs < 1:
         raise InputError(f"The 'max_pairs' option must be >= 1 for the {PROBE} probe (it bounds the image "
@@ -1081,7 +973,7 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
                                  mean_intra=intra_s / intra_c, mean_inter=0.0, **counts, ci_note="no CI: no value",
                                  note="every image pair across taxa at distance 0 (tied vectors): no ratio, no test"))
             continue
-        null = (tie_null(ratio_null[:, r], observed_ratio[r])
+        null = (tie_null(ratio_null[:, r], observed_ratio[r], rtol=TIE_STAT_RTOL)
                 if r in null_ranks and np.isfinite(ratio_null[:, r]).any() else None)
         ci, ci_note = guard_ci(float(observed_ratio[r]), *ratio_cis[r])
         rows.append(null_row(
@@ -1089,17 +981,17 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             level="image", mean_intra=intra_s / intra_c, mean_inter=inter_s / inter_c, **counts, ci_note=ci_note,
             note=""))
         if null is not None:
-            null_records.append(_null_frame(name, "intra_inter_ratio", null))
+            null_records.append(null_frame(name, "intra_inter_ratio", null))
     spearman_counts = dict(n_species=len(spearman_species), n_taxa=taxa_count(data, spearman_species),
                            sampled=bool(spearman_sampled))
     if spearman.defined:
         spearman_ci, spearman_note = guard_ci(spearman.observed, spearman_ci, spearman_note)
-        null = tie_null(spearman_null, spearman.observed) if np.isfinite(spearman_null).any() else None
+        null = tie_null(spearman_null, spearman.observed, rtol=TIE_STAT_RTOL) if np.isfinite(spearman_null).any() else None
         rows.append(null_row("all", "distance_height_spearman", spearman.observed, null, spearman.n_pairs,
                              alternative="greater", ci=spearman_ci, level="centroid", **spearman_counts,
                              ci_note=spearman_note, note=""))
         if null is not None:
-            null_records.append(_null_frame("all", "distance_height_spearman", null))
+            null_records.append(null_frame("all", "distance_height_spearman", null))
     elif spearman.tied and spearman.n_heights >= 2:
         rows.append(null_row("all", "distance_height_spearman", np.nan, None, spearman.n_pairs, alternative="greater",
                              level="centroid", **spearman_counts, ci_note="no CI: no value",
@@ -1140,7 +1032,3 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
                 "skipped": pd.DataFrame(skipped, columns=["rank", "metric", "reason"])},
         info=info)
 
-
-def _null_frame(rank: str, metric: str, null: np.ndarray) -> pd.DataFrame:
-    return pd.DataFrame({"rank": rank, "metric": metric, "permutation": np.arange(len(null)),
-                         "value": np.asarray(null, dtype=np.float64)})

@@ -47,6 +47,7 @@ from latent.hyperbolic import (
     DELTA_METHODS, GEOMETRIES, fit_distances, fit_report, gromov_delta, mean_average_precision, nearest_relatives,
 )
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, pairwise_distances
+from latent.probes.common import empty_null_frame, int_setting
 
 __all__ = ["HYPERBOLICITY_DEFAULTS", "HYPERBOLIC_FIT_DEFAULTS", "probe_hyperbolicity", "probe_hyperbolic_fit"]
 
@@ -75,7 +76,6 @@ HYPERBOLIC_FIT_DEFAULTS: dict[str, Any] = {
 }
 
 _TARGETS = ("embedding", "taxonomy")
-_NULL_COLUMNS = ["rank", "metric", "permutation", "value"]
 
 
 def _settings(options: ProbeOptions, probe: str, defaults: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,13 +85,6 @@ def _settings(options: ProbeOptions, probe: str, defaults: Mapping[str, Any]) ->
         raise InputError(f"Unknown setting(s) {', '.join(map(repr, unknown))} for probe {probe!r}. "
                          f"Settings: {', '.join(defaults)}.")
     return {**defaults, **given}
-
-
-def _int_setting(settings: Mapping[str, Any], name: str, probe: str, minimum: int) -> int:
-    value = settings[name]
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise InputError(f"The {name!r} setting of probe {probe!r} must be an integer >= {minimum}. Got {value!r}.")
-    return int(value)
 
 
 def _list_setting(settings: Mapping[str, Any], name: str, probe: str, allowed: "Sequence[str] | None" = None) -> list:
@@ -119,11 +112,6 @@ def _species_sample(S: int, cap: int, seed: int) -> np.ndarray:
     idx = np.sort(rng.choice(S, size=cap, replace=False))
     log.info("hyperbolic probes: %d of %d species sampled (seed %d)", cap, S, seed)
     return idx
-
-
-def _empty_null() -> pd.DataFrame:
-    return pd.DataFrame({"rank": pd.Series(dtype=str), "metric": pd.Series(dtype=str),
-                         "permutation": pd.Series(dtype=np.int64), "value": pd.Series(dtype=float)})
 
 
 def _target_matrices(data: ProbeData, idx: np.ndarray, distance: str, targets: Sequence[str]) -> dict[str, np.ndarray]:
@@ -159,11 +147,11 @@ def probe_hyperbolicity(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     probe = "hyperbolicity"
     settings = _settings(options, probe, HYPERBOLICITY_DEFAULTS)
     S = data.n_species
-    exact_max = _int_setting(settings, "exact_max", probe, 0)
-    cap = _int_setting(settings, "max_species", probe, 4)
-    base = _int_setting(settings, "base_point", probe, 0)
-    sample_size = _int_setting(settings, "sample_size", probe, 4)
-    tries = _int_setting(settings, "tries", probe, 1)
+    exact_max = int_setting(settings, "exact_max", None, probe, 0)
+    cap = int_setting(settings, "max_species", None, probe, 4)
+    base = int_setting(settings, "base_point", None, probe, 0)
+    sample_size = int_setting(settings, "sample_size", None, probe, 4)
+    tries = int_setting(settings, "tries", None, probe, 1)
     if settings["methods"] == "auto":
         methods = ["base_point", "sampled"] + (["exact"] if min(S, cap) <= exact_max else [])
     else:
@@ -196,7 +184,7 @@ def probe_hyperbolicity(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             "null": "none: delta of the embedding does not depend on the taxonomy labels; compare with the "
                     "taxonomy row and the random-features baseline"}
     return ProbeResult(probe, pd.DataFrame(rows), arrays={"species": idx},
-                       tables={"tries": pd.DataFrame(tries_rows), "null": _empty_null()}, info=info)
+                       tables={"tries": pd.DataFrame(tries_rows), "null": empty_null_frame()}, info=info)
 
 
 def probe_hyperbolic_fit(data: ProbeData, options: ProbeOptions) -> ProbeResult:
@@ -231,8 +219,8 @@ def probe_hyperbolic_fit(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     if any(isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 1 for d in dims):
         raise InputError(f"The 'dims' setting of probe {probe!r} must be integers >= 1. Got {settings['dims']!r}.")
     targets = _list_setting(settings, "targets", probe, _TARGETS)
-    steps = _int_setting(settings, "steps", probe, 1)
-    cap = _int_setting(settings, "max_species", probe, 3)
+    steps = int_setting(settings, "steps", None, probe, 1)
+    cap = int_setting(settings, "max_species", None, probe, 3)
     S = data.n_species
     if S < 3:
         raise InputError(f"Probe {probe!r} needs at least 3 species; got {S}.")
@@ -277,4 +265,4 @@ def probe_hyperbolic_fit(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             "null": "none: fits of embedding distances do not depend on the taxonomy labels; compare with the "
                     "taxonomy target and the random-features baseline"}
     return ProbeResult(probe, pd.DataFrame(rows), arrays=arrays,
-                       tables={"loss": pd.concat(loss_frames, ignore_index=True), "null": _empty_null()}, info=info)
+                       tables={"loss": pd.concat(loss_frames, ignore_index=True), "null": empty_null_frame()}, info=info)

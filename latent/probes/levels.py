@@ -74,6 +74,7 @@ import pandas as pd
 
 from latent.errors import InputError
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, pairwise_distances
+from latent.probes.common import ALPHA, DEFAULT_N_BOOT
 from latent.ranks import RANK_NAMES
 from latent.stats import cluster_ci, null_summary
 
@@ -95,8 +96,8 @@ METRIC = "rank_distance_ratio"
 
 DEFAULTS: dict[str, Any] = {
     "permutations": None,  # None: the probe options' permutations
-    "alpha": 0.05,
-    "n_boot": 1000,
+    "alpha": ALPHA,
+    "n_boot": DEFAULT_N_BOOT,
     "max_images_per_species": 10,
     "max_species": 3000,
 }
@@ -313,7 +314,6 @@ class LevelStatistic:
             self.blocks.append(_Block(items, local, units, D @ onehot, onehot.sum(axis=0)))
         #: all distances among the items that enter the statistic are equal (identical vectors ...)
         self.tied = bool(not np.isfinite(lo) or hi - lo <= max(self.tol, TIE_TOL * max(abs(lo), abs(hi))))
-        self.n_items = int(sum(len(b.items) for b in self.blocks))
 
     def item_ratios(self, labels: np.ndarray) -> np.ndarray:
         """``(P, n)`` ratio of every item under each of ``P`` unit labellings ``(P, U)`` (NaN: not an anchor)."""
@@ -493,6 +493,11 @@ def _sample_species(data: ProbeData, cap: int, seed: int) -> np.ndarray:
     return np.sort(rng.choice(S, cap, replace=False))
 
 
+def _at_most(null: np.ndarray, observed: float) -> int:
+    """Null values at most ``observed``, ties (within :data:`TIE_TOL`, relative, at least absolute) included."""
+    return int(np.count_nonzero(null <= observed + TIE_TOL * max(abs(observed), 1.0)))
+
+
 def probe_levels(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     """The primary statistic per rank under its restricted null (see the module docstring)."""
     cfg = _settings(options)
@@ -507,7 +512,6 @@ def probe_levels(data: ProbeData, options: ProbeOptions) -> ProbeResult:
                     species_sampled=len(species) < data.n_species)
         reason = setup.reason
         stat = setup.statistic
-        result: dict[str, Any]
         if stat is not None and setup.distinct - 1 < 1:
             reason = "a single reachable partition"
         if stat is not None and not reason:
@@ -527,7 +531,7 @@ def probe_levels(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             labels = enumerate_partitions(stat.unit_label, stat.unit_parent)
             null_all = stat.statistic(labels)
             finite = null_all[np.isfinite(null_all)]
-            hits = np.count_nonzero(finite <= observed + TIE_TOL * max(abs(observed), 1.0))
+            hits = _at_most(finite, observed)
             p = hits / max(len(finite), 1)
             summary = null_summary(observed, finite, "less")
             null = finite
@@ -536,7 +540,7 @@ def probe_levels(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             labels = restricted_label_permutations(stat.unit_label, stat.unit_parent, n_perm, options.seed)
             null = stat.statistic(labels) if n_perm else np.zeros(0)
             finite = null[np.isfinite(null)]
-            hits = np.count_nonzero(finite <= observed + TIE_TOL * max(abs(observed), 1.0))
+            hits = _at_most(finite, observed)
             summary = null_summary(observed, finite, "less")
             p = (1 + hits) / (1 + len(finite)) if len(finite) else np.nan
             perms_used = len(finite)

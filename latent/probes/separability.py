@@ -75,15 +75,19 @@ import logging
 import math
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from latent.errors import InputError
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, species_permutations
+from latent.probes.common import DEFAULT_N_BOOT, int_setting
 from latent.ranks import RANKS, Rank
 from latent.stats import cluster_ci
+
+if TYPE_CHECKING:  # pragma: no cover
+    from latent.linear import FixedCLogistic
 
 __all__ = ["probe_separability", "SPLITS", "C_RULES"]
 
@@ -117,11 +121,11 @@ def _split(data: ProbeData, split: str, codes: np.ndarray, seed: int, test_fract
         :func:`latent.splits.species_disjoint_split` (genus coverage) on ``codes``, so that with
         ``codes = data.codes`` it is exactly ``species_disjoint_split(data.taxonomy, ...)``.
     """
-    from latent.splits import _species_disjoint_test, random_split
+    from latent.splits import random_split, species_disjoint_mask
 
     if split == "random":
         return random_split(data.taxonomy, test_fraction=test_fraction, seed=seed)
-    in_test = _species_disjoint_test(codes, test_fraction, seed, Rank.GENUS, level=level)
+    in_test = species_disjoint_mask(codes, test_fraction, seed, Rank.GENUS, level=level)
     test = in_test[data.species]
     return np.flatnonzero(~test).astype(np.int64), np.flatnonzero(test).astype(np.int64)
 
@@ -139,41 +143,6 @@ class _Scored:
         return float(self.correct.mean()) if self.correct.size else math.nan
 
 
-class _FixedC:
-    """Logistic fits at a given C on row subsets of one centred, rotated frame of all images.
-
-    The same solver as :func:`latent.linear.fit_logistic` (its minimiser does not depend on the centring
-    or rotation of the features, so one frame of all images serves every training set: one
-    eigendecomposition for the whole probe instead of one per fit). It uses the solver pieces of
-    :mod:`latent.linear` that :func:`latent.linear.linear_probe_ranks` shares across ranks.
-    """
-
-    def __init__(self, X: np.ndarray, *, device: Any, max_iter: int, tol: float) -> None:
-        from latent.linear import _Frame, _resolve_device
-
-        self.X = X
-        self.frame = _Frame(X, device=_resolve_device(device, "probe_separability"), dtype="float32",
-                            precondition=True)
-        self.max_iter, self.tol = int(max_iter), float(tol)
-        self.fits = 0
-        self.not_converged = 0
-
-    def predict(self, train: np.ndarray, y: np.ndarray, C: float, test: np.ndarray) -> np.ndarray:
-        """Fit on images ``train`` with labels ``y`` at ``C``; ``(len(test),)`` predicted labels."""
-        from latent.linear import _Problem, _solve, _State
-
-        classes, y_index = np.unique(y, return_inverse=True)
-        problem = _Problem(self.frame, train, y_index.astype(np.int64), len(classes))
-        lam = 1.0 / (C * problem.n)
-        state = _solve(problem, lam, _State(problem.zeros(), lam, None), max_iter=self.max_iter, tol=self.tol,
-                       history=10)
-        self.fits += 1
-        self.not_converged += int(state.reason == "max_iter")
-        W, b = problem.from_theta(state.theta)
-        logits = self.X[test].astype(np.float64) @ W + b
-        return classes[np.argmax(logits, axis=1)]
-
-
 def _trainable(Y: np.ndarray, train: np.ndarray, test: np.ndarray, r: Rank) -> bool:
     """At least two classes among the labelled train images and one labelled test image."""
     labels = Y[train, r]
@@ -181,7 +150,7 @@ def _trainable(Y: np.ndarray, train: np.ndarray, test: np.ndarray, r: Rank) -> b
 
 
 def _score(data: ProbeData, Y: np.ndarray, train: np.ndarray, test: np.ndarray, ranks: list[Rank],
-           C: "dict[str, float] | None", fitter: "_FixedC | None", fit: dict[str, Any]) -> dict[str, _Scored]:
+           C: "dict[str, float] | None", fitter: "FixedCLogistic | None", fit: dict[str, Any]) -> dict[str, _Scored]:
     """Per rank: the probe trained on ``train`` and scored on the labelled ``test`` images.
 
     ``C`` None: the CLIP protocol (:func:`latent.linear.linear_probe_ranks`, sweep + refit) for every
@@ -267,7 +236,7 @@ def probe_separability(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         raise InputError(f"The 'permutations' setting of the separability probe must be an integer >= 0. "
                          f"Got {n_perm!r}.")
     n_perm = int(n_perm)
-    n_boot = int(opts.get("n_boot", 1000))
+    n_boot = int_setting(opts, "n_boot", DEFAULT_N_BOOT, "separability")
     test_fraction = opts.get("test_fraction", 0.3)
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
         raise InputError(f"The 'test_fraction' setting of the separability probe must be a number in (0, 1). "
@@ -281,7 +250,9 @@ def probe_separability(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         raise InputError(f"The 'max_iter' setting of the separability probe must be an integer >= 1. Got {max_iter!r}.")
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < math.inf:
         raise InputError(f"The 'tol' setting of the separability probe must be a positive number. Got {tol!r}.")
-    fitter = None if rule == "sweep" else _FixedC(data.X, device=options.device, max_iter=max_iter, tol=tol)
+    from latent.linear import FixedCLogistic
+
+    fitter = None if rule == "sweep" else FixedCLogistic(data.X, device=options.device, max_iter=max_iter, tol=tol)
 
     rows: list[dict[str, Any]] = []
     nulls: list[dict[str, Any]] = []

@@ -1,0 +1,225 @@
+"""What several probes share: tie handling, null tables, sample sizes, settings and default sizes.
+
+One definition of each, used by every probe module (a probe module imports nothing private from
+another):
+
+* **Ties.** Distances equal up to rounding must tie exactly, or rounding (BLAS summation order, the
+  Gram form of a distance) decides their order, i.e. the species order does. :func:`zero_ties` sets
+  distances at or below a tolerance to 0; :func:`snap_ties` also makes sorted neighbours at most the
+  tolerance apart share one value; :func:`tie_null` sets the null values within a tolerance of the
+  observed statistic to it, so a permutation that reproduces the observed labelling counts as at
+  least as extreme whatever the rounding; :func:`average_ranks` ranks with ties sharing their mean rank.
+* **Null tables.** :func:`null_frame` (and :func:`empty_null_frame`) give the ``rank, metric,
+  permutation, value`` table of null samples that ``latent probe`` saves beside ``metrics.csv``.
+* **Sampling.** :func:`max_items_for_pairs`: the most items whose pairs fit in ``max_pairs`` (the one
+  formula every probe that samples species or images uses); :func:`stratified_species` (a systematic
+  sample of species along lineage order) and :func:`stratified_sample` (rows stratified by species),
+  both seeded.
+* **Settings.** :func:`int_setting` reads an integer probe setting with the one error message.
+* **Defaults.** :data:`DEFAULT_N_BOOT_EXPENSIVE` and :data:`DEFAULT_EXPENSIVE_PERMUTATIONS`; the level
+  ``ALPHA`` and ``DEFAULT_N_BOOT`` (resamples of a cheap CI) are :mod:`latent.stats`' (re-exported).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from latent.errors import InputError
+from latent.stats import ALPHA, DEFAULT_N_BOOT  # defined once, in latent.stats (re-exported here)
+
+__all__ = [
+    "ALPHA",
+    "DEFAULT_N_BOOT",
+    "DEFAULT_N_BOOT_EXPENSIVE",
+    "DEFAULT_EXPENSIVE_PERMUTATIONS",
+    "NULL_COLUMNS",
+    "average_ranks",
+    "empty_null_frame",
+    "int_setting",
+    "max_items_for_pairs",
+    "null_frame",
+    "run_starts",
+    "snap_ties",
+    "stratified_sample",
+    "stratified_species",
+    "tie_null",
+    "zero_ties",
+]
+
+#: Resamples of a CI whose resample is expensive (ranks of all pairs, an SVD, a tree): the default is
+#: ``min(n_boot, DEFAULT_N_BOOT_EXPENSIVE)``.
+DEFAULT_N_BOOT_EXPENSIVE = 200
+#: Permutations of a null whose statistic is expensive (silhouette, NC1): the default is
+#: ``min(options.permutations, DEFAULT_EXPENSIVE_PERMUTATIONS)``.
+DEFAULT_EXPENSIVE_PERMUTATIONS = 199
+#: Columns of a table of null samples.
+NULL_COLUMNS = ("rank", "metric", "permutation", "value")
+
+
+# ---------------------------------------------------------------------------------------- ties
+def zero_ties(D: np.ndarray, tol: float) -> np.ndarray:
+    """Set the distances of ``D`` at or below ``tol`` to exactly 0 (in place), so that tied vectors tie
+    exactly and no tie is broken by the rounding of a row order. Returns ``D``."""
+    D[D <= tol] = 0.0
+    return D
+
+
+def snap_ties(values: np.ndarray, tol: float) -> np.ndarray:
+    """``values`` with near-ties made exact: values within ``tol`` of 0 become 0, and values whose sorted
+    neighbours are at most ``tol`` apart share one value (the smallest of their run).
+
+    Rounding (the Gram-matrix form of a distance, BLAS summation order) can make copies of one distance
+    differ in the last bits, and which copy comes out smaller then depends on where the rows sit, i.e.
+    on the species order. Snapping makes such ties exact so that every later step treats them alike.
+    A copy is returned (float64).
+    """
+    v = np.array(values, dtype=np.float64, copy=True)
+    if v.size == 0:
+        return v
+    v[np.abs(v) <= tol] = 0.0
+    order = np.argsort(v, kind="stable")
+    s = v[order]
+    new = np.r_[True, np.diff(s) > tol]
+    v[order] = s[new][np.cumsum(new) - 1]
+    return v
+
+
+def tie_null(null: np.ndarray, observed: float, *, rtol: float = 0.0, atol: float = 0.0) -> np.ndarray:
+    """A float64 copy of ``null`` with the values within ``atol + rtol * |observed|`` of ``observed`` set to it.
+
+    A permutation that reproduces the observed labelling gives the observed statistic summed in another
+    order; rounding must not decide whether it counts as ``>=`` (ties count against the observed value,
+    as in :func:`latent.stats.permutation_pvalue`). Nothing changes when ``observed`` is not finite.
+    """
+    null = np.array(null, dtype=np.float64)
+    if np.isfinite(observed):
+        null[np.abs(null - observed) <= atol + rtol * abs(observed)] = observed
+    return null
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """``(n,)`` float64 ranks 1..n of ``values``, tied values sharing their mean rank (Spearman's ranks)."""
+    from scipy.stats import rankdata
+
+    return rankdata(values, method="average").astype(np.float64)
+
+
+def run_starts(values: np.ndarray) -> np.ndarray:
+    """``(runs,)`` start positions of the runs of equal values of a ``(k,)`` array."""
+    values = np.asarray(values)
+    if values.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+
+
+# ---------------------------------------------------------------------------------- null tables
+def null_frame(rank: str, metric: str, null: np.ndarray) -> pd.DataFrame:
+    """The null samples of one statistic: columns :data:`NULL_COLUMNS`, one row per permutation."""
+    return pd.DataFrame({"rank": rank, "metric": metric, "permutation": np.arange(len(null), dtype=np.int64),
+                         "value": np.asarray(null, dtype=np.float64)})
+
+
+def empty_null_frame() -> pd.DataFrame:
+    """A table of null samples with no rows (a probe run without permutations), typed as :func:`null_frame`'s."""
+    return pd.DataFrame({"rank": pd.Series(dtype=str), "metric": pd.Series(dtype=str),
+                         "permutation": pd.Series(dtype=np.int64), "value": pd.Series(dtype=np.float64)})
+
+
+# ------------------------------------------------------------------------------------- sampling
+def max_items_for_pairs(max_pairs: int) -> int:
+    """Largest ``m`` with ``m (m - 1) / 2 <= max_pairs`` (at least 1)."""
+    m = int((1 + math.isqrt(1 + 8 * max(int(max_pairs), 0))) // 2)
+    while m * (m - 1) // 2 > max_pairs:
+        m -= 1
+    while (m + 1) * m // 2 <= max_pairs:
+        m += 1
+    return max(m, 1)
+
+
+def stratified_species(n_species: int, m: int, seed: int = 0) -> np.ndarray:
+    """``m`` of ``n_species`` species by systematic sampling along lineage order (random start).
+
+    Species are numbered in lineage order, so equally spaced positions give every clade a share
+    of the sample proportional to its size (stratification by every rank at once).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m,)`` sorted int64 species indices (all species when ``m >= n_species``).
+    """
+    if m >= n_species:
+        return np.arange(n_species, dtype=np.int64)
+    step = n_species / m
+    start = np.random.default_rng([int(seed), 0x5A3]).random() * step
+    return np.minimum(np.floor(start + step * np.arange(m)).astype(np.int64), n_species - 1)
+
+
+def stratified_sample(species: np.ndarray, n_species: int, max_rows: int, *, min_per_species: int,
+                      seed: int, tag: int) -> tuple[np.ndarray, int, bool]:
+    """A seeded sample of at most ``max_rows`` rows, stratified by species.
+
+    Every species gives ``min(count, k)`` random rows, ``k >= min_per_species`` the largest for which
+    the total fits; if even ``k = min_per_species`` does not fit, a random subset of species gives
+    ``min(count, min_per_species)`` rows each.
+
+    Parameters
+    ----------
+    species
+        ``(n,)`` species index of each row, in ``[0, n_species)``.
+
+    Returns
+    -------
+    tuple
+        ``(m,)`` int64 rows sorted by species then row; ``k`` (0 when species were subsampled, -1 when
+        every row was kept); whether a sample was drawn.
+    """
+    species = np.asarray(species, dtype=np.int64)
+    order = np.argsort(species, kind="stable")
+    if len(species) <= max_rows:
+        return order, -1, False
+    counts = np.bincount(species, minlength=n_species)
+    rng = np.random.default_rng([int(seed), int(tag)])
+
+    def size(k: int) -> int:
+        return int(np.minimum(counts, k).sum())
+
+    lo, hi = int(min_per_species), int(counts.max())
+    if lo <= hi and size(lo) <= max_rows:
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if size(mid) <= max_rows:
+                lo = mid
+            else:
+                hi = mid - 1
+        take, k = np.minimum(counts, lo), lo
+    else:
+        species_order = rng.permutation(n_species)
+        per = np.minimum(counts[species_order], min_per_species)
+        keep = np.cumsum(per) <= max_rows
+        take = np.zeros(n_species, dtype=np.int64)
+        take[species_order[keep]] = per[keep]
+        k = 0
+    first = np.r_[0, np.cumsum(counts)[:-1]]
+    rows = []
+    for s in np.flatnonzero(take).tolist():
+        members = order[first[s]:first[s] + counts[s]]
+        if take[s] < counts[s]:
+            members = np.sort(rng.choice(members, size=int(take[s]), replace=False))
+        rows.append(members)
+    return np.concatenate(rows).astype(np.int64), int(k), True
+
+
+# ------------------------------------------------------------------------------------- settings
+def int_setting(cfg: Mapping[str, Any], key: str, default: "int | None", probe: str, minimum: int = 0) -> int:
+    """The integer setting ``key`` of ``probe`` from ``cfg`` (``default`` if absent), or an InputError
+    naming the setting, the value and how to set it."""
+    value = cfg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise InputError(f"The {key!r} setting of the {probe} probe must be an integer >= {minimum}. "
+                         f"Got {value!r}; set it with options.extra={{'{probe}': {{'{key}': ...}}}}.")
+    return int(value)
