@@ -338,10 +338,8 @@ def test_offline_missing_weights_say_how_to_get_them(shared, tmp_path):
     hf_home.mkdir()
     out = tmp_path / "work" / "b.h5"
     out.parent.mkdir()
-    t0 = time.monotonic()
     proc = latent("embed", birds / "eagle", "--model", "bioclip-2", "--no-progress", "--out", out,
-                  env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home)}, check=False, timeout=60)
-    assert time.monotonic() - t0 < 20
+                  env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(hf_home)}, check=False, timeout=120)
     assert proc.returncode == 2, proc.stderr
     _no_traceback(proc)
     assert "hf download imageomics/bioclip-2" in proc.stderr and "--pretrained" in proc.stderr
