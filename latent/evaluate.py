@@ -41,16 +41,30 @@ import pandas as pd
 
 from latent._version import __version__
 from latent.errors import InputError
+from latent.figures import FigureSpec
 from latent.ranks import RANK_NAMES, Rank, parse_rank
 from latent.results import begin_output, check_output, finish_output, jsonable, results_frame
 
-__all__ = ["METHODS", "SPLITS", "Evaluation", "EvaluateReport", "evaluate", "evaluate_cache", "parse_clade"]
+__all__ = ["METHODS", "SPLITS", "FIGURES", "Evaluation", "EvaluateReport", "evaluate", "evaluate_cache", "parse_clade"]
 
 log = logging.getLogger(__name__)
 
 METHODS = ("zero-shot", "linear", "knn", "centroid")
 SPLITS = ("random", "species-disjoint")
 MODES = ("flat", "per-rank")
+
+#: The report's figures of the evaluations (see :mod:`latent.figures`), drawn from their results tables.
+FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec("accuracy", "Accuracy per rank",
+               "Top-1 accuracy per rank with bootstrap 95% CIs, per method, split and model.",
+               "latent.plotting.evaluation:report_accuracy", order=20),
+    FigureSpec("mistake_severity", "How wrong are the mistakes?",
+               "LCA height of wrong top-1 species predictions (1 = right genus, 7 = wrong kingdom).",
+               "latent.plotting.evaluation:report_mistake_severity", order=21),
+    FigureSpec("first_divergence", "First wrong rank",
+               "The highest rank at which the top-1 prediction leaves the true lineage.",
+               "latent.plotting.evaluation:report_first_divergence", order=22),
+)
 
 #: The note on every metrics row of a run where test images have an identical vector in training.
 LEAK_NOTE = "{k} test images have an identical vector in training: a leak; accuracy is inflated"

@@ -1,7 +1,9 @@
 """The steps of ``latent run``, ``latent report`` and ``latent demo``, and the one rule that decides reuse.
 
 Steps: the data step (``data.import`` / ``data.synth`` / ``data.images`` of an experiment, each making one
-embedding cache), then per cache the evaluations, the probes and the 2-D projections of a report.
+embedding cache), then per cache the evaluations, the probes and the 2-D projections of a report
+(:func:`run_report_steps`), and the report's model-vs-model comparisons (:func:`comparison_step`); the
+report then only renders their results (:func:`latent.report.render_report`).
 
 **The reuse rule** (stated here once; :mod:`latent.report` and :mod:`latent.experiment` point here).
 
@@ -64,7 +66,7 @@ from latent.verdict import PRIMARY, PRIMARY_ALL
 __all__ = ["ReportSettings", "PRIMARY_PROBES", "HASH_LIMIT", "RECORD", "LOCK", "file_identity", "step_identity",
            "is_current", "run_folder_step", "run_file_step", "folder_lock", "check_out", "atomic_write_text",
            "make_caches", "evaluate_steps", "probe_step", "projection_steps", "model_folder", "short_hash",
-           "git_commit"]
+           "run_report_steps", "comparison_step", "git_commit"]
 
 log = logging.getLogger(__name__)
 
@@ -764,6 +766,112 @@ def projection_steps(cache: Path, folder: Path, settings: ReportSettings, force:
                       what=f"{method} projection of {cache.name}")
         paths.append(path)
     return paths
+
+
+def _label(provenance: Any, path: Path, taken: set[str]) -> str:
+    base = str(provenance.model or path.stem)
+    label = base if base not in taken else f"{base} ({path.stem})"
+    k = 2
+    while label in taken:
+        label, k = f"{base} ({path.stem} {k})", k + 1
+    return label
+
+
+def _label_by_stem(stem: str, taken: set[str]) -> str:
+    label, k = stem, 2
+    while label in taken:
+        label, k = f"{stem} {k}", k + 1
+    return label
+
+
+def run_report_steps(caches: "list[Path]", out: Path, settings: ReportSettings, *, force: bool = False,
+                     baseline: "Path | None" = None) -> list[Any]:
+    """The report's steps for each cache (evaluations, probes, projections), reused by the rule above.
+
+    Parameters
+    ----------
+    caches
+        Embedding caches (one model each), checked to exist by the caller.
+    out
+        The report folder (the caller holds its lock): results go to ``out/runs/<cache>/``.
+    settings
+        What to compute.
+    force
+        Recompute every step.
+    baseline
+        Random-features cache probed next to every model.
+
+    Returns
+    -------
+    list of latent.figures.ModelRun
+        Per cache: its display label (unique among the caches), provenance and the run folders and files.
+    """
+    from latent.cache import open_cache
+    from latent.figures import ModelRun
+
+    provenances = []
+    for path in caches:
+        with open_cache(path) as cache:
+            provenances.append(cache.provenance)
+    names = [str(p.model or path.stem) for p, path in zip(provenances, caches)]
+    # shared parts of the file names of one model's caches ("-dim32-seed0") say nothing: drop them
+    tokens = {path: path.stem.split("-") for path in caches}
+    common = set.intersection(*(set(t) for t in tokens.values())) if len(caches) > 1 else set()
+    short = {path: "-".join(t for t in tokens[path] if t not in common) or path.stem for path in caches}
+    taken: set[str] = set()
+    models = []
+    for path, provenance, name in zip(caches, provenances, names):
+        # caches of one model (e.g. synthetic data at several signals) are told apart by their file names
+        label = _label(provenance, path, taken) if names.count(name) == 1 else _label_by_stem(short[path], taken)
+        taken.add(label)
+        # one folder per cache file (not per display label, which depends on the other caches of the report)
+        folder = model_folder(out, path)
+        folder.mkdir(parents=True, exist_ok=True)
+        cache_id = file_identity(path, what="cache")
+        evaluations = evaluate_steps(path, folder, settings, force, cache_id)
+        probe = probe_step(path, folder, settings, force, baseline, cache_id)
+        projections = projection_steps(path, folder, settings, force, cache_id)
+        info = json.loads((probe / "run.json").read_text()) if (probe / "run.json").exists() else {}
+        models.append(ModelRun(label, path, provenance, evaluations, probe, projections, info))
+    return models
+
+
+def comparison_step(models: "list[Any]", settings: ReportSettings, baseline: "Path | None") -> "Any":
+    """Paired model-vs-model (and model-vs-baseline) differences of each rank's primary statistic.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :data:`latent.compare.COMPARISON_COLUMNS` (no rows with one model and no baseline).
+    """
+    import pandas as pd
+
+    from latent.compare import COMPARISON_COLUMNS, compare_models
+    from latent.probes.base import ProbeOptions
+    from latent.probes.run import load_probe_data
+
+    pairs: list[tuple[str, Path, str, Path]] = []
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            pairs.append((a.label, a.cache, b.label, b.cache))
+        if baseline is not None:
+            pairs.append((a.label, a.cache, "random-features baseline", baseline))
+    if not pairs:
+        return pd.DataFrame(columns=COMPARISON_COLUMNS)
+    options = ProbeOptions(distance=settings.distance, seed=settings.seed)
+    level_settings = {k: v for k, v in settings.probe_settings.get("levels", {}).items()
+                      if k in ("max_images_per_species", "max_species")}
+    loaded: dict[Path, Any] = {}
+    frames = []
+    for la, pa, lb, pb in pairs:
+        for path in (pa, pb):
+            if path not in loaded:
+                loaded[path] = load_probe_data(path)[0]
+        log.info("report: comparing %s with %s", la, lb)
+        frames.append(compare_models(loaded[pa], loaded[pb], labels=(la, lb), options=options,
+                                     common_dim=settings.common_dim, n_boot=settings.n_boot,
+                                     settings=level_settings))
+    return pd.concat(frames, ignore_index=True)
 
 
 # ------------------------------------------------------------------------------ provenance

@@ -10,10 +10,15 @@ same identity, i.e. the same inputs, parameters and latent version):
 - 2-D projections of the images into ``DIR/runs/<cache>/projection-<method>-seed<S>.csv``.
 
 The whole run holds ``DIR/.latent.lock``: a second ``latent report`` on the same ``DIR`` is refused.
-This module then only renders: the figures from those results tables only (``DIR/figures/*.png`` and
-``*.pdf``), and ``DIR/report.md`` and ``DIR/report.html`` (self-contained: figures embedded). The report
-starts with the answer: per rank, each statistic with its effect size, CI, permutation p-value and a
-verdict reached by the rule in :data:`VERDICT_RULE`; then the figures; then the provenance.
+Running the steps (and the model comparisons) is :func:`latent.pipeline.run_report_steps` and
+:func:`latent.pipeline.comparison_step`; the verdict rule is :mod:`latent.verdict`; this module only
+renders (:func:`render_report`): the figures declared in the registry (:mod:`latent.figures`: each probe's
+:attr:`~latent.probes.ProbeSpec.figures`, :data:`latent.evaluate.FIGURES`, the projections) from the
+results tables only (``DIR/figures/*.png`` and ``*.pdf``), and ``DIR/report.md`` and ``DIR/report.html``
+(self-contained: figures embedded). A new probe thus brings its figures and its supporting rows
+(:attr:`~latent.probes.ProbeSpec.evidence`) without editing this module. The report starts with the
+answer: per rank, each statistic with its effect size, CI, permutation p-value and a verdict reached by
+the rule in :data:`VERDICT_RULE`; then the figures; then the provenance.
 """
 
 from __future__ import annotations
@@ -29,23 +34,22 @@ import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from latent._version import __version__
 from latent.errors import InputError
 from latent.ranks import RANK_NAMES
 
-__all__ = ["ReportSettings", "ReportResult", "build_report", "draw_figures", "VERDICT_RULE"]
+__all__ = ["ReportSettings", "ReportResult", "build_report", "render_report", "draw_figures", "VERDICT_RULE"]
 
 log = logging.getLogger(__name__)
 
-from latent.verdict import (ALPHA, PRIMARY, PRIMARY_ALL, SUPPORTING, VERDICT_COLUMNS, VERDICT_RULE,  # noqa: E402
-                            supporting_table, verdict_table)
+from latent.verdict import ALPHA, VERDICT_COLUMNS, VERDICT_RULE, supporting_table, verdict_table  # noqa: E402,F401
 
 from latent import pipeline  # noqa: E402
+from latent.figures import FigureSpec, ModelRun  # noqa: E402
 from latent.pipeline import PRIMARY_PROBES, ReportSettings, atomic_write_text, folder_lock  # noqa: E402,F401
 from latent.pipeline import git_commit as _git_commit  # noqa: E402  (kept importable here)
 
@@ -81,81 +85,7 @@ class ReportResult:
         return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------ labels
-def _label(provenance: Any, path: Path, taken: set[str]) -> str:
-    base = str(provenance.model or path.stem)
-    label = base if base not in taken else f"{base} ({path.stem})"
-    k = 2
-    while label in taken:
-        label, k = f"{base} ({path.stem} {k})", k + 1
-    return label
-
-
-def _label_by_stem(stem: str, taken: set[str]) -> str:
-    label, k = stem, 2
-    while label in taken:
-        label, k = f"{stem} {k}", k + 1
-    return label
-
-
-def _slug(text: str) -> str:
-    out = "".join(c if c.isalnum() or c in "-_." else "-" for c in text).strip("-")
-    return out or "model"
-
-
-# ------------------------------------------------------------------------------ the answer
-def _evidence_subset(metrics: pd.DataFrame) -> pd.DataFrame:
-    """The rows of a probe table that a verdict reads (primary) or shows (supporting), in that order."""
-    parts = []
-    wanted = [(PRIMARY[0], PRIMARY[1], {}), (PRIMARY_ALL[0], PRIMARY_ALL[1], {"rank": "all"}),
-              *((probe, metric, extra) for probe, metric, extra, _, _ in SUPPORTING)]
-    for probe, metric, extra in wanted:
-        sel = metrics[(metrics["probe"] == probe) & (metrics["metric"] == metric)]
-        for key, value in extra.items():
-            sel = sel[sel[key] == value] if key in sel.columns else sel.iloc[0:0]
-        parts.append(sel)
-    return pd.concat(parts) if parts else metrics.iloc[0:0]
-
-
 # ------------------------------------------------------------------------------ figures
-@dataclass
-class _Model:
-    label: str
-    cache: Path
-    provenance: Any
-    evaluations: list[Path]
-    probe: Path
-    projections: list[Path]
-    info: dict[str, Any] = field(default_factory=dict)
-
-
-def _read_csv(path: Path) -> "pd.DataFrame | None":
-    return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else None
-
-
-def _concat(frames: Mapping[str, "pd.DataFrame | None"]) -> "pd.DataFrame | None":
-    parts = [f.assign(model=label) for label, f in frames.items() if f is not None and len(f)]
-    return pd.concat(parts, ignore_index=True) if parts else None
-
-
-def _npz(path: Path) -> dict[str, np.ndarray]:
-    if not path.exists():
-        return {}
-    with np.load(path, allow_pickle=False) as f:
-        return {k: f[k] for k in f.files}
-
-
-def _eval_table(model: "_Model", name: str) -> "pd.DataFrame | None":
-    """One evaluation table of every evaluation of a model, with its ``method`` and ``split``."""
-    parts = []
-    for d in model.evaluations:
-        table = _read_csv(d / name)
-        run = json.loads((d / "run.json").read_text()) if (d / "run.json").exists() else {}
-        if table is not None and len(table):
-            parts.append(table.assign(method=run.get("method", d.name), split=run.get("split", "")))
-    return pd.concat(parts, ignore_index=True) if parts else None
-
-
 @dataclass
 class _Figure:
     key: str
@@ -164,114 +94,66 @@ class _Figure:
     png: Path
 
 
-def _draw_figures(models: list[_Model], fig_dir: Path) -> list[_Figure]:
+def _drawings(drawn: Any) -> list[Any]:
+    """A draw function's result as a list of :class:`latent.figures.Drawing` (none when it drew nothing)."""
+    from latent.figures import Drawing
+
+    if drawn is None:
+        return []
+    items = drawn if isinstance(drawn, list) else [drawn]
+    out = []
+    for item in items:
+        if item is None:
+            continue
+        if not isinstance(item, Drawing):
+            item = Drawing(item[0] if isinstance(item, tuple) else item)
+        out.append(item)
+    return out
+
+
+def _draw_figures(models: "Sequence[ModelRun]", fig_dir: Path) -> list[_Figure]:
+    """Every registered figure (:func:`latent.figures.registered_figures`) whose data is there, in order.
+
+    Cross-model figures are drawn once; a run of consecutive ``per_model`` figures is drawn model by model.
+    """
+    import matplotlib.pyplot as plt
+
     import latent.plotting as lp
+    from latent.figures import FigureContext, registered_figures
 
     fig_dir.mkdir(parents=True, exist_ok=True)
+    context = FigureContext(list(models))
     made: list[_Figure] = []
 
-    def save(key: str, drawn: Any, title: str, caption: str) -> None:
-        fig = drawn[0]
-        paths = lp.save_figure(fig, fig_dir / key)
-        import matplotlib.pyplot as plt
+    def emit(spec: FigureSpec, drawn: Any, model: "ModelRun | None") -> None:
+        for drawing in _drawings(drawn):
+            fields = {"model": model.label if model is not None else "", **drawing.fields}
+            try:
+                key = spec.key.format_map(fields) + (f"_{model.slug}" if model is not None else "")
+                title, caption = spec.title.format_map(fields), spec.caption.format_map(fields)
+            except (KeyError, IndexError, ValueError) as e:
+                plt.close(drawing.figure)
+                raise InputError(f"Figure {spec.key!r} ({spec.draw}): its key, title or caption names {e}, which "
+                                 f"its draw function did not give (it gave: {', '.join(fields)}); return a "
+                                 f"latent.figures.Drawing with that field.") from None
+            paths = lp.save_figure(drawing.figure, fig_dir / key)
+            plt.close(drawing.figure)
+            made.append(_Figure(key, title, caption, next(p for p in paths if p.suffix == ".png")))
 
-        plt.close(fig)
-        png = next(p for p in paths if p.suffix == ".png")
-        made.append(_Figure(key, title, caption, png))
-
-    probe_rows = _concat({m.label: _read_csv(m.probe / "metrics.csv") for m in models})
-    if probe_rows is not None:
-        if "features" in probe_rows.columns:
-            probe_rows = probe_rows[probe_rows["features"] == "model"]
-        with_null = _evidence_subset(probe_rows)
-        with_null = with_null[with_null["null_mean"].notna()] if "null_mean" in with_null else with_null.iloc[0:0]
-        if len(with_null):
-            save("probe_summary", lp.plot_probe_summary(with_null),
-                 "Evidence per rank: observed statistic against its null",
-                 "Each statistic (marker) against the mean of its species-permutation null (line); filled markers are "
-                 "significant at p <= 0.05.")
-    evals = {}
-    for m in models:
-        parts = [_read_csv(d / "metrics.csv") for d in m.evaluations]
-        parts = [p for p in parts if p is not None]
-        evals[m.label] = pd.concat(parts, ignore_index=True) if parts else None
-    eval_rows = _concat(evals)
-    if eval_rows is not None:
-        save("accuracy", lp.plot_rank_accuracy(eval_rows), "Accuracy per rank",
-             "Top-1 accuracy per rank with bootstrap 95% CIs, per method, split and model.")
-        severity = _concat({m.label: _eval_table(m, "severity.csv") for m in models})
-        if severity is not None:
-            save("mistake_severity", lp.plot_mistake_severity(severity), "How wrong are the mistakes?",
-                 "LCA height of wrong top-1 species predictions (1 = right genus, 7 = wrong kingdom).")
-        divergence = _concat({m.label: _eval_table(m, "divergence.csv") for m in models})
-        if divergence is not None:
-            save("first_divergence", lp.plot_first_divergence(divergence), "First wrong rank",
-                 "The highest rank at which the top-1 prediction leaves the true lineage.")
-    by_height = _concat({m.label: _read_csv(m.probe / "distances_by_height.csv") for m in models})
-    if by_height is not None:
-        save("distance_by_height", lp.plot_distance_by_height(by_height), "Embedding distance by taxonomic distance",
-             "Distance between images and between species centroids, grouped by the height of their lowest "
-             "common ancestor (0 = same species ... 7 = different kingdoms).")
-    for m in models:
-        species = _read_csv(m.probe / "species.csv")
-        if species is None:
+    specs = registered_figures()
+    i = 0
+    while i < len(specs):
+        if not specs[i].per_model:
+            emit(specs[i], specs[i].load()(context), None)
+            i += 1
             continue
-        slug = _slug(m.label)
-        align = _npz(m.probe / "alignment.npz")
-        if "centroid_distances" in align:
-            save(f"distance_matrix_{slug}", lp.plot_distance_matrix(align["centroid_distances"], species),
-                 f"Centroid distances in taxonomic order ({m.label})",
-                 "Species-centroid distances, species in taxonomy order; lines mark the boundaries of higher taxa.")
-        dend = _npz(m.probe / "dendrogram.npz")
-        if "linkage" in dend:
-            save(f"tanglegram_{slug}", lp.plot_tanglegram(dend["linkage"], species),
-                 f"Dendrogram of centroids against the taxonomy ({m.label})",
-                 "Left: the taxonomy; right: average-linkage clustering of species centroids; lines join the same species.")
-        hyp = _npz(m.probe / "hyperbolic_fit.npz")
-        if "poincare@2" in hyp:
-            fitted = species.iloc[hyp["species"]] if "species" in hyp else species
-            coords = {"embedding fit": hyp["poincare@2"]}
-            if "taxonomy_poincare@2" in hyp:
-                coords["taxonomy fit"] = hyp["taxonomy_poincare@2"]
-            save(f"poincare_{slug}", lp.plot_poincare_disk(coords, fitted.reset_index(drop=True)),
-                 f"Species in the Poincare disk ({m.label})",
-                 "Two-dimensional Poincare-ball fits of the species-centroid distances (left) and of the taxonomic "
-                 "distances (right), coloured by order.")
-        nulls = [t for t in (_read_csv(m.probe / f"{p}_null.csv") for p in ("alignment", "dendrogram", "distances"))
-                 if t is not None]
-        if nulls and probe_rows is not None:
-            observed = probe_rows[probe_rows["model"] == m.label]
-            null = pd.concat(nulls, ignore_index=True)
-            null = null[null["rank"] == "all"]
-            if len(null):
-                save(f"nulls_{slug}", lp.plot_null_distributions(null, observed[observed["rank"] == "all"]),
-                     f"Whole-hierarchy statistics against their nulls ({m.label})",
-                     "Histogram: the statistic with species permuted among the leaves of the tree; line: observed.")
-        for path in m.projections:
-            table = _read_csv(path)
-            method = path.stem.split("-")[1]
-            save(f"projection_{method}_{slug}", lp.plot_projection(table[["x", "y"]].to_numpy(), table),
-                 f"{method.upper()} projection of the images ({m.label})",
-                 f"{method.upper()} of the image embeddings ({len(table)} images), coloured by each rank; "
-                 "the largest taxa get colours, the rest is grey.")
-    if probe_rows is not None and "target" in probe_rows.columns:
-        fits = probe_rows[probe_rows["probe"] == "hyperbolic_fit"]
-        if len(fits):
-            embedding = fits[fits["target"] == "embedding"]
-            reference = fits[fits["target"] == "taxonomy"]
-            reference = reference[reference["model"] == reference["model"].iloc[0]].assign(model="") \
-                if len(reference) else reference
-            save("distortion", lp.plot_distortion(pd.concat([embedding, reference], ignore_index=True)),
-                 "Poincare vs Euclidean fits at equal dimension",
-                 "Average distortion and MAP of fits of the species-centroid distances in the Poincare ball and in "
-                 "Euclidean space of the same dimension; the taxonomy's own distances as the reference (a tree: the "
-                 "Poincare ball should win).")
-        losses = _concat({m.label: _read_csv(m.probe / "hyperbolic_fit_loss.csv") for m in models})
-        if losses is not None and len(losses):
-            if "target" in losses.columns:
-                losses = losses[losses["target"] == "embedding"]
-            save("fit_loss", lp.plot_fit_loss(losses), "Convergence of the fits",
-                 "Loss of the Poincare and Euclidean fits of the centroid distances against the optimisation step.")
+        j = i
+        while j < len(specs) and specs[j].per_model:
+            j += 1
+        for model in models:
+            for spec in specs[i:j]:
+                emit(spec, spec.load()(context, model), model)
+        i = j
     return made
 
 
@@ -294,13 +176,17 @@ def draw_figures(report_dir: "str | os.PathLike[str]", out: "str | os.PathLike[s
     index = report_dir / "report.json"
     if not index.exists():
         raise InputError(f"{report_dir} has no report.json: run `latent report` (or `latent run`) first.")
-    models = [_Model(label, Path(run["cache"]), None, [Path(d) for d in run["evaluations"]], Path(run["probe"]),
+    models = [ModelRun(label, Path(run["cache"]), None, [Path(d) for d in run["evaluations"]], Path(run["probe"]),
                      [Path(p) for p in run["projections"]])
               for label, run in json.loads(index.read_text())["models"].items()]
     return [f.png for f in _draw_figures(models, Path(out) if out else report_dir / "figures")]
 
 
 # ------------------------------------------------------------------------------ documents
+def _read_csv(path: Path) -> "pd.DataFrame | None":
+    return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else None
+
+
 def _fmt(value: Any, digits: int = 3) -> str:
     try:
         v = float(value)
@@ -311,7 +197,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return f"{v:.{digits}g}"
 
 
-def _answer_tables(models: list[_Model]) -> tuple[pd.DataFrame, pd.DataFrame]:
+def _answer_tables(models: list[ModelRun]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(verdicts, supporting)`` of every model, and of its random-features baseline when probed."""
     verdict_frames, support_frames = [], []
     for m in models:
@@ -326,36 +212,6 @@ def _answer_tables(models: list[_Model]) -> tuple[pd.DataFrame, pd.DataFrame]:
             verdict_frames.append(verdict_table(metrics, label, features="baseline"))
             support_frames.append(supporting_table(metrics, label, features="baseline"))
     return pd.concat(verdict_frames, ignore_index=True), pd.concat(support_frames, ignore_index=True)
-
-
-def _comparisons(models: list[_Model], settings: ReportSettings, baseline: "Path | None") -> pd.DataFrame:
-    """Paired model-vs-model (and model-vs-baseline) differences of each rank's primary statistic."""
-    from latent.compare import COMPARISON_COLUMNS, compare_models
-    from latent.probes.base import ProbeOptions
-    from latent.probes.run import load_probe_data
-
-    pairs: list[tuple[str, Path, str, Path]] = []
-    for i, a in enumerate(models):
-        for b in models[i + 1:]:
-            pairs.append((a.label, a.cache, b.label, b.cache))
-        if baseline is not None:
-            pairs.append((a.label, a.cache, "random-features baseline", baseline))
-    if not pairs:
-        return pd.DataFrame(columns=COMPARISON_COLUMNS)
-    options = ProbeOptions(distance=settings.distance, seed=settings.seed)
-    level_settings = {k: v for k, v in settings.probe_settings.get("levels", {}).items()
-                      if k in ("max_images_per_species", "max_species")}
-    loaded: dict[Path, Any] = {}
-    frames = []
-    for la, pa, lb, pb in pairs:
-        for path in (pa, pb):
-            if path not in loaded:
-                loaded[path] = load_probe_data(path)[0]
-        log.info("report: comparing %s with %s", la, lb)
-        frames.append(compare_models(loaded[pa], loaded[pb], labels=(la, lb), options=options,
-                                     common_dim=settings.common_dim, n_boot=settings.n_boot,
-                                     settings=level_settings))
-    return pd.concat(frames, ignore_index=True)
 
 
 def _markdown_table(frame: pd.DataFrame) -> str:
@@ -452,7 +308,7 @@ def _evidence_display(evidence: pd.DataFrame) -> pd.DataFrame:
     })
 
 
-def _treelike_table(models: list[_Model]) -> pd.DataFrame:
+def _treelike_table(models: list[ModelRun]) -> pd.DataFrame:
     """Per model: relative Gromov delta of the centroid distances (with the taxonomy's own value and the
     baseline's when probed) and the Poincare / Euclidean distortion at dimension 2."""
     rows = []
@@ -493,7 +349,7 @@ TREELIKE_NOTE = (
     "|d_fit - d| / d over species pairs; lower is better; MAP recovers each species' nearest taxonomic relatives.")
 
 
-def _provenance(models: list[_Model], settings: ReportSettings) -> pd.DataFrame:
+def _provenance(models: list[ModelRun], settings: ReportSettings) -> pd.DataFrame:
     rows = []
     for m in models:
         p = m.provenance
@@ -517,7 +373,7 @@ code{background:#f3f3f3;padding:0 .2em}
 """
 
 
-def _write_documents(out: Path, models: list[_Model], settings: ReportSettings, verdict: pd.DataFrame,
+def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings, verdict: pd.DataFrame,
                      evidence: pd.DataFrame, comparisons: pd.DataFrame, figures: list[_Figure]) -> tuple[Path, Path]:
     wide = _verdict_wide(verdict)
     vdetail = _verdict_detail(verdict)
@@ -632,43 +488,48 @@ def build_report(
         raise InputError(f"Cache(s) not found: {', '.join(missing)}.")
     if baseline is not None and not Path(baseline).exists():
         raise InputError(f"--baseline {baseline} not found; give the random-features cache of the same images.")
+    base = None if baseline is None else Path(baseline)
     with folder_lock(out, "report") as out:
-        return _build_report(paths, out, settings, None if baseline is None else Path(baseline), force)
+        start = time.perf_counter()
+        models = pipeline.run_report_steps(paths, out, settings, force=force, baseline=base)
+        comparisons = pipeline.comparison_step(models, settings, base)
+        result = render_report(out, models, settings, comparisons)
+        log.info("report written to %s in %.1fs", result.html, time.perf_counter() - start)
+        return result
 
 
-def _build_report(paths: list[Path], out: Path, settings: ReportSettings, baseline: "Path | None",
-                  force: bool) -> ReportResult:
-    """The report's steps (:mod:`latent.pipeline`), then the rendering; ``out`` is locked by the caller."""
-    from latent.cache import open_cache
+def render_report(out: "str | os.PathLike[str]", models: "Sequence[ModelRun]", settings: ReportSettings,
+                  comparisons: "pd.DataFrame | None" = None) -> ReportResult:
+    """Render a report from its results tables only: figures, answer tables, documents.
 
-    start = time.perf_counter()
-    models: list[_Model] = []
-    provenances = []
-    for path in paths:
-        with open_cache(path) as cache:
-            provenances.append(cache.provenance)
-    names = [str(p.model or path.stem) for p, path in zip(provenances, paths)]
-    # shared parts of the file names of one model's caches ("-dim32-seed0") say nothing: drop them
-    tokens = {path: path.stem.split("-") for path in paths}
-    common = set.intersection(*(set(t) for t in tokens.values())) if len(paths) > 1 else set()
-    short = {path: "-".join(t for t in tokens[path] if t not in common) or path.stem for path in paths}
-    taken: set[str] = set()
-    for path, provenance, name in zip(paths, provenances, names):
-        # caches of one model (e.g. synthetic data at several signals) are told apart by their file names
-        label = _label(provenance, path, taken) if names.count(name) == 1 else _label_by_stem(short[path], taken)
-        taken.add(label)
-        # one folder per cache file (not per display label, which depends on the other caches of the report)
-        folder = pipeline.model_folder(out, path)
-        folder.mkdir(parents=True, exist_ok=True)
-        cache_id = pipeline.file_identity(path, what="cache")
-        evaluations = pipeline.evaluate_steps(path, folder, settings, force, cache_id)
-        probe = pipeline.probe_step(path, folder, settings, force, baseline, cache_id)
-        projections = pipeline.projection_steps(path, folder, settings, force, cache_id)
-        info = json.loads((probe / "run.json").read_text()) if (probe / "run.json").exists() else {}
-        models.append(_Model(label, path, provenance, evaluations, probe, projections, info))
+    Runs nothing: the steps (:func:`latent.pipeline.run_report_steps`) and the model comparisons
+    (:func:`latent.pipeline.comparison_step`) come first. The figures are those declared in the registry
+    (:func:`latent.figures.registered_figures`) whose data is there; the answer is reached by
+    :mod:`latent.verdict`.
+
+    Parameters
+    ----------
+    out
+        The report folder (the caller holds its lock).
+    models
+        The report's models and their run folders (:class:`latent.figures.ModelRun`).
+    settings
+        What was computed (shown in the provenance; recorded in ``report.json``).
+    comparisons
+        ``comparisons.csv`` rows (:data:`latent.compare.COMPARISON_COLUMNS`); None: no comparison.
+
+    Returns
+    -------
+    ReportResult
+    """
+    from latent.compare import COMPARISON_COLUMNS
+
+    out = Path(out)
+    models = list(models)
+    if comparisons is None:
+        comparisons = pd.DataFrame(columns=COMPARISON_COLUMNS)
     figures = _draw_figures(models, out / "figures")
     verdict, evidence = _answer_tables(models)
-    comparisons = _comparisons(models, settings, baseline)
     for name, table in (("verdicts.csv", verdict), ("supporting.csv", evidence), ("comparisons.csv", comparisons)):
         atomic_write_text(out / name, table.to_csv(index=False))
     html_path, md_path = _write_documents(out, models, settings, verdict, evidence, comparisons, figures)
@@ -677,5 +538,4 @@ def _build_report(paths: list[Path], out: Path, settings: ReportSettings, baseli
             for m in models}
     atomic_write_text(out / "report.json", json.dumps({"models": runs, "settings": asdict(settings),
                                                        "latent_version": __version__}, indent=2, default=str))
-    log.info("report written to %s in %.1fs", html_path, time.perf_counter() - start)
     return ReportResult(out, html_path, md_path, verdict, [f.png for f in figures], runs, comparisons)

@@ -19,7 +19,8 @@ adjusted together with **Holm**'s step-down method (family-wise error rate). Ver
 * ``not testable``: no p-value can be given, with the reason (one taxon; same partition as the parent or
   the child; tied distances; too few distinct restricted permutations to reach :data:`ALPHA`; ...).
 
-Every other statistic (silhouette, FMI, CKA, ... under the free null) is *supporting evidence*: shown
+Every other statistic (silhouette, FMI, CKA, ... under the free null) is *supporting evidence* (each probe
+declares its rows in the registry, :attr:`latent.probes.ProbeSpec.evidence`; :data:`SUPPORTING`): shown
 with its Benjamini-Yekutieli-adjusted p-value (FDR under dependence, over all supporting rows of a model),
 never counted in a verdict. Statistics that are the same number are shown once (:data:`DUPLICATES`), and
 so are ranks with one partition of the species (one row, ``rank`` e.g. ``"order = family"``).
@@ -41,6 +42,8 @@ __all__ = [
     "PRIMARY_ALL",
     "SUPPORTING",
     "DUPLICATES",
+    "supporting_rows",
+    "evidence_rows",
     "VERDICT_RULE",
     "VERDICT_COLUMNS",
     "holm",
@@ -60,18 +63,42 @@ PRIMARY = ("levels", "rank_distance_ratio", "less",
 PRIMARY_ALL = ("alignment", "mantel_r_spearman", "greater",
                "Spearman Mantel r, species-centroid vs taxonomic distances (free null)")
 
-#: Supporting statistics (free species-permutation null): (probe, metric, extra filter, direction, name).
-SUPPORTING: tuple[tuple[str, str, dict, str, str], ...] = (
-    ("distances", "intra_inter_ratio", {}, "less", "intra/inter-clade distance ratio"),
-    ("clusters", "silhouette", {}, "greater", "silhouette"),
-    ("clusters", "calinski_harabasz", {}, "greater", "Calinski-Harabasz"),
-    ("dendrogram", "fmi", {}, "greater", "dendrogram cut vs taxa (Fowlkes-Mallows)"),
-    ("dendrogram", "clade_recovery", {}, "greater", "taxa recovered as dendrogram clades"),
-    ("separability", "linear_accuracy", {"split": "species-disjoint"}, "greater",
-     "linear probe on unseen species"),
-    ("alignment", "cka_taxonomy", {}, "greater", "CKA with the taxonomy kernel"),
-    ("dendrogram", "cophenetic_taxonomy_corr", {}, "greater", "dendrogram vs taxonomic distances"),
-)
+def supporting_rows() -> tuple[tuple[str, str, dict, str, str], ...]:
+    """The supporting statistics (free species-permutation null), read from the probe registry.
+
+    Each probe declares its rows (:attr:`latent.probes.ProbeSpec.evidence`); they come in their declared
+    ``order`` (ties: registry order). :data:`SUPPORTING` is this tuple, read when it is accessed.
+
+    Returns
+    -------
+    tuple
+        ``(probe, metric, extra filter, direction, name)`` per row.
+    """
+    from latent.figures import registered_evidence
+
+    return tuple(tuple(e)[:5] for e in registered_evidence())  # type: ignore[misc]
+
+
+def __getattr__(name: str) -> Any:
+    # SUPPORTING: (probe, metric, extra filter, direction, name) of every supporting statistic, derived from
+    # the probe registry when read (so a probe added to the registry adds its rows)
+    if name == "SUPPORTING":
+        return supporting_rows()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def evidence_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a probe table that a verdict reads (primary) or shows (supporting), in that order."""
+    parts = []
+    wanted = [(PRIMARY[0], PRIMARY[1], {}), (PRIMARY_ALL[0], PRIMARY_ALL[1], {"rank": "all"}),
+              *((probe, metric, extra) for probe, metric, extra, _, _ in supporting_rows())]
+    for probe, metric, extra in wanted:
+        sel = metrics[(metrics["probe"] == probe) & (metrics["metric"] == metric)]
+        for key, value in extra.items():
+            sel = sel[sel[key] == value] if key in sel.columns else sel.iloc[0:0]
+        parts.append(sel)
+    return pd.concat(parts) if parts else metrics.iloc[0:0]
+
 
 #: Statistics left out of the supporting table because they are another row's number:
 #: (probe, metric, the row it equals, why).
@@ -259,7 +286,7 @@ def supporting_table(metrics: pd.DataFrame, model: str = "", *, features: str = 
     """
     m = _features(metrics, features)
     records = []
-    for probe, metric, extra, direction, name in SUPPORTING:
+    for probe, metric, extra, direction, name in supporting_rows():
         sel = m[(m["probe"] == probe) & (m["metric"] == metric)] if len(m) else m
         for key, value in extra.items():
             sel = sel[sel[key] == value] if key in sel.columns else sel.iloc[0:0]

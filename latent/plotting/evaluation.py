@@ -327,3 +327,22 @@ def plot_first_divergence(
             label.set_ha("right")
             label.set_rotation_mode("anchor")
     return fig, axes
+
+
+# ------------------------------------------------------------------------------ report adapters
+def report_accuracy(context: Any) -> "tuple[Figure, Any] | None":
+    """Accuracy per rank of every evaluation of every model (``context``: a ``latent.figures.FigureContext``)."""
+    rows = context.evaluation_metrics()
+    return None if rows is None else plot_rank_accuracy(rows)
+
+
+def report_mistake_severity(context: Any) -> "tuple[Figure, Any] | None":
+    """LCA heights of the wrong species predictions (``severity.csv`` of the evaluations)."""
+    rows = context.evaluation_tables("severity.csv")
+    return None if rows is None else plot_mistake_severity(rows)
+
+
+def report_first_divergence(context: Any) -> "tuple[Figure, Any] | None":
+    """The first wrong rank of the predictions (``divergence.csv`` of the evaluations)."""
+    rows = context.evaluation_tables("divergence.csv")
+    return None if rows is None else plot_first_divergence(rows)

@@ -328,3 +328,19 @@ def plot_distance_matrix(
         bar.set_label(colorbar_label)
     figure_title(fig, title)
     return fig, axes
+
+
+# ------------------------------------------------------------------------------ report adapters
+def report_distance_by_height(context: Any) -> "tuple[Figure, Any] | None":
+    """Distances by LCA height of every model (``distances_by_height.csv``; ``context``: a FigureContext)."""
+    rows = context.probe_tables("distances_by_height.csv")
+    return None if rows is None else plot_distance_by_height(rows)
+
+
+def report_distance_matrix(context: Any, model: Any) -> "tuple[Figure, Any] | None":
+    """One model's species-centroid distances in taxonomy order (``alignment.npz``, ``species.csv``)."""
+    species = context.species(model)
+    align = context.npz(model, "alignment.npz")
+    if species is None or "centroid_distances" not in align:
+        return None
+    return plot_distance_matrix(align["centroid_distances"], species)

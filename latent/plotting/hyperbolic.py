@@ -361,3 +361,45 @@ def plot_fit_loss(
     figure_legend(fig, handles, [f"dim {d}" for d in dims], max_ncol=min(len(dims), 6))
     figure_title(fig, title)
     return fig, axes
+
+
+# ------------------------------------------------------------------------------ report adapters
+def report_poincare(context: Any, model: Any) -> "tuple[Figure, Any] | None":
+    """One model's species in the Poincare disk (``hyperbolic_fit.npz``, ``species.csv``)."""
+    species = context.species(model)
+    hyp = context.npz(model, "hyperbolic_fit.npz")
+    if species is None or "poincare@2" not in hyp:
+        return None
+    fitted = species.iloc[hyp["species"]] if "species" in hyp else species
+    coords = {"embedding fit": hyp["poincare@2"]}
+    if "taxonomy_poincare@2" in hyp:
+        coords["taxonomy fit"] = hyp["taxonomy_poincare@2"]
+    return plot_poincare_disk(coords, fitted.reset_index(drop=True))
+
+
+def report_distortion(context: Any) -> "tuple[Figure, Any] | None":
+    """Poincare vs Euclidean fits of every model, the taxonomy's own fit as the reference."""
+    rows = context.probe_metrics()
+    if rows is None or "target" not in rows.columns:
+        return None
+    fits = rows[rows["probe"] == "hyperbolic_fit"]
+    if not len(fits):
+        return None
+    embedding = fits[fits["target"] == "embedding"]
+    reference = fits[fits["target"] == "taxonomy"]
+    reference = reference[reference["model"] == reference["model"].iloc[0]].assign(model="") \
+        if len(reference) else reference
+    return plot_distortion(pd.concat([embedding, reference], ignore_index=True))
+
+
+def report_fit_loss(context: Any) -> "tuple[Figure, Any] | None":
+    """Loss of the fits of every model against the optimisation step (``hyperbolic_fit_loss.csv``)."""
+    rows = context.probe_metrics()
+    if rows is None or "target" not in rows.columns:
+        return None
+    losses = context.probe_tables("hyperbolic_fit_loss.csv")
+    if losses is None or not len(losses):
+        return None
+    if "target" in losses.columns:
+        losses = losses[losses["target"] == "embedding"]
+    return plot_fit_loss(losses)

@@ -324,3 +324,37 @@ def plot_probe_summary(
     figure_legend(fig, handles, labels, max_ncol=min(len(labels), 5))
     figure_title(fig, title)
     return fig, flat[: len(panels)]
+
+
+# ------------------------------------------------------------------------------ report adapters
+#: The probes whose whole-hierarchy null samples (``<probe>_null.csv``) the report's null figure shows.
+NULL_PROBES = ("alignment", "dendrogram", "distances")
+
+
+def report_probe_summary(context: Any) -> "tuple[Figure, np.ndarray] | None":
+    """The report's evidence figure: each verdict's and supporting row against its null (None without nulls).
+
+    ``context`` is a :class:`latent.figures.FigureContext`.
+    """
+    from latent.verdict import evidence_rows
+
+    rows = context.probe_metrics()
+    if rows is None:
+        return None
+    with_null = evidence_rows(rows)
+    with_null = with_null[with_null["null_mean"].notna()] if "null_mean" in with_null else with_null.iloc[0:0]
+    return plot_probe_summary(with_null) if len(with_null) else None
+
+
+def report_nulls(context: Any, model: Any) -> "tuple[Figure, np.ndarray] | None":
+    """One model's whole-hierarchy statistics against their null samples (None without null samples)."""
+    nulls = [t for t in (context.probe_table(model, f"{p}_null.csv") for p in NULL_PROBES) if t is not None]
+    rows = context.probe_metrics()
+    if not nulls or rows is None:
+        return None
+    observed = rows[rows["model"] == model.label]
+    null = pd.concat(nulls, ignore_index=True)
+    null = null[null["rank"] == "all"]
+    if not len(null):
+        return None
+    return plot_null_distributions(null, observed[observed["rank"] == "all"])

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -157,3 +158,19 @@ def keys_nonempty(table: pd.DataFrame, rank: str) -> np.ndarray:
     """Lineage keys of the rows named at ``rank`` (for counting taxa)."""
     keys, _ = rank_keys(table, rank)
     return keys[keys != ""]
+
+
+# ------------------------------------------------------------------------------ report adapters
+def report_projections(context: Any, model: Any) -> list[Any]:
+    """One figure per 2-D projection of a model (``context``: a ``latent.figures.FigureContext``).
+
+    Returns
+    -------
+    list of latent.figures.Drawing
+        Each with ``method``, ``METHOD`` and ``n`` (images) for the spec's key, title and caption.
+    """
+    from latent.figures import Drawing
+
+    return [Drawing(plot_projection(table[["x", "y"]].to_numpy(), table)[0],
+                    {"method": method, "METHOD": method.upper(), "n": len(table)})
+            for method, table in context.projections(model)]

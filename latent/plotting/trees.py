@@ -300,3 +300,13 @@ def plot_tanglegram(
                + ("" if labelled else f" (names hidden above {max_labels} species)"))
     figure_title(fig, title)
     return fig, np.asarray([tree_ax, link_ax, den_ax], dtype=object)
+
+
+# ------------------------------------------------------------------------------ report adapters
+def report_tanglegram(context: Any, model: Any) -> "tuple[Figure, Any] | None":
+    """One model's centroid dendrogram against the taxonomy (``dendrogram.npz``, ``species.csv``)."""
+    species = context.species(model)
+    dend = context.npz(model, "dendrogram.npz")
+    if species is None or "linkage" not in dend:
+        return None
+    return plot_tanglegram(dend["linkage"], species)

@@ -2,7 +2,9 @@
 
 Each probe is ``function(data: ProbeData, options: ProbeOptions) -> ProbeResult`` in a module named
 for its family; :data:`PROBES` names them (``latent probe --list``). Modules are imported only when a
-probe runs, so importing :mod:`latent.probes` stays cheap.
+probe runs, so importing :mod:`latent.probes` stays cheap. Each entry also declares what the report
+shows of it (:mod:`latent.figures`): its figures and its supporting (evidence) rows, so a new probe brings
+both without editing :mod:`latent.report` or :mod:`latent.verdict`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from latent.errors import InputError
+from latent.figures import Evidence, FigureSpec
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult
 
 __all__ = ["PROBES", "ProbeSpec", "ProbeData", "ProbeOptions", "ProbeResult", "get_probe", "parse_probes"]
@@ -24,6 +27,10 @@ class ProbeSpec:
     ``settings`` names every probe-specific setting the probe reads from ``options.for_probe(name)``
     (``--set NAME.SETTING=VALUE``, YAML ``probe.settings``, ``ProbeOptions(extra=...)``); any other
     key is refused by :class:`ProbeOptions` with this list. Add a name here when a probe reads a new one.
+
+    ``figures`` are the report's figures drawn from this probe's results tables and ``evidence`` the
+    supporting statistics it adds to the report's answer (:class:`latent.figures.Evidence`, the shape of
+    :data:`latent.verdict.SUPPORTING` entries); see :mod:`latent.figures`.
     """
 
     name: str
@@ -31,6 +38,8 @@ class ProbeSpec:
     description: str
     default: bool = True
     settings: tuple[str, ...] = ()
+    figures: tuple[FigureSpec, ...] = ()
+    evidence: tuple[Evidence, ...] = ()
 
     def load(self) -> Callable[[ProbeData, ProbeOptions], ProbeResult]:
         module, function = self.target.split(":")
@@ -41,31 +50,77 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
     ProbeSpec("levels", "latent.probes.levels:probe_levels",
               "the primary statistic per rank: distance to relatives inside the taxon over distance to relatives "
               "outside it within the parent, under a restricted (within-parent) permutation null",
-              settings=("permutations", "alpha", "n_boot", "max_images_per_species", "max_species")),
+              settings=("permutations", "alpha", "n_boot", "max_images_per_species", "max_species"),
+              figures=(FigureSpec(
+                  "probe_summary", "Evidence per rank: observed statistic against its null",
+                  "Each statistic (marker) against the mean of its species-permutation null (line); filled markers "
+                  "are significant at p <= 0.05.", "latent.plotting.nulls:report_probe_summary", order=10),)),
     ProbeSpec("distances", "latent.probes.distances:probe_distances",
               "embedding distance of image and centroid pairs by LCA height; intra/inter-clade ratio per rank; "
               "Spearman of distance with height",
-              settings=("n_boot", "n_boot_spearman")),
+              settings=("n_boot", "n_boot_spearman"),
+              figures=(FigureSpec(
+                  "distance_by_height", "Embedding distance by taxonomic distance",
+                  "Distance between images and between species centroids, grouped by the height of their lowest "
+                  "common ancestor (0 = same species ... 7 = different kingdoms).",
+                  "latent.plotting.geometry:report_distance_by_height", order=30),),
+              evidence=(Evidence("distances", "intra_inter_ratio", {}, "less", "intra/inter-clade distance ratio",
+                                 1),)),
     ProbeSpec("clusters", "latent.probes.clusters:probe_clusters",
               "cluster quality per rank: silhouette, Calinski-Harabasz, NC1, mean CDNV",
-              settings=("permutations", "n_boot", "n_boot_expensive")),
+              settings=("permutations", "n_boot", "n_boot_expensive"),
+              evidence=(Evidence("clusters", "silhouette", {}, "greater", "silhouette", 2),
+                        Evidence("clusters", "calinski_harabasz", {}, "greater", "Calinski-Harabasz", 3))),
     ProbeSpec("separability", "latent.probes.separability:probe_separability",
               "linear probe accuracy per rank, random and species-disjoint splits",
               settings=("splits", "test_fraction", "permutations", "C", "n_boot", "max_iter", "tol", "grid",
-                        "refine")),
+                        "refine"),
+              evidence=(Evidence("separability", "linear_accuracy", {"split": "species-disjoint"}, "greater",
+                                 "linear probe on unseen species", 6),)),
     ProbeSpec("alignment", "latent.probes.alignment:probe_alignment",
               "Mantel (Pearson, Spearman) of centroid vs taxonomic distances, CKA with the taxonomy kernel, RSA",
-              settings=("n_boot", "n_boot_rank", "tau_max_pairs")),
+              settings=("n_boot", "n_boot_rank", "tau_max_pairs"),
+              figures=(
+                  FigureSpec("distance_matrix", "Centroid distances in taxonomic order ({model})",
+                             "Species-centroid distances, species in taxonomy order; lines mark the boundaries of "
+                             "higher taxa.", "latent.plotting.geometry:report_distance_matrix", per_model=True,
+                             order=40),
+                  FigureSpec("nulls", "Whole-hierarchy statistics against their nulls ({model})",
+                             "Histogram: the statistic with species permuted among the leaves of the tree; line: "
+                             "observed.", "latent.plotting.nulls:report_nulls", per_model=True, order=43)),
+              evidence=(Evidence("alignment", "cka_taxonomy", {}, "greater", "CKA with the taxonomy kernel", 7),)),
     ProbeSpec("dendrogram", "latent.probes.dendrogram:probe_dendrogram",
               "hierarchical clustering of centroids vs the taxonomy: cophenetic correlation, FMI, ARI, "
               "clade recovery, Baker's gamma",
-              settings=("method", "n_boot")),
+              settings=("method", "n_boot"),
+              figures=(FigureSpec(
+                  "tanglegram", "Dendrogram of centroids against the taxonomy ({model})",
+                  "Left: the taxonomy; right: average-linkage clustering of species centroids; lines join the same "
+                  "species.", "latent.plotting.trees:report_tanglegram", per_model=True, order=41),),
+              evidence=(Evidence("dendrogram", "fmi", {}, "greater", "dendrogram cut vs taxa (Fowlkes-Mallows)", 4),
+                        Evidence("dendrogram", "clade_recovery", {}, "greater", "taxa recovered as dendrogram clades",
+                                 5),
+                        Evidence("dendrogram", "cophenetic_taxonomy_corr", {}, "greater",
+                                 "dendrogram vs taxonomic distances", 8))),
     ProbeSpec("hyperbolicity", "latent.probes.hyperbolic:probe_hyperbolicity",
               "Gromov delta-hyperbolicity of centroid distances (and of the taxonomy as a reference)",
               settings=("methods", "exact_max", "max_species", "base_point", "sample_size", "tries", "dtype")),
     ProbeSpec("hyperbolic_fit", "latent.probes.hyperbolic:probe_hyperbolic_fit",
               "Poincare-ball vs Euclidean fits of the centroid distances at dimensions 2, 4, 8, 16",
-              settings=("dims", "steps", "lr", "init_radius", "max_species", "targets")),
+              settings=("dims", "steps", "lr", "init_radius", "max_species", "targets"),
+              figures=(
+                  FigureSpec("poincare", "Species in the Poincare disk ({model})",
+                             "Two-dimensional Poincare-ball fits of the species-centroid distances (left) and of the "
+                             "taxonomic distances (right), coloured by order.",
+                             "latent.plotting.hyperbolic:report_poincare", per_model=True, order=42),
+                  FigureSpec("distortion", "Poincare vs Euclidean fits at equal dimension",
+                             "Average distortion and MAP of fits of the species-centroid distances in the Poincare "
+                             "ball and in Euclidean space of the same dimension; the taxonomy's own distances as the "
+                             "reference (a tree: the Poincare ball should win).",
+                             "latent.plotting.hyperbolic:report_distortion", order=60),
+                  FigureSpec("fit_loss", "Convergence of the fits",
+                             "Loss of the Poincare and Euclidean fits of the centroid distances against the "
+                             "optimisation step.", "latent.plotting.hyperbolic:report_fit_loss", order=61))),
 )}
 
 
