@@ -40,8 +40,10 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["as_embeddings", "as_taxonomy", "as_ids", "data_identity", "verdicts"]
 
 
-def as_embeddings(X: Any, *, parameter: str = "X", function: str = "evaluate") -> np.ndarray:
-    """``X`` as float32 with unit rows (all-zero rows stay zero), exactly as the cache path reads it.
+def as_embeddings(X: Any, *, parameter: str = "X", function: str = "evaluate", return_norms: bool = False
+                  ) -> "np.ndarray | tuple[np.ndarray, np.ndarray]":
+    """``X`` as float32 with unit rows (all-zero rows stay zero), exactly as the cache path reads it
+    (with ``return_norms``, also each row's norm before normalisation, ``(n_images,)`` float64).
 
     Parameters
     ----------
@@ -77,6 +79,8 @@ def as_embeddings(X: Any, *, parameter: str = "X", function: str = "evaluate") -
                          f"are not (first: {bad[:10].tolist()}). Drop or fix those rows.")
     norms = np.linalg.norm(data, axis=1, keepdims=True)
     np.divide(data, norms, out=data, where=norms > 0)
+    if return_norms:
+        return np.ascontiguousarray(data), norms[:, 0].astype(np.float64)
     return np.ascontiguousarray(data)
 
 

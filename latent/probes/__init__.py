@@ -121,6 +121,10 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
                   FigureSpec("fit_loss", "Convergence of the fits",
                              "Loss of the Poincare and Euclidean fits of the centroid distances against the "
                              "optimisation step.", "latent.plotting.hyperbolic:report_fit_loss", order=61))),
+    ProbeSpec("shape", "latent.probes.shape:probe_shape",
+              "the shape of the space: norms, anisotropy (mean cosine of image pairs), effective dimensionality "
+              "(participation ratio, PCA spectrum), hubness (k-occurrence skew), each before and after centring",
+              settings=("k", "n_boot")),
 )}
 
 

@@ -134,6 +134,9 @@ class ProbeData:
         ``(S,)`` int64 images per species.
     ids : numpy.ndarray
         ``(n,)`` image ids (str), to align a baseline on the same images.
+    raw_norms : numpy.ndarray or None
+        ``(n,)`` float64 L2 norm of each image's vector before normalisation; None when unknown (the
+        ``shape`` probe reports norms and the effect of centring on the raw vectors when given).
     """
 
     X: np.ndarray
@@ -144,18 +147,25 @@ class ProbeData:
     centroids: np.ndarray
     counts: np.ndarray
     ids: np.ndarray
+    raw_norms: "np.ndarray | None" = None
 
     @classmethod
-    def from_arrays(cls, X: Any, taxonomy: Taxonomy, ids: Any = None) -> "ProbeData":
+    def from_arrays(cls, X: Any, taxonomy: Taxonomy, ids: Any = None, norms: Any = None) -> "ProbeData":
         """Probe data from ``(n, d)`` embeddings and the taxonomy of their ``n`` rows.
 
         Rows without a species are dropped (logged); the taxonomy is rebuilt on the kept rows so
-        species are numbered ``0..S-1`` with no empty species.
+        species are numbered ``0..S-1`` with no empty species. ``norms`` (``(n,)``, optional): each
+        row's L2 norm before normalisation (kept as :attr:`raw_norms`).
         """
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[0] != taxonomy.n_rows:
             raise InputError(f"ProbeData needs (n, d) embeddings with one row per taxonomy row "
                              f"({taxonomy.n_rows}); got shape {X.shape}.")
+        if norms is not None:
+            norms = np.asarray(norms, dtype=np.float64).reshape(-1)
+            if norms.shape != (taxonomy.n_rows,) or not np.isfinite(norms).all() or (norms < 0).any():
+                raise InputError(f"The 'norms' parameter of ProbeData.from_arrays must hold one finite norm >= 0 per "
+                                 f"row ({taxonomy.n_rows}); got shape {norms.shape}.")
         if not np.isfinite(X).all():
             bad = np.flatnonzero(~np.isfinite(X).all(axis=1))
             raise InputError(f"Embeddings must be finite; {len(bad)} row(s) are not (first: {bad[:10].tolist()}).")
@@ -175,7 +185,8 @@ class ProbeData:
         sums = np.zeros((S, X.shape[1]))
         np.add.at(sums, species, X.astype(np.float64))
         return cls(X=X, species=species, taxonomy=tax, codes=codes, named=named,
-                   centroids=sums / counts[:, None], counts=counts, ids=ids[keep])
+                   centroids=sums / counts[:, None], counts=counts, ids=ids[keep],
+                   raw_norms=None if norms is None else norms[keep])
 
     @property
     def n_species(self) -> int:

@@ -181,10 +181,19 @@ def load_probe_data(cache_path: "str | os.PathLike[str]", *, clade: "tuple[Rank,
             where = "" if clade is None else f" in the clade {clade[0].label}={clade[1]}"
             raise InputError(f"{cache_path} has no images labelled at species{where}: nothing to probe "
                              f"(see `latent info {cache_path}`).")
-        X = cache.read(rows, normalize=True)
+        X, norms = _read_normalised(cache, rows)
         ids = np.asarray(cache.ids)[rows]
         provenance = cache.provenance
-    return ProbeData.from_arrays(X, taxonomy.select_rows(rows), ids), provenance
+    return ProbeData.from_arrays(X, taxonomy.select_rows(rows), ids, norms=norms), provenance
+
+
+def _read_normalised(cache: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of a cache L2-normalised exactly as ``cache.read(rows, normalize=True)`` does (float32), and their
+    norms before normalisation ``(n,)`` float64 (for the ``shape`` probe)."""
+    X = cache.read(rows)
+    norms = np.linalg.norm(X, axis=1, keepdims=True)
+    np.divide(X, norms, out=X, where=norms > 0)
+    return X, norms[:, 0].astype(np.float64)
 
 
 def _aligned_baseline(data: ProbeData, path: "str | os.PathLike[str]") -> ProbeData:
@@ -201,8 +210,9 @@ def _aligned_baseline(data: ProbeData, path: "str | os.PathLike[str]") -> ProbeD
         rows = np.asarray([position[i] for i in data.ids])
         order = np.argsort(rows)
         X = np.empty((len(rows), cache.dim), dtype=np.float32)
-        X[order] = cache.read(rows[order], normalize=True)
-    return ProbeData.from_arrays(X, data.taxonomy, data.ids)
+        norms = np.empty(len(rows), dtype=np.float64)
+        X[order], norms[order] = _read_normalised(cache, rows[order])
+    return ProbeData.from_arrays(X, data.taxonomy, data.ids, norms=norms)
 
 
 def _save_result(result: ProbeResult, out: Path, suffix: str) -> list[Path]:
@@ -342,7 +352,7 @@ def run_probes(
              "seed": seed, "device": device, "extra": settings}
     options = _checked_options(replace(options, **{k: v for k, v in given.items() if v is not None}))
     clade_spec = parse_clade(clade) if isinstance(clade, str) else clade
-    data = as_embeddings(X, function="run_probes")
+    data, norms = as_embeddings(X, function="run_probes", return_norms=True)
     tax = as_taxonomy(taxonomy, len(data), function="run_probes")
     image_ids = as_ids(ids, len(data), function="run_probes")
     keep = tax.labelled(Rank.SPECIES)
@@ -352,18 +362,18 @@ def run_probes(
     if not len(rows):
         where = "" if clade_spec is None else f" in the clade {clade_spec[0].label}={clade_spec[1]}"
         raise InputError(f"The taxonomy has no images labelled at species{where}: nothing to probe.")
-    model_data = ProbeData.from_arrays(data[rows], tax.select_rows(rows), image_ids[rows])
+    model_data = ProbeData.from_arrays(data[rows], tax.select_rows(rows), image_ids[rows], norms=norms[rows])
     feature_sets = [("model", model_data, "")]
     source: dict[str, Any] = {"cache": None, "data": data_identity(data), "model": model or None,
                               "pretrained": None, "preprocess": None, "baseline": None,
                               "clade": None if clade_spec is None else f"{clade_spec[0].label}={clade_spec[1]}"}
     if baseline is not None:
-        base = as_embeddings(baseline, parameter="baseline", function="run_probes")
+        base, base_norms = as_embeddings(baseline, parameter="baseline", function="run_probes", return_norms=True)
         if len(base) != len(data):
             raise InputError(f"The 'baseline' parameter of run_probes must have one row per image ({len(data)}). "
                              f"Got {len(base)} rows instead.")
-        feature_sets.append(("baseline", ProbeData.from_arrays(base[rows], model_data.taxonomy, model_data.ids),
-                             "_baseline"))
+        feature_sets.append(("baseline", ProbeData.from_arrays(base[rows], model_data.taxonomy, model_data.ids,
+                                                               norms=base_norms[rows]), "_baseline"))
         source["baseline"] = {"data": data_identity(base)}
     return _compute(names, feature_sets, options, source, model=model, start=start)
 
