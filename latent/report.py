@@ -349,6 +349,47 @@ TREELIKE_NOTE = (
     "|d_fit - d| / d over species pairs; lower is better; MAP recovers each species' nearest taxonomic relatives.")
 
 
+#: The shape probe's rows shown in the report (metric, column heading), per model and features.
+SHAPE_COLUMNS = (
+    ("norm_median", "median norm"), ("mean_cosine", "mean cosine"), ("mean_cosine_centred", "mean cosine (centred)"),
+    ("participation_ratio", "participation ratio"), ("participation_ratio_centred", "participation ratio (centred)"),
+    ("components_90_centred", "PCs for 90% (centred)"), ("k_occurrence_skew", "k-occurrence skew"),
+    ("antihub_share", "anti-hubs"), ("mantel_spearman", "Mantel r"), ("mantel_spearman_centred", "Mantel r (centred)"),
+)
+
+
+def _shape_table(models: list[ModelRun]) -> pd.DataFrame:
+    """Per model (and its baseline when probed): the ``shape`` probe's summary of the space."""
+    rows = []
+    for m in models:
+        metrics = _read_csv(m.probe / "metrics.csv")
+        if metrics is None:
+            continue
+        shape = metrics[metrics["probe"] == "shape"]
+        if not len(shape):
+            continue
+        for features in (["model", "baseline"] if "features" in shape.columns else ["model"]):
+            sel = shape[shape["features"] == features] if "features" in shape.columns else shape
+            if not len(sel):
+                continue
+            values = dict(zip(sel["metric"], sel["value"]))
+            row = {"model": m.label if features == "model" else f"{m.label} (baseline)"}
+            space = sel["space"].dropna().iloc[0] if "space" in sel.columns and sel["space"].notna().any() else ""
+            row["vectors"] = space or "-"
+            row.update({heading: _fmt(values.get(metric, float("nan"))) for metric, heading in SHAPE_COLUMNS})
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+SHAPE_NOTE = (
+    "Raw vectors (before the L2 normalisation every other statistic uses). Mean cosine: over all image pairs "
+    "(anisotropy; 0 for an isotropic space), and after subtracting the mean vector. Participation ratio: "
+    "(sum of PCA eigenvalues)^2 / sum of their squares, an effective number of dimensions. k-occurrence skew: "
+    "how unevenly images are among the 10 nearest neighbours of others (hubness); anti-hubs: share of images "
+    "that are nobody's neighbour. Mantel r: Spearman correlation of species-centroid and taxonomic distances, "
+    "before and after centring (the alignment probe gives its null). Descriptive: no null.")
+
+
 def _provenance(models: list[ModelRun], settings: ReportSettings) -> pd.DataFrame:
     rows = []
     for m in models:
@@ -380,6 +421,7 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
     detail = _evidence_display(evidence)
     compared = _comparison_display(comparisons) if len(comparisons) else None
     treelike = _treelike_table(models)
+    shape = _shape_table(models)
     prov = _provenance(models, settings)
     names = ", ".join(m.label for m in models)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -406,6 +448,8 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
     md += ["## Supporting statistics (free null)", "", _markdown_table(detail), ""]
     if len(treelike):
         md += ["## Is the space tree-like?", "", _markdown_table(treelike), "", TREELIKE_NOTE, ""]
+    if len(shape):
+        md += ["## The shape of the space", "", _markdown_table(shape), "", SHAPE_NOTE, ""]
     md += ["## Figures", ""]
     for f in figures:
         md += [f"### {f.title}", "", f"![{f.title}]({f.png.relative_to(out).as_posix()})", "", f.caption, ""]
@@ -429,6 +473,8 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
               "Benjamini-Yekutieli adjustment</summary>", _html_table(detail), "</details>"]
     if len(treelike):
         parts += ["<h2>Is the space tree-like?</h2>", _html_table(treelike), f"<p class='rule'>{html.escape(TREELIKE_NOTE)}</p>"]
+    if len(shape):
+        parts += ["<h2>The shape of the space</h2>", _html_table(shape), f"<p class='rule'>{html.escape(SHAPE_NOTE)}</p>"]
     parts.append("<h2>Figures</h2>")
     for f in figures:
         data = base64.b64encode(f.png.read_bytes()).decode("ascii")
