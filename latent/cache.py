@@ -8,6 +8,14 @@ File format (``format_version`` 1), a contract that other tools read::
     /failed/ids, /failed/reasons   UTF-8 strings, (F,): inputs that could not be embedded, and why
     /text/<name>/labels, /text/<name>/embeddings   optional text embeddings, (T,) and (T, D); <name> may be
                        nested, e.g. /text/species/taxon (text embeddings of every species, "taxon" text form)
+    /metadata/<column> optional row metadata, (N,) each, one dataset per column of the table the rows came
+                       from (e.g. img_type, source_dataset): strings as UTF-8, numbers and bools with their
+                       dtype, datetimes as int64 nanoseconds. Attributes: ``column`` (the column's name; the
+                       dataset name escapes "/" as "%2F" and "%" as "%25") and ``dtype`` (the pandas dtype
+                       to restore, e.g. "str", "int64", "Int64", "boolean", "float32", "category",
+                       "datetime64[ns]"); the group's attribute ``order`` lists the dataset names in column
+                       order (JSON). Missing values: NaN in float columns; elsewhere "" / 0 / False with
+                       /metadata_missing/<column> (bool, (N,), True = missing) beside it.
     root attributes    format_version, latent_version, model, pretrained, preprocess (JSON), embed_dim,
                        normalized, created (ISO 8601 UTC), source, extra (JSON), complete,
                        rows_committed, failed_committed
@@ -339,8 +347,121 @@ def _copy_committed(src: h5py.File, target: Path) -> None:
             reader = source if name == "embeddings" else source.asstr()
             for a in range(0, count, step):
                 copy[a:min(count, a + step)] = reader[a:min(count, a + step)]
-        if "text" in src:
-            src.copy(src["text"], dst, name="text")
+        for group in ("text", _META, _META_MISSING):
+            if group in src:
+                src.copy(src[group], dst, name=group)
+
+
+# ---------------------------------------------------------------------------- row metadata
+_META, _META_MISSING = "metadata", "metadata_missing"
+
+
+def _meta_name(column: str) -> str:
+    """HDF5 dataset name of a metadata column: "/" and "%" escaped; "" and "." spelled out."""
+    name = column.replace("%", "%25").replace("/", "%2F")
+    return {"": "%00", ".": "%2E"}.get(name, name)
+
+
+def _encode_column(series: Any, column: str) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """``(values, missing mask or None, dtype name)`` of one metadata column for HDF5.
+
+    Raises
+    ------
+    InputError
+        A column whose values are not scalars (lists, dicts, bytes): it cannot be one value per row.
+    """
+    import pandas as pd
+    from pandas.api import types
+
+    dtype = series.dtype
+    missing = series.isna().to_numpy()
+    kind = str(dtype)
+    if isinstance(dtype, pd.CategoricalDtype):
+        series, kind = series.astype(object), "category"
+    elif types.is_bool_dtype(dtype):
+        values = series.fillna(False).to_numpy(dtype=bool)
+        return values, (missing if missing.any() or kind == "boolean" else None), kind
+    elif types.is_integer_dtype(dtype):
+        numpy_dtype = getattr(dtype, "numpy_dtype", dtype)
+        values = series.fillna(0).to_numpy(dtype=numpy_dtype)
+        return values, (missing if missing.any() or kind != str(numpy_dtype) else None), kind
+    elif types.is_float_dtype(dtype):
+        numpy_dtype = getattr(dtype, "numpy_dtype", dtype)
+        return series.to_numpy(dtype=numpy_dtype, na_value=np.nan), None, kind
+    elif types.is_datetime64_dtype(dtype):  # tz-naive; tz-aware datetimes are kept as ISO text below
+        values = series.to_numpy(dtype="datetime64[ns]").view(np.int64).copy()
+        values[missing] = 0
+        return values, missing, kind
+    elif types.is_numeric_dtype(dtype):  # complex
+        raise InputError(f"The metadata column {column!r} holds {dtype} values, which a cache does not store; "
+                         f"drop the column or convert it to text.")
+    objects = series.to_numpy(dtype=object)
+    bad = [i for i, v in enumerate(objects) if not missing[i] and isinstance(v, (list, tuple, dict, set, np.ndarray, bytes))]
+    if bad:
+        raise InputError(f"The metadata column {column!r} holds lists or other non-scalar values (rows "
+                         f"{format_list(bad, limit=5)}): a cache keeps one value per row; drop the column.")
+    if kind not in ("str", "category", "string"):
+        kinds = {type(v).__name__ for v, m in zip(objects, missing) if not m}
+        if kinds - {"str"}:
+            log.info("metadata column %r mixes %s values: kept as text", column, ", ".join(sorted(kinds)))
+        kind = "str"
+    values = np.array(["" if m else str(v) for v, m in zip(objects, missing)], dtype=object)
+    return values, (missing if missing.any() else None), kind
+
+
+def _decode_column(values: np.ndarray, missing: np.ndarray | None, kind: str) -> Any:
+    """The pandas Series (or array) of one stored metadata column, dtype and missing values restored."""
+    import pandas as pd
+
+    if kind in ("str", "category", "string"):
+        objects = np.asarray(values, dtype=object)
+        if missing is not None:
+            objects = objects.copy()
+            objects[missing] = None
+        series = pd.Series(objects).astype("str")  # missing (None) stays missing
+        return series if kind == "str" else series.astype(kind)
+    if kind.startswith("datetime64"):
+        times = values.view("datetime64[ns]").copy()
+        if missing is not None:
+            times[missing] = np.datetime64("NaT")
+        return pd.Series(times).astype(kind)
+    if missing is not None:
+        array = pd.array(values, dtype=kind)
+        array[missing] = pd.NA
+        return pd.Series(array)
+    return pd.Series(values).astype(kind)  # numpy dtypes, and nullable floats (NaN -> NA)
+
+
+def _write_metadata(f: h5py.File, frame: Any) -> None:
+    """Write (or replace) the row metadata ``frame`` (one row per cache row) under /metadata."""
+    for group in (_META, _META_MISSING):
+        if group in f:
+            del f[group]
+    meta, masks = f.create_group(_META), None
+    order = []
+    for column in frame.columns:
+        name = _meta_name(str(column))
+        values, missing, kind = _encode_column(frame[column], str(column))
+        ds = meta.create_dataset(name, data=values, dtype=_STR if values.dtype == object else values.dtype)
+        ds.attrs["column"], ds.attrs["dtype"] = str(column), kind
+        if missing is not None:
+            masks = masks if masks is not None else f.create_group(_META_MISSING)
+            masks.create_dataset(name, data=missing.astype(bool))
+        order.append(name)
+    meta.attrs["order"] = _json(order, "order")
+
+
+def _metadata_nbytes(frame: Any) -> int:
+    """Generous disk size of ``frame`` stored as row metadata."""
+    total = 2**20
+    for column in frame.columns:
+        series = frame[column]
+        if series.dtype == object or str(series.dtype) in ("str", "string", "category"):
+            total += _string_bytes([str(v) for v in series.to_numpy(dtype=object)])
+        else:
+            total += 8 * len(series)
+        total += len(series) + 4096
+    return total
 
 
 _BROKEN_FILES: list[h5py.File] = []  # files whose HDF5 write failed: kept open, never closed (see _writing)
@@ -612,6 +733,9 @@ class CacheWriter:
             Labels per rank; missing ranks, None and NaN are stored as "" (unknown).
         """
         f = self._h5()
+        if _META in f:
+            raise CacheError(f"{self.path} keeps row metadata ({len(f[_META])} columns), one value per row: rows "
+                             f"cannot be added to it; write a new cache (or pass --force to replace it).")
         ids = _str_list(ids, "ids")
         emb, k, dim = np.asarray(embeddings), len(ids), self.provenance.embed_dim
         if emb.ndim != 2 or emb.shape != (k, dim) or not np.issubdtype(emb.dtype, np.number):
@@ -668,6 +792,38 @@ class CacheWriter:
             self._commit("failed_committed", m0 + len(ids))
         self._n_failed += len(ids)
         self._failed_ids.update(ids)
+
+    def write_metadata(self, frame: Any) -> None:
+        """Store (or replace) row metadata: a pandas DataFrame with one row per committed row, in row order.
+
+        Every column becomes ``/metadata/<column>`` with its dtype (see the module notes); write it
+        after the last :meth:`append` (rows cannot be added to a cache with metadata).
+
+        Raises
+        ------
+        InputError
+            ``frame`` has another number of rows than the cache, repeated column names, or a column
+            of non-scalar values (named).
+        """
+        import pandas as pd
+
+        f = self._h5()
+        if not isinstance(frame, pd.DataFrame):
+            raise InputError(f"The 'frame' parameter of write_metadata must be a pandas DataFrame. "
+                             f"Got {type(frame).__name__} instead.")
+        if len(frame) != self._n:
+            raise InputError(f"The row metadata has {len(frame)} rows but the cache has {self._n}; give one row "
+                             f"per cache row, in row order.")
+        names = [_meta_name(str(c)) for c in frame.columns]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise InputError(f"The row metadata has repeated column names: {format_list(repeated)}; rename them.")
+        frame = frame.reset_index(drop=True)
+        for column in frame.columns:  # every column checked before anything is written
+            _encode_column(frame[column], str(column))
+        with self._writing(_metadata_nbytes(frame)):
+            _write_metadata(f, frame)
+            f.flush()
 
     def write_text_group(self, name: str, labels: Sequence[str], embeddings: np.ndarray,
                          attrs: Mapping[str, Any] | None = None) -> None:
@@ -888,6 +1044,58 @@ class EmbeddingCache:
         with self._reading():
             return pd.DataFrame({"id": f["failed/ids"].asstr()[:n], "reason": f["failed/reasons"].asstr()[:n]})
 
+    def metadata_columns(self) -> list[tuple[str, str]]:
+        """``(column, dtype)`` of the row metadata, in column order; ``[]`` when the cache keeps none."""
+        f = self._h5()
+        if _META not in f:
+            return []
+        with self._reading():
+            meta = f[_META]
+            order = json.loads(_decode(meta.attrs.get("order", "[]"))) or sorted(meta)
+            return [(str(_decode(meta[n].attrs.get("column", n))), str(_decode(meta[n].attrs.get("dtype", "str"))))
+                    for n in order]
+
+    def metadata(self, columns: Sequence[str] | None = None) -> Any:
+        """Row metadata as a pandas DataFrame, row ``i`` = cache row ``i`` (a 0..N-1 index), dtypes restored.
+
+        Parameters
+        ----------
+        columns : sequence of str, optional
+            Only these columns (by name); all by default.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``(N, n_columns)``; no columns when the cache keeps no metadata. Missing values are NaN
+            (float), NA (nullable int/bool) or NaN in text columns, as in the table imported.
+
+        Raises
+        ------
+        InputError
+            A requested column is not kept in the cache (the message lists those that are).
+        """
+        import pandas as pd
+
+        f = self._h5()
+        kept = self.metadata_columns()
+        names = [c for c, _ in kept]
+        if columns is not None:
+            columns = [columns] if isinstance(columns, str) else list(columns)
+            unknown = [c for c in columns if c not in names]
+            if unknown:
+                raise InputError(f"{self.path} keeps no metadata column {format_list(map(repr, unknown))}; it keeps: "
+                                 f"{format_list(names) if names else 'none'}.")
+        wanted = names if columns is None else columns
+        out = {}
+        with self._reading():
+            for column in wanted:
+                name = _meta_name(column)
+                ds = f[_META][name]
+                values = ds.asstr()[: self._n] if h5py.check_string_dtype(ds.dtype) else ds[: self._n]
+                mask = f[_META_MISSING][name][: self._n] if _META_MISSING in f and name in f[_META_MISSING] else None
+                out[column] = _decode_column(np.asarray(values), mask, str(_decode(ds.attrs.get("dtype", "str"))))
+        return pd.DataFrame(out, index=pd.RangeIndex(self._n)) if out else pd.DataFrame(index=pd.RangeIndex(self._n))
+
     def text_groups(self) -> list[str]:
         """Names of the text-embedding groups under ``/text``, nested names included (``"species/taxon"``), sorted."""
         f = self._h5()
@@ -1014,13 +1222,19 @@ class EmbeddingCache:
         return np.flatnonzero(mask)
 
     def summary(self) -> dict[str, Any]:
-        """Rows, dim, dtype, provenance, completeness, taxa per rank, unlabelled rows and failures.
+        """Rows, dim, dtype, provenance, completeness, taxa per rank, unlabelled rows, failures and metadata.
+
+        ``metadata`` lists the kept row-metadata columns: ``column``, ``dtype``, ``distinct`` (number of
+        distinct values) and ``missing`` (rows without a value).
 
         ``taxa[rank]`` counts distinct non-empty labels at ``rank`` by their full lineage from
         kingdom down, so homonyms in different clades count separately.
         """
         tax = self.taxonomy()
         taxa = {r.label: tax.n_taxa(r) for r in Rank}
+        meta = self.metadata()
+        metadata = [{"column": str(c), "dtype": kind, "distinct": int(meta[c].nunique(dropna=True)),
+                     "missing": int(meta[c].isna().sum())} for c, kind in self.metadata_columns()]
         attrs, prov = self.attrs, self.provenance
         return {"path": str(self.path), "rows": self._n, "dim": self.dim, "dtype": self.dtype.name,
                 "complete": self.complete, "created": attrs.get("created", ""),
@@ -1028,7 +1242,7 @@ class EmbeddingCache:
                 "model": prov.model, "pretrained": prov.pretrained, "preprocess": prov.preprocess,
                 "normalized": prov.normalized, "source": prov.source, "extra": prov.extra,
                 "taxa": taxa, "unlabelled": int((self.labels("species") == "").sum()),
-                "failed": len(self.failed()), "text_groups": self.text_groups()}
+                "failed": len(self.failed()), "text_groups": self.text_groups(), "metadata": metadata}
 
 
 def _finish(data: np.ndarray, dtype: Any, normalize: bool) -> np.ndarray:

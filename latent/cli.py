@@ -75,9 +75,17 @@ def _format_summary(s: dict) -> str:
         lines.append("WARNING     untrained / synthetic embeddings: a baseline, not a trained model")
     if extra:
         lines.append(f"extra       {json.dumps(extra, sort_keys=True)}")
-    lines.append("taxa per rank:")
+    lines.append(f"ranks       {len(RANK_NAMES)} ({', '.join(RANK_NAMES)}); taxa per rank:")
     for rank in RANK_NAMES:
         lines.append(f"  {rank:<8} {s['taxa'][rank]:>7}")
+    meta = s.get("metadata") or []
+    if meta:
+        width = max(len(m["column"]) for m in meta)
+        lines.append(f"metadata    {len(meta)} columns kept (dtype, distinct values, missing):")
+        for m in meta:
+            lines.append(f"  {m['column']:<{width}}  {m['dtype']:<14} {m['distinct']:>7} distinct  {m['missing']:>7} missing")
+    else:
+        lines.append("metadata    none kept")
     lines.append(f"unlabelled  {s['unlabelled']} rows (no species)")
     lines.append(f"failed      {s['failed']} inputs")
     if s.get("text_groups"):
@@ -105,14 +113,19 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     report = import_embeddings(
         args.embeddings, args.out, metadata=args.metadata, id_column=args.id_column,
-        taxonomy=args.taxonomy, join_on=args.join_on, model=args.model, pretrained=args.pretrained,
-        force=args.force, on_conflict=args.on_conflict,
+        embedding_column=args.embedding_column, taxonomy=args.taxonomy, join_on=args.join_on, model=args.model,
+        pretrained=args.pretrained, force=args.force, on_conflict=args.on_conflict,
+        on_genus_mismatch=args.on_genus_mismatch,
     )
     print(
         f"imported {report.rows} embeddings of dimension {report.dim} into {report.path} "
         f"({report.taxonomy.n_species} species, {report.unlabelled} rows unlabelled, "
         f"{'L2-normalised' if report.normalized else 'not normalised'})"
     )
+    print(report.describe())
+    if report.columns.get("not kept"):
+        print(f"not kept (lists or other non-scalar values): {', '.join(report.columns['not kept'])}")
+    # (genus/binomial mismatches were logged as one warning line with their count by the taxonomy)
     return 0
 
 
@@ -336,16 +349,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = _subparser(sub, "import", "import embeddings made elsewhere into a cache")
-    p.add_argument("embeddings", help=".npy, .npz, .parquet or pybioclip embed JSON")
-    p.add_argument("--metadata", metavar="META", help="CSV, JSON or Parquet, one row per embedding, same order")
-    p.add_argument("--id-column", metavar="COL", help="metadata column holding unique row ids")
+    p.add_argument("embeddings", help="a table with an embedding column (Parquet, CSV, TSV, JSON records or "
+                   "lines: its ids, rank columns and other columns come along), .npy, .npz or pybioclip embed JSON")
+    p.add_argument("--metadata", metavar="META", help="CSV, JSON or Parquet, one row per embedding, same order "
+                   "(not needed for a table that holds its own ids and ranks)")
+    p.add_argument("--id-column", metavar="COL", help="column holding unique row ids (of --metadata, else of the "
+                   "table; a table's default: uuid, id or image_id)")
+    p.add_argument("--embedding-column", metavar="COL", help="the table's column of vectors (default: emb, "
+                   "embedding, embeddings, vector or features)")
     p.add_argument("--taxonomy", metavar="TABLE", help="taxonomy table to join labels from")
     p.add_argument("--join-on", metavar="META_COL=TAX_COL", help="how metadata rows find their taxonomy row")
     p.add_argument("--model", help="which model made these embeddings (recorded as provenance)")
     p.add_argument("--pretrained", default="unknown", help="which weights (recorded as provenance)")
     p.add_argument("--on-conflict", choices=["raise", "warn"], default="raise",
-                   help="a name with two parents, or a species binomial of another genus: stop, or warn and keep "
-                        "the lineages as written")
+                   help="a name with two parents in one kingdom: stop, or warn and keep the lineages apart")
+    p.add_argument("--on-genus-mismatch", choices=["warn", "raise"], default="warn",
+                   help="a species binomial of another genus than its genus column (often a synonym): warn and keep "
+                        "it as written (the lineage columns decide), or stop")
     p.add_argument("--out", required=True, metavar="CACHE", help="HDF5 cache to write")
     p.add_argument("--force", action="store_true", help="replace an existing cache")
     p.set_defaults(func=cmd_import)

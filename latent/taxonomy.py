@@ -19,6 +19,11 @@ Conventions (documented once, used everywhere in latent)
   codes forbid homonyms inside one code). The same name under two different parents in one kingdom
   (e.g. a genus in two families) is a conflict, reported with its rows; across kingdoms it is a
   homonym and the two taxa stay apart.
+* **Genus/binomial mismatches.** A species binomial whose genus differs from the row's genus column
+  ("Pica pica" under genus Corvus) is usually a synonym the data source resolved at one rank and not
+  the other (GBIF files "Lasiommata megera" under genus Pararge). It is a warning by default, logged
+  once per pair as one line naming the rows, and kept in :attr:`Taxonomy.genus_mismatches`: the
+  lineage columns decide the tree. ``on_genus_mismatch="raise"`` refuses it.
 * **Taxonomic distance** between two species is the LCA height of Making Better Mistakes: the number
   of ranks to climb to the lowest common ancestor, 0 (same species) .. 6 (same kingdom) .. 7
   (different kingdoms). The tree path length is twice that. The matrix is ultrametric.
@@ -44,6 +49,7 @@ __all__ = [
     "lca_height",
     "resolve_rank_columns",
     "lineages_from_table",
+    "GENUS_MISMATCH_POLICIES",
 ]
 
 log = logging.getLogger(__name__)
@@ -216,6 +222,30 @@ def _genus_mismatches(names: np.ndarray) -> list[tuple[int, str, str]]:
     return [(int(i), str(genus[i]), str(species[i])) for i in range(len(genus)) if (genus[i], species[i]) in bad]
 
 
+#: Accepted values of ``on_genus_mismatch``: log a warning (default) or raise TaxonomyError.
+GENUS_MISMATCH_POLICIES = ("warn", "raise")
+_WARNED_MISMATCHES: set[tuple[str, str]] = set()  # (genus, species) pairs already warned in this process
+
+
+def _warn_mismatches(mismatches: list[tuple[int, str, str]], what: str) -> None:
+    """One warning line for genus/binomial mismatches: the count, the rows, and what decides.
+
+    Each (genus, species) pair is warned once per process (the same cache is read many times in a
+    report); later sightings are logged at debug level.
+    """
+    pairs = {(g, s) for _, g, s in mismatches}
+    new = pairs - _WARNED_MISMATCHES
+    shown = format_list((f"row {row}: {species!r} under genus {genus!r}" for row, genus, species in mismatches), limit=5)
+    text = (f"{what}: {len(mismatches)} row(s) have a species binomial of another genus than their genus column "
+            f"({shown}); kept as written: the lineage columns decide the tree (check for synonyms; "
+            f"on_genus_mismatch='raise', --on-genus-mismatch raise, refuses them)")
+    if new:
+        _WARNED_MISMATCHES.update(new)
+        log.warning("%s", text)
+    else:
+        log.debug("%s", text)
+
+
 @dataclass(frozen=True)
 class _Conflict:
     rank: Rank
@@ -242,12 +272,23 @@ class Taxonomy:
         Per rank, ``(n_nodes[r],)`` names (``""`` for placeholders).
     node_parents : tuple of numpy.ndarray
         Per rank, ``(n_nodes[r],)`` index of the parent node at rank ``r - 1`` (``-1`` for kingdoms).
+    conflicts : tuple
+        Names with two parents in one kingdom, kept (``on_conflict="warn"``).
+    genus_mismatches : tuple of (int, str, str)
+        ``(row, genus, species)`` of rows whose species binomial names another genus than their genus
+        column (warned by default, refused with ``on_genus_mismatch="raise"``).
     """
 
-    def __init__(self, row_names: np.ndarray, *, on_conflict: str = "raise", what: str = "taxonomy") -> None:
+    def __init__(self, row_names: np.ndarray, *, on_conflict: str = "raise", what: str = "taxonomy",
+                 on_genus_mismatch: str = "warn") -> None:
         if on_conflict not in ("raise", "warn"):
             raise ValueError(
                 f"The 'on_conflict' parameter of Taxonomy must be 'raise' or 'warn'. Got {on_conflict!r} instead."
+            )
+        if on_genus_mismatch not in GENUS_MISMATCH_POLICIES:
+            raise InputError(
+                f"The 'on_genus_mismatch' parameter of Taxonomy must be 'warn' or 'raise'. "
+                f"Got {on_genus_mismatch!r} instead."
             )
         names = np.asarray(row_names, dtype=object)
         if names.ndim != 2 or names.shape[1] != N_RANKS:
@@ -284,10 +325,9 @@ class Taxonomy:
         self.conflicts: tuple[_Conflict, ...] = tuple(conflicts)
         mismatches = _genus_mismatches(names)
         if mismatches:
-            message = self._mismatch_message(mismatches)
-            if on_conflict == "raise":
-                raise TaxonomyError(message)
-            log.warning("%s", message)
+            if on_genus_mismatch == "raise":
+                raise TaxonomyError(self._mismatch_message(mismatches))
+            _warn_mismatches(mismatches, what)
         self.genus_mismatches: tuple[tuple[int, str, str], ...] = tuple(mismatches)
 
     # ------------------------------------------------------------------ construction
@@ -297,6 +337,7 @@ class Taxonomy:
         table: "pd.DataFrame | str | os.PathLike[str]",
         *,
         on_conflict: str = "raise",
+        on_genus_mismatch: str = "warn",
     ) -> "Taxonomy":
         """Build a taxonomy from a table with one column per rank (CSV, TSV, Parquet or DataFrame).
 
@@ -308,19 +349,23 @@ class Taxonomy:
         ------
         TaxonomyError
             A rank column is missing, or (with ``on_conflict="raise"``) a name has two parents in one
-            kingdom; the message lists the rows of every parent.
+            kingdom; the message lists the rows of every parent. With ``on_genus_mismatch="raise"``
+            also a species binomial of another genus than its row's genus column (by default a
+            warning, see the module notes).
         """
         what = "taxonomy table" if isinstance(table, pd.DataFrame) else f"taxonomy table {os.fspath(table)!r}"
-        return cls(lineages_from_table(table, what=what), on_conflict=on_conflict, what=what)
+        return cls(lineages_from_table(table, what=what), on_conflict=on_conflict, what=what,
+                   on_genus_mismatch=on_genus_mismatch)
 
     @classmethod
-    def from_lineages(cls, lineages: "Sequence[Sequence[str]] | np.ndarray", *, on_conflict: str = "raise") -> "Taxonomy":
+    def from_lineages(cls, lineages: "Sequence[Sequence[str]] | np.ndarray", *, on_conflict: str = "raise",
+                      on_genus_mismatch: str = "warn") -> "Taxonomy":
         """Build from ``(n_rows, 7)`` names, kingdom first, species as binomials, ``""`` for empty."""
         array = np.asarray(lineages, dtype=object)
         if array.ndim != 2 or array.shape[1] != N_RANKS:
             raise TaxonomyError(f"Lineages must have shape (n_rows, 7); got {array.shape}.")
         frame = pd.DataFrame(array, columns=list(RANK_NAMES))
-        return cls.from_table(frame, on_conflict=on_conflict)
+        return cls.from_table(frame, on_conflict=on_conflict, on_genus_mismatch=on_genus_mismatch)
 
     # ------------------------------------------------------------------ conflicts
     def _node_kingdom(self, rank: int) -> np.ndarray:
@@ -380,8 +425,9 @@ class Taxonomy:
     def _mismatch_message(self, mismatches: list[tuple[int, str, str]]) -> str:
         lines = [
             f"The {self._what} has {len(mismatches)} row(s) whose species is a binomial of another genus than the "
-            "row's genus column (a lineage conflict). Rows are 0-based data rows (header not counted). Fix the "
-            "genus or the species, or pass on_conflict='warn' (--on-conflict warn) to keep them as written:"
+            "row's genus column (often a synonym). Rows are 0-based data rows (header not counted). Fix the "
+            "genus or the species, or pass on_genus_mismatch='warn' (--on-genus-mismatch warn) to keep them as "
+            "written:"
         ]
         for row, genus, species in mismatches[:20]:
             lines.append(f"  row {row}: genus {genus!r}, species {species!r}")

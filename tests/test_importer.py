@@ -166,8 +166,11 @@ def test_existing_cache_needs_force(data):
 def test_load_embeddings_errors(tmp_path):
     with pytest.raises(InputError, match="does not exist"):
         load_embeddings(tmp_path / "nope.npy")
-    (tmp_path / "x.csv").write_text("1,2\n")
-    with pytest.raises(InputError, match="unknown suffix '.csv'"):
+    (tmp_path / "x.txt").write_text("1,2\n")
+    with pytest.raises(InputError, match="unknown suffix '.txt'"):
+        load_embeddings(tmp_path / "x.txt")
+    (tmp_path / "x.csv").write_text("a,b\n1,2\n")  # a table, but without an embedding column
+    with pytest.raises(InputError, match="has no embedding column: name the column of vectors one of emb"):
         load_embeddings(tmp_path / "x.csv")
     (tmp_path / "x.json").write_text(json.dumps({"embeddings": [1, 2]}))
     with pytest.raises(InputError, match="pybioclip"):

@@ -2,10 +2,11 @@
 
 * A file name that is not UTF-8 is skipped, recorded among the failures under a printable name, and the
   other images are embedded (``latent embed`` with the untrained ``random-tiny`` model).
-* Taxonomy tables: a rank column given twice (same header, or headers that differ only in case), a
-  header without rows, and a species binomial of another genus than its row's genus ("Pica pica" under
-  Corvus) are refused with the column or rows named; ``on_conflict="warn"`` keeps the last. The real
-  tables of ../shared/data still load.
+* Taxonomy tables: a rank column given twice (same header, or headers that differ only in case) and a
+  header without rows are refused with the column named. A species binomial of another genus than its
+  row's genus ("Pica pica" under Corvus, often a synonym) is warned in one line naming the rows and kept
+  (the lineage columns decide); ``on_genus_mismatch="raise"`` refuses it. The real tables of
+  ../shared/data load, the Tree-of-Life sample with its one synonym row warned.
 * ``import --out DIR`` is refused before any work.
 * A rank with one true taxon among the test rows: the value as computed, no CI, and the note says "not
   testable", the verdicts' word for such a rank.
@@ -26,7 +27,7 @@ import pandas as pd
 import pytest
 
 from latent.cache import open_cache
-from latent.errors import InputError, LatentError, TaxonomyError
+from latent.errors import InputError, TaxonomyError
 from latent.extract import embed_images
 from latent.importer import import_embeddings
 from latent.metrics import informative_ranks, evaluate_predictions
@@ -102,16 +103,33 @@ def test_header_only_taxonomy_says_it_has_no_rows(tmp_path):
     assert Taxonomy.from_table(pd.DataFrame({r: [] for r in RANK_NAMES})).n_rows == 0
 
 
-def test_species_of_another_genus_is_a_lineage_conflict(tmp_path, caplog):
+def test_species_of_another_genus_is_warned_by_default_and_refused_when_asked(tmp_path, caplog):
+    import latent.taxonomy as taxonomy_module
+
+    taxonomy_module._WARNED_MISMATCHES.clear()  # warnings are once per (genus, species) pair and process
     path = _table(tmp_path, f"{HEADER}\n{CORVUS},Corvus corax\n{CORVUS},Pica pica\n{CORVUS},corone\n")
-    with pytest.raises(TaxonomyError) as err:
-        Taxonomy.from_table(path)
-    assert "row 1: genus 'Corvus', species 'Pica pica'" in str(err.value) and "row 0" not in str(err.value)
     with caplog.at_level(logging.WARNING, logger="latent"):
-        tax = Taxonomy.from_table(path, on_conflict="warn")  # warned and kept as written
-    assert "Pica pica" in caplog.text
+        tax = Taxonomy.from_table(path)  # warned and kept as written
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "\n" not in warnings[0]
+    assert "1 row(s) have a species binomial of another genus" in warnings[0]
+    assert "row 1: 'Pica pica' under genus 'Corvus'" in warnings[0] and "check for synonyms" in warnings[0]
     assert list(tax.labels("species")) == ["Corvus corax", "Pica pica", "Corvus corone"]
     assert tax.genus_mismatches == ((1, "Corvus", "Pica pica"),)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="latent"):
+        Taxonomy.from_table(path)  # the same pair again: not warned twice
+    assert not [r for r in caplog.records if r.levelno == logging.WARNING]
+    with pytest.raises(TaxonomyError) as err:
+        Taxonomy.from_table(path, on_genus_mismatch="raise")
+    assert "row 1: genus 'Corvus', species 'Pica pica'" in str(err.value) and "row 0" not in str(err.value)
+    with pytest.raises(InputError, match="'on_genus_mismatch' parameter of Taxonomy must be 'warn' or 'raise'"):
+        Taxonomy.from_table(path, on_genus_mismatch="ignore")
+    # names with two parents keep raising by default
+    two = _table(tmp_path, f"{HEADER}\n{CORVUS},corax\nAnimalia,Chordata,Aves,Passeriformes,Paridae,Corvus,major\n",
+                 "two.csv")
+    with pytest.raises(TaxonomyError, match="genus 'Corvus'"):
+        Taxonomy.from_table(two)
 
 
 @pytest.mark.parametrize("genus, species", [
@@ -134,11 +152,11 @@ def test_real_tables_still_load(shared):
     Taxonomy.from_table(shared("cub10", "taxonomy.csv"))
     rare = Taxonomy.from_table(shared("rare_species", "rare_species_metadata.csv"))
     assert rare.n_rows > 10_000 and rare.genus_mismatches == ()
-    # the Tree-of-Life sample has one GBIF row filed under a synonym's genus: refused unless warn
+    # the Tree-of-Life sample has one GBIF row filed under a synonym's genus: warned and kept; refused if asked
     tol = shared("tol1k_bioclip2", "example_1k.parquet")
+    assert Taxonomy.from_table(tol).genus_mismatches == ((849, "Pararge", "Lasiommata megera"),)
     with pytest.raises(TaxonomyError, match="genus 'Pararge', species 'Lasiommata megera'"):
-        Taxonomy.from_table(tol)
-    assert Taxonomy.from_table(tol, on_conflict="warn").genus_mismatches == ((849, "Pararge", "Lasiommata megera"),)
+        Taxonomy.from_table(tol, on_genus_mismatch="raise")
 
 
 # ------------------------------------------------------------------------------ 6. import --out DIR
