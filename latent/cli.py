@@ -40,7 +40,7 @@ def cmd_taxonomy(args: argparse.Namespace) -> int:
 
     from latent.taxonomy import Taxonomy
 
-    tax = Taxonomy.from_table(args.table, on_conflict=args.on_conflict)
+    tax = Taxonomy.from_table(args.table, on_conflict=args.on_conflict, on_genus_mismatch=args.on_genus_mismatch)
     print(f"taxonomy {args.table}")
     print(tax.summary())
     if args.newick:
@@ -339,6 +339,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distances", metavar="OUT.csv", help="write the species x species LCA-height matrix")
     p.add_argument("--on-conflict", choices=["raise", "warn"], default="raise",
                    help="a name with two parents in one kingdom: stop (raise) or warn and keep both")
+    p.add_argument("--on-genus-mismatch", choices=["warn", "raise"], default="warn",
+                   help="a species binomial of another genus than its genus column: warn and keep it, or stop")
     p.set_defaults(func=cmd_taxonomy)
 
     p = _subparser(sub, "info", "describe an embedding cache")

@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 _TOP_KEYS = {"name", "description", "seed", "data", "models", "baseline", "evaluate", "probe", "report"}
 _DATA_KINDS = ("import", "images", "synth")
 #: The keys of each data step (all part of its identity, see :mod:`latent.pipeline`) and the required ones.
-_DATA_KEYS = {"import": ({"embeddings", "metadata", "id_column", "taxonomy", "join_on", "model", "pretrained"},
+_DATA_KEYS = {"import": ({"embeddings", "metadata", "id_column", "taxonomy", "join_on", "model", "pretrained",
+                          "embedding_column", "on_conflict", "on_genus_mismatch"},
                          {"embeddings"}),
               "images": ({"source", "taxonomy", "join_on", "path_column", "batch_size"}, {"source"}),
               "synth": ({"signal", "per_species", "dim", "noise", "taxonomy", "branching"}, set())}

@@ -569,12 +569,14 @@ def _import_step(spec: Mapping[str, Any], base: Path, cache_dir: Path, force: bo
     from latent.importer import import_embeddings
 
     if not spec.get("embeddings"):
-        raise InputError("data.import needs 'embeddings' (a .npy, .npz, .parquet or pybioclip JSON file).")
+        raise InputError("data.import needs 'embeddings' (a .npy, .npz, .parquet or pybioclip JSON file, or a "
+                         "CSV/JSON/Parquet table with an embedding column).")
     embeddings = _expand(spec["embeddings"], base)
     metadata = _expand(spec["metadata"], base) if spec.get("metadata") else None
     taxonomy = _expand(spec["taxonomy"], base) if spec.get("taxonomy") else None
     params = {"id_column": spec.get("id_column"), "join_on": spec.get("join_on"), "model": spec.get("model"),
-              "pretrained": spec.get("pretrained", "unknown")}
+              "pretrained": spec.get("pretrained", "unknown"), "embedding_column": spec.get("embedding_column"),
+              "on_conflict": spec.get("on_conflict", "raise"), "on_genus_mismatch": spec.get("on_genus_mismatch", "warn")}
     inputs = {"embeddings": file_identity(embeddings, what="data.import.embeddings"),
               "metadata": _optional(spec, "metadata", base, "data.import.metadata"),
               "taxonomy": _optional(spec, "taxonomy", base, "data.import.taxonomy")}
@@ -582,7 +584,9 @@ def _import_step(spec: Mapping[str, Any], base: Path, cache_dir: Path, force: bo
 
     def compute(tmp: Path) -> None:
         import_embeddings(embeddings, tmp, metadata=metadata, id_column=params["id_column"], taxonomy=taxonomy,
-                          join_on=params["join_on"], model=params["model"], pretrained=params["pretrained"])
+                          join_on=params["join_on"], model=params["model"], pretrained=params["pretrained"],
+                          embedding_column=params["embedding_column"], on_conflict=params["on_conflict"],
+                          on_genus_mismatch=params["on_genus_mismatch"])
 
     run_file_step(target, step_identity("import", params, inputs), compute, force=force, what="import")
     return target

@@ -462,10 +462,13 @@ def _bad_paths(root: Path) -> dict[str, list[str]]:
 #: The bases are cheap, and those of the expensive commands (embed, report, run) point at a missing
 #: input, so a random value that happens to be valid still ends at once.
 COMMANDS = {
-    "taxonomy": (["{tax}"], {"TABLE": "in", "--newick": "file", "--distances": "file", "--on-conflict": "choice"}),
+    "taxonomy": (["{tax}"], {"TABLE": "in", "--newick": "file", "--distances": "file", "--on-conflict": "choice",
+                             "--on-genus-mismatch": "choice"}),
     "info": (["{cache}"], {"CACHE": "in"}),
     "import": (["{npy}", "--out", "{fresh}.h5"], {"EMB": "in", "--metadata": "in", "--id-column": "str",
-                                                 "--taxonomy": "in", "--join-on": "str", "--out": "file"}),
+                                                 "--taxonomy": "in", "--join-on": "str", "--out": "file",
+                                                 "--embedding-column": "str", "--on-conflict": "choice",
+                                                 "--on-genus-mismatch": "choice"}),
     "models": ([], {}),
     "embed": (["{root}/no-images", "--out", "{fresh}.h5", "--model", "random-tiny", "--workers", "0",
                "--no-progress"],

@@ -399,7 +399,7 @@ def test_embed_step_reuses_resumes_or_rebuilds_by_identity(tmp_path):
 def test_data_step_settings_are_checked_before_any_work(tmp_path):
     config = tmp_path / "exp.yaml"
     config.write_text("name: x\ndata: {import: {embedding: a.npy}}\n")
-    with pytest.raises(InputError, match=r"unknown data.import setting\(s\) embedding; allowed: embeddings, "):
+    with pytest.raises(InputError, match=r"unknown data.import setting\(s\) embedding; allowed: embedding_column, embeddings, "):
         run_experiment(config, results=tmp_path / "results")
     config.write_text("name: x\ndata: {images: {taxonomy: t.csv}}\nmodels: [random-tiny]\n")
     with pytest.raises(InputError, match="data.images needs source"):
