@@ -249,7 +249,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     items = [e.strip() for e in args.evaluate.split(",")]
     evaluations = tuple(tuple(e.split(":", 1)) if ":" in e else (e, "random") for e in items)
     settings = ReportSettings(
-        evaluations=evaluations, probes=tuple(p.strip() for p in args.probes.split(",") if p.strip()) or None,
+        evaluations=evaluations, probes=tuple(p.strip() for p in (args.probes or "").split(",") if p.strip()) or None,
         permutations=args.permutations, distance=args.distance, seed=args.seed, n_boot=args.bootstrap,
         projections=tuple(p for p in args.projections.split(",") if p), probe_settings=_probe_settings(args.set),
         device=args.device, verdict_permutations=args.verdict_permutations, common_dim=not args.no_common_dim)

@@ -32,8 +32,9 @@ not do. None changes the objective, so the minimiser is the same:
   step along the path scaled to the new step in log C; its logits are known (``L_k - L_{k-1}``), so
   the line search along it is free of products with the data. At large C, where the solution moves
   along a nearly straight line in log C, this replaces most iterations.
-- *Few small operations.* On a CPU, element-wise passes run on one thread and matrix products on all
-  (see :class:`_Threads`); float32 by default, with float64 accumulation where sums cancel.
+- *Few small operations.* On a CPU, element-wise passes and small matrix products run on one thread,
+  products of :data:`PARALLEL_PRODUCT` multiply-adds or more on all (see :class:`_Threads`); float32
+  by default, with float64 accumulation where sums cancel.
 
 Stopping rule: the largest absolute entry of the gradient of ``f`` (with respect to ``W`` and ``b``,
 the quantity scikit-learn's ``tol`` bounds) falls below ``tol`` times its value at ``W = 0, b = 0``. The
@@ -262,13 +263,31 @@ class LogisticModel:
 
 
 # ---------------------------------------------------------------------------------------------- torch solver
+#: Multiply-adds from which a CPU matrix product of the solver uses every thread (below it, one).
+#: Small products gain nothing from a second thread and, on a busy machine, stall a scheduler time
+#: slice waiting for it: the separability probe of ``latent demo`` on its structureless cache (~500
+#: rows x 32 d, up to 144 classes) took 40 s of CPU with every product on 2 threads and 2.6 s on one
+#: (2-core machine, load ~3). A 1,000 x 768 x 100 product (7.7e7) still uses every thread.
+PARALLEL_PRODUCT = 1 << 23
+
+
+def _product_size(args: tuple) -> int:
+    """Multiply-adds of ``mm``/``addmm``/``bmm`` given their positional tensors (the last two are the factors)."""
+    mats = [a for a in args if getattr(a, "ndim", 0) >= 2]
+    if len(mats) < 2:
+        return 0
+    A, B = mats[-2], mats[-1]
+    return int(math.prod(A.shape)) * int(B.shape[-1])
+
+
 class _Threads:
-    """CPU thread policy: matrix products use every thread, everything else runs on one.
+    """CPU thread policy: large matrix products use every thread, everything else runs on one.
 
     The element-wise passes and reductions of an iteration are memory-bound and short; on a busy
     machine each multi-threaded one can stall for a scheduler time slice waiting for its second
     thread (measured: 30 small operations took 105 ms with 2 threads, 2 ms with 1). Products with
-    the data gain from every core. On CUDA this does nothing.
+    the data gain from every core when they are large (:data:`PARALLEL_PRODUCT` multiply-adds); small
+    ones stall as the element-wise passes do and run on one thread. On CUDA this does nothing.
     """
 
     def __init__(self, device: "torch.device") -> None:
@@ -277,19 +296,24 @@ class _Threads:
         self.torch = torch
         self.active = device.type == "cpu"
         self.full = torch.get_num_threads()
+        self.depth = 0  # nested ``with`` blocks: only the outermost sets and restores the thread count
 
     def __enter__(self) -> "_Threads":
-        if self.active:
+        if self.active and self.depth == 0:
+            self.full = self.torch.get_num_threads()
             self.torch.set_num_threads(1)
+        self.depth += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.active:
+        self.depth -= 1
+        if self.active and self.depth == 0:
             self.torch.set_num_threads(self.full)
 
     def mm(self, fn: Callable[..., "torch.Tensor"], *args: Any, **kwargs: Any) -> "torch.Tensor":
-        """Run a matrix product with every thread."""
-        if not self.active:
+        """Run a matrix product with every thread if it is large (:data:`PARALLEL_PRODUCT`), else on one."""
+        if (not self.active or self.depth == 0 or self.full <= 1
+                or _product_size(args) < PARALLEL_PRODUCT):
             return fn(*args, **kwargs)
         self.torch.set_num_threads(self.full)
         try:
@@ -339,7 +363,8 @@ class _Frame:
         """``Z`` of the rows ``index`` (all rows for None)."""
         if index is None:
             return self.Z
-        return self.Z[self.torch.as_tensor(np.asarray(index), device=self.device, dtype=self.torch.long)]
+        with self.threads:  # a gather: one thread (see _Threads)
+            return self.Z[self.torch.as_tensor(np.asarray(index), device=self.device, dtype=self.torch.long)]
 
 
 class _Problem:
@@ -351,6 +376,10 @@ class _Problem:
     """
 
     def __init__(self, frame: _Frame, rows: "np.ndarray | None", y_index: np.ndarray, n_classes: int) -> None:
+        with frame.threads:  # short element-wise passes: one thread (see _Threads)
+            self._prepare(frame, rows, y_index, n_classes)
+
+    def _prepare(self, frame: _Frame, rows: "np.ndarray | None", y_index: np.ndarray, n_classes: int) -> None:
         torch = frame.torch
         self.torch, self.device, self.threads, self.dtype = torch, frame.device, frame.threads, frame.dtype
         self.precondition = frame.precondition
@@ -1045,6 +1074,10 @@ class _TorchBackend:
                       consume=consume)
 
     def validate(self, state: _State) -> tuple[int, float]:
+        with self.problem.threads:  # short passes over the validation logits: one thread (see _Threads)
+            return self._validate(state)
+
+    def _validate(self, state: _State) -> tuple[int, float]:
         pb, torch = self.problem, self.problem.torch
         Wr, c = pb.split(state.theta)
         L = torch.addmm(c, self.Zval, Wr)

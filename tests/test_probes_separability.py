@@ -220,7 +220,8 @@ def test_species_ci_is_a_species_bootstrap():
 
 
 def test_default_permutations_follow_the_options():
-    # no probe setting: the null has options.permutations permutations (no cap), so it can reach p <= 0.01
+    # no probe setting: the null has min(options.permutations, separability.default_permutations(...))
+    # permutations (99 on small data, so it can reach p <= 0.01; tests/test_probes_speed.py for the rule)
     res = probe_separability(pairs_data(1.0, 0), ProbeOptions(seed=0, permutations=7, device="cpu", extra={
         "separability": {"splits": ["species-disjoint"], "n_boot": 0, "grid": [1.0]}}))
     rows = res.to_frame()

@@ -54,7 +54,9 @@ SVD of the ``(C, d)`` class means, so those two nulls use
 ``options.for_probe("clusters").get("permutations", min(options.permutations, 199))`` permutations
 (the first ones of the same seeded sequence, never more than ``options.permutations``); Calinski-Harabasz
 and CDNV use ``options.permutations``. The ``permutations`` column reports the count behind each row.
-The loops run with single-threaded BLAS (many small calls).
+The loops run with single-threaded BLAS (many small calls). In the species bootstrap, the class sums of
+every resample are one sparse product and NC1's SVD runs on the taxa drawn only (the others are zero
+rows), the same numbers up to summation order (1e-15 relative; tests/test_probes_speed.py).
 
 Uncertainty: a bootstrap over species
 -------------------------------------
@@ -107,7 +109,7 @@ import pandas as pd
 from latent.errors import InputError
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, pairwise_distances, species_permutations
 from latent.probes.common import (DEFAULT_EXPENSIVE_PERMUTATIONS, DEFAULT_N_BOOT, DEFAULT_N_BOOT_EXPENSIVE, int_setting,
-                                  null_frame, run_starts, stratified_sample, tie_null, zero_ties)
+                                  null_frame, progress, run_starts, stratified_sample, tie_null, zero_ties)
 from latent.probes.distances import (BLOCK_ELEMENTS, GENUS, SPECIES, TIE_RTOL, TIE_STAT_RTOL, guard_ci, named_nodes,
                                      rank_blocks, ranks_with_taxa, single_threaded_blas, tie_tolerance)
 from latent.ranks import RANK_NAMES
@@ -377,14 +379,52 @@ def weighted_ch_cdnv(W: np.ndarray, counts: np.ndarray, sums: np.ndarray, sq: np
     return out
 
 
+def _taxon_sums(w: np.ndarray, sums: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """``(c, T, d)`` weighted sums ``sum_{s in t} w[b, s] sums[s]`` of the runs of species starting at
+    ``starts``: one sparse product (``c n`` non-zeros) instead of a ``(c, n, d)`` temporary reduced by
+    ``np.add.reduceat``; the same products added in the same order."""
+    from scipy import sparse
+
+    c, n = w.shape
+    T, d = len(starts), sums.shape[1]
+    taxon = np.repeat(np.arange(T), np.diff(np.append(starts, n)))
+    rows = (np.arange(c)[:, None] * T + taxon[None, :]).ravel()
+    S = sparse.csr_matrix((np.asarray(w, dtype=np.float64).ravel(), (rows, np.tile(np.arange(n), c))),
+                          shape=(c * T, n))
+    return np.asarray(S @ sums).reshape(c, T, d)
+
+
 def _class_sums(w: np.ndarray, counts: np.ndarray, sums: np.ndarray,
                 starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per resample and class: images ``(c, T)``, sums ``(c, T, d)``, drawn ``(c, T)`` bool and the
     images with 1 for classes not drawn (a safe divisor)."""
     N_t = np.add.reduceat(w * counts, starts, axis=1)
-    Sum_t = np.add.reduceat(w[:, :, None] * sums[None], starts, axis=1)
+    Sum_t = _taxon_sums(w, sums, starts)
     present = N_t > 0
     return N_t, Sum_t, present, np.where(present, N_t, 1.0)
+
+
+def _svd_drawn_rows(M: np.ndarray, drawn: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Singular values ``(c, k)`` and right singular vectors ``(c, k, d)`` of each ``M[b]`` ``(T, d)``,
+    ``k = min(T, d)``, computed on its drawn rows only (the others are zero rows: they change neither
+    the singular values nor the vectors of the non-zero ones, only the cost, O(T^2 d) -> O(m^2 d) with
+    ``m`` the rows drawn, ~63 % of the taxa when taxa hold one species). Missing singular values are
+    0 with zero vectors (never kept by :func:`weighted_nc1`'s rank rule)."""
+    c, T, d = M.shape
+    k = min(T, d)
+    if drawn.all():
+        _, s, Vt = np.linalg.svd(M, full_matrices=False)
+        return s, Vt
+    s = np.zeros((c, k))
+    Vt = np.zeros((c, k, d))
+    for b in range(c):
+        rows = M[b][drawn[b]]
+        if not len(rows):
+            continue
+        _, sb, Vb = np.linalg.svd(rows, full_matrices=False)
+        s[b, :len(sb)] = sb
+        Vt[b, :len(sb)] = Vb
+    return s, Vt
 
 
 def weighted_nc1(W: np.ndarray, counts: np.ndarray, sums: np.ndarray, starts: np.ndarray, *, species_classes: bool,
@@ -423,7 +463,7 @@ def weighted_nc1(W: np.ndarray, counts: np.ndarray, sums: np.ndarray, starts: np
         N, C = N_t.sum(axis=1), cw.sum(axis=1)
         classes = np.count_nonzero(cw, axis=1)
         M = np.sqrt(cw)[:, :, None] * (Sum_t / safe[:, :, None] - (Sum_t.sum(axis=1) / N[:, None])[:, None, :])
-        _, s, Vt = np.linalg.svd(M, full_matrices=False)  # s (c, k), Vt (c, k, d)
+        s, Vt = _svd_drawn_rows(M, cw > 0)  # s (c, k), Vt (c, k, d)
         s0 = s[:, :1]
         with np.errstate(divide="ignore", invalid="ignore"):
             keep = (s > s0 * np.maximum(C, d)[:, None] * eps) & (s ** 2 / C[:, None] > tie2) & (s0 > 0)
@@ -698,7 +738,11 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     nulls = {(r, m): np.full(n_perm if m in ("calinski_harabasz", "cdnv") else n_expensive, np.nan)
              for r in upper for m in METRICS}
     with single_threaded_blas():
-        for b, perm in enumerate(species_permutations(S, 0 if sums.identical else n_perm, seed)):
+        n_null = 0 if sums.identical else n_perm
+        if n_null and upper:
+            log.info("%s: null of %d ranks, %d permutations (%d for silhouette and NC1)", PROBE, len(upper), n_null,
+                     min(n_expensive, n_null))
+        for b, perm in progress(enumerate(species_permutations(S, n_null, seed)), total=n_null, desc=f"{PROBE} null"):
             expensive = b < n_expensive
             values = sums.species_stats(perm, upper, expensive=expensive)
             if expensive:

@@ -18,6 +18,8 @@ another):
 * **Settings.** :func:`int_setting` reads an integer probe setting with the one error message.
 * **Defaults.** :data:`DEFAULT_N_BOOT_EXPENSIVE` and :data:`DEFAULT_EXPENSIVE_PERMUTATIONS`; the level
   ``ALPHA`` and ``DEFAULT_N_BOOT`` (resamples of a cheap CI) are :mod:`latent.stats`' (re-exported).
+* **Progress.** :func:`progress`: a tqdm bar on stderr for a long loop (permutation nulls), only when
+  stderr is a terminal and not under pytest; otherwise the plain iterable.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ __all__ = [
     "DEFAULT_N_BOOT",
     "DEFAULT_N_BOOT_EXPENSIVE",
     "DEFAULT_EXPENSIVE_PERMUTATIONS",
+    "progress",
     "NULL_COLUMNS",
     "average_ranks",
     "empty_null_frame",
@@ -57,6 +60,31 @@ DEFAULT_N_BOOT_EXPENSIVE = 200
 #: Permutations of a null whose statistic is expensive (silhouette, NC1): the default is
 #: ``min(options.permutations, DEFAULT_EXPENSIVE_PERMUTATIONS)``.
 DEFAULT_EXPENSIVE_PERMUTATIONS = 199
+#: Smallest number of loop steps worth a progress bar.
+PROGRESS_MIN = 20
+
+
+def show_progress() -> bool:
+    """Whether a progress bar may be drawn: stderr is a terminal and no test is running."""
+    import os
+    import sys
+
+    isatty = getattr(sys.stderr, "isatty", None)
+    return bool(isatty and isatty()) and "PYTEST_CURRENT_TEST" not in os.environ
+
+
+def progress(iterable: Any, *, total: int, desc: str) -> Any:
+    """``iterable`` wrapped in a tqdm bar on stderr (``desc``, ``total`` steps) when :func:`show_progress`
+    and ``total >= PROGRESS_MIN``; else ``iterable`` itself. Never on stdout, never in tests or logs."""
+    if total < PROGRESS_MIN or not show_progress():
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True)
+
+
 #: Columns of a table of null samples.
 NULL_COLUMNS = ("rank", "metric", "permutation", "value")
 

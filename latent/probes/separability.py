@@ -41,8 +41,17 @@ is trained (reusing the observed split under permuted labels gives test species 
 does not depend on the codes and the species rank is unchanged by a permutation (species are only
 renamed): its null equals the observed value, answers nothing and is not run.
 
-The number of permutations is ``options.permutations`` (as every probe), settable with
-``options.extra["separability"]["permutations"]``; no cap. 99 permutations reach p = 0.01.
+The number of permutations is the setting ``options.extra["separability"]["permutations"]`` when given
+(no cap). Without it, the null is the expensive kind (one logistic fit per rank and permutation) and
+uses a stated smaller number, :func:`default_permutations`: ``min(options.permutations,
+DEFAULT_PERMUTATIONS)`` (99: p reaches 0.01), and fewer, never below :data:`MIN_PERMUTATIONS` (19: p
+reaches 0.05), when one permutation's fits are large (``NULL_WORK`` over the work of one permutation,
+``splits x train images x d x`` the taxa of the ranks kingdom..genus). On the 1,030 real BioCLIP 2
+embeddings of ``tol1k`` (790 species, 768 d; 1,219 taxa above species) one permutation is ~24 fits with
+up to 700 classes, ~15 s of CPU on 2 cores: 199 permutations took more than 45 minutes; with 19 the
+whole probe took 289 s (BENCHMARKS.md).
+The row's ``permutations`` column and ``info["permutations"]`` say how many were used; the separability
+rows are supporting evidence, never a verdict (:mod:`latent.verdict`).
 
 Reading the null: with a random split the test images belong to species seen in training, and random
 groups of tight species clusters are often linearly separable as well (Cover's counting argument), so
@@ -82,14 +91,15 @@ import pandas as pd
 
 from latent.errors import InputError
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, species_permutations
-from latent.probes.common import DEFAULT_N_BOOT, int_setting
+from latent.probes.common import DEFAULT_N_BOOT, int_setting, progress
 from latent.ranks import RANKS, Rank
 from latent.stats import cluster_ci
 
 if TYPE_CHECKING:  # pragma: no cover
     from latent.linear import FixedCLogistic
 
-__all__ = ["probe_separability", "SPLITS", "C_RULES"]
+__all__ = ["probe_separability", "SPLITS", "C_RULES", "DEFAULT_PERMUTATIONS", "MIN_PERMUTATIONS", "NULL_WORK",
+           "default_permutations", "permutation_work"]
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +107,31 @@ SPLITS = ("random", "species-disjoint")
 
 #: How C is set (the ``C`` setting also takes a positive number).
 C_RULES = ("observed", "sweep")
+
+#: Default permutations of the null when the ``permutations`` setting is absent (at most ``options.permutations``).
+DEFAULT_PERMUTATIONS = 99
+#: The fewest permutations the default gives on large data (p can reach 0.05).
+MIN_PERMUTATIONS = 19
+#: Budget of the default null, in units of :func:`permutation_work` (multiply-adds of one pass of every
+#: fit of a permutation over its training images): ~1e10 is a few minutes of CPU on 2 cores.
+NULL_WORK = 1e10
+
+
+def permutation_work(data: ProbeData, n_splits: int, test_fraction: float) -> float:
+    """Work of one null permutation: ``n_splits x train images x d x`` the named taxa of kingdom..genus.
+
+    The cost of a logistic fit grows with rows x dimensions x classes; species are not refit in the null
+    (random split: invariant; species-disjoint: not scored).
+    """
+    taxa = sum(len(np.unique(data.codes[data.named[:, r], r])) for r in range(len(RANKS) - 1))
+    return float(n_splits) * (1.0 - test_fraction) * data.X.shape[0] * data.X.shape[1] * taxa
+
+
+def default_permutations(requested: int, work: float) -> int:
+    """The null's permutations when the setting is absent: ``min(requested, 99)``, fewer on large data
+    (``NULL_WORK / work``) but never fewer than ``min(requested, 19)``."""
+    affordable = int(NULL_WORK // work) if work > 0 else DEFAULT_PERMUTATIONS
+    return min(int(requested), max(MIN_PERMUTATIONS, min(DEFAULT_PERMUTATIONS, affordable)))
 
 
 def _masked_codes(data: ProbeData, codes: np.ndarray, named: np.ndarray) -> np.ndarray:
@@ -212,7 +247,7 @@ def probe_separability(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     options
         ``seed`` (splits, probes, bootstrap, permutations), ``device``, ``permutations`` (the number of
         null permutations); probe settings (``options.extra["separability"]``): ``splits`` (default
-        both), ``test_fraction`` (0.3), ``permutations`` (default ``options.permutations``), ``C``
+        both), ``test_fraction`` (0.3), ``permutations`` (default :func:`default_permutations`), ``C``
         (``"observed"``, ``"sweep"`` or a number; see the module docstring), ``n_boot`` (1000, species
         bootstrap), and ``max_iter``/``tol``/``grid``/``refine`` of the linear probe.
 
@@ -231,17 +266,23 @@ def probe_separability(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     if bad or not splits:
         raise InputError(f"The 'splits' setting of the separability probe must name splits from "
                          f"{', '.join(SPLITS)}. Got {splits!r}.")
-    n_perm = opts.get("permutations", options.permutations)
-    if isinstance(n_perm, bool) or not isinstance(n_perm, (int, np.integer)) or n_perm < 0:
-        raise InputError(f"The 'permutations' setting of the separability probe must be an integer >= 0. "
-                         f"Got {n_perm!r}.")
-    n_perm = int(n_perm)
-    n_boot = int_setting(opts, "n_boot", DEFAULT_N_BOOT, "separability")
+    n_perm = opts.get("permutations", None)
     test_fraction = opts.get("test_fraction", 0.3)
     if isinstance(test_fraction, bool) or not isinstance(test_fraction, (int, float)) or not 0 < test_fraction < 1:
         raise InputError(f"The 'test_fraction' setting of the separability probe must be a number in (0, 1). "
                          f"Got {test_fraction!r}.")
     test_fraction = float(test_fraction)
+    if n_perm is None:
+        work = permutation_work(data, len(splits), test_fraction)
+        n_perm = default_permutations(options.permutations, work)
+        if n_perm < options.permutations:
+            log.info("separability: %d of %d permutations (fits of one permutation ~%.2g multiply-adds per pass; "
+                     "set separability.permutations for more)", n_perm, options.permutations, work)
+    if isinstance(n_perm, bool) or not isinstance(n_perm, (int, np.integer)) or n_perm < 0:
+        raise InputError(f"The 'permutations' setting of the separability probe must be an integer >= 0. "
+                         f"Got {n_perm!r}.")
+    n_perm = int(n_perm)
+    n_boot = int_setting(opts, "n_boot", DEFAULT_N_BOOT, "separability")
     rule = _C_rule(opts.get("C", "observed"))
     fit = {"seed": options.seed, "device": options.device}
     fit.update({k: opts[k] for k in ("max_iter", "tol", "grid", "refine") if k in opts})
@@ -288,7 +329,10 @@ def probe_separability(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         null_ranks = [r for r in ranks if not (split == "random" and r == Rank.SPECIES)]
         null_values: dict[str, list[float]] = {r.label: [] for r in null_ranks}
         if n_perm and null_ranks:
-            for p, perm in enumerate(species_permutations(data.n_species, n_perm, options.seed)):
+            log.info("separability: %s null, %d permutations x %d ranks", split, n_perm, len(null_ranks))
+            perms = progress(enumerate(species_permutations(data.n_species, n_perm, options.seed)), total=n_perm,
+                             desc=f"separability null ({split})")
+            for p, perm in perms:
                 codes_p = data.permuted_codes(perm)
                 Yp = _masked_codes(data, codes_p, data.permuted_named(perm))
                 try:  # the observed rule on the permuted tree (the random split does not depend on it)
