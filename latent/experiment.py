@@ -210,7 +210,7 @@ DEMO_CONFIG = {
     "data": {"synth": {"signal": [1.5, 0.0], "per_species": 6, "dim": 32, "branching": [1, 1, 2, 6, 3, 2, 2]}},
     "evaluate": [{"method": "linear", "split": "random"}, {"method": "knn", "split": "species-disjoint"}],
     "probe": {"permutations": 99, "settings": {"separability": {"permutations": 4},
-                                                 "hyperbolic_fit": {"steps": 300}}},
+                                                 "hyperbolic_fit": {"steps": 300, "dims": [2, 8]}}},
     "report": {"projections": ["pca", "umap"], "n_boot": 200},
 }
 
