@@ -290,3 +290,13 @@ def test_cub10_every_statistic(shared):
     assert _row(result, "height_means_monotonic")["value"] in (0.0, 1.0)
     for col in ("null_mean", "null_std", "z", "p_value"):
         assert np.isfinite(ratios.loc[["order", "family", "genus"], col]).all()
+
+
+def test_no_undefined_bootstrap_warning_for_heights_without_centroid_pairs(planted_probe_data, caplog):
+    # height 0 (same species) has no centroid pairs: no row, no CI, and no "resamples undefined" warning
+    with caplog.at_level("WARNING", logger="latent"):
+        result = distances.probe_distances(planted_probe_data, ProbeOptions(permutations=0))
+    assert "undefined" not in caplog.text, caplog.text
+    rows = result.to_frame()
+    centroid = rows[(rows["metric"] == "mean_distance") & (rows["level"] == "centroid")]
+    assert 0 not in set(centroid["height"]) and centroid["ci_low"].notna().all()

@@ -920,10 +920,15 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         centroid_sums = spearman.height_sums()
         centroid_heights = [int(rec["height"]) for rec in centroid_table]
 
+        # Heights without centroid pairs in the data (always height 0: a species has one centroid) have no row
+        # and no CI: their column is a constant 0 so the bootstrap does not report it as undefined.
+        absent_heights = np.setdiff1d(np.arange(N_HEIGHTS), centroid_heights)
+
         def centroid_statistic(W: np.ndarray) -> np.ndarray:
             sums, counts = centroid_sums(W)
             with np.errstate(divide="ignore", invalid="ignore"):
                 means = sums / counts
+            means[:, absent_heights] = 0.0
             ordered = means[:, centroid_heights]
             monotonic = np.where(np.isnan(ordered).any(axis=1), np.nan,
                                  (np.diff(ordered, axis=1) > 0).all(axis=1).astype(np.float64))
