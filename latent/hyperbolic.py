@@ -540,7 +540,7 @@ class FitResult:
     fitted
         ``(S, S)`` fitted distances (``scale`` applied), from the closed-form distance of the geometry.
     loss
-        ``(steps,)`` the loss at each step (before the step's update).
+        ``(steps_run,)`` the loss at each step (before the step's update).
     final_loss
         The loss of the returned coordinates.
     pairs
@@ -549,6 +549,13 @@ class FitResult:
         Settings used.
     seconds
         Wall time of the fit.
+    steps_run
+        Steps taken (``steps`` unless the fit stopped early at its tolerance).
+    converged
+        The fit stopped because the loss changed less than ``tol`` (relative) over ``CONVERGENCE_WINDOW``
+        steps; False when it ran all ``steps`` (or no tolerance was given).
+    tol
+        The tolerance (None: every step is run).
     """
 
     geometry: str
@@ -563,6 +570,9 @@ class FitResult:
     seed: int
     seconds: float
     final_loss: float
+    steps_run: int = 0
+    converged: bool = False
+    tol: "float | None" = None
 
 
 
@@ -605,9 +615,13 @@ class _torch_threads:
             torch.set_num_threads(self.saved)
 
 
+#: Steps over which :func:`fit_distances` measures the loss change for its tolerance.
+CONVERGENCE_WINDOW = 50
+
+
 def fit_distances(target: Any, geometry: str = "poincare", dim: int = 2, *, steps: int = 1000, lr: float = 0.1,
                   seed: int = 0, init_radius: float = 1.5, device: Any = "cpu",
-                  threads: "int | None" = 1) -> FitResult:
+                  threads: "int | None" = 1, tol: "float | None" = None) -> FitResult:
     """Fit ``S`` points in the Poincare ball or in Euclidean space to a target distance matrix.
 
     The loss is the mean over pairs ``i < j`` with ``t_ij > 0`` of ``((scale * d_ij - t_ij) / t_ij)^2``
@@ -641,6 +655,12 @@ def fit_distances(target: Any, geometry: str = "poincare", dim: int = 2, *, step
     threads
         torch CPU threads during the fit (default 1: the tensors are small and extra threads only
         contend with other work; None leaves torch's setting). Restored afterwards.
+    tol
+        Convergence tolerance (None: run every step). Every :data:`CONVERGENCE_WINDOW` steps the fit
+        stops when the loss fell by less than ``tol`` times the current loss over the last window
+        (``(L[t - W] - L[t]) <= tol * L[t]``); the learning-rate schedule is the one of ``steps``
+        either way, so a fit that does not stop is the fit without ``tol``. ``converged`` and
+        ``steps_run`` of the result say what happened.
 
     Returns
     -------
@@ -655,6 +675,8 @@ def fit_distances(target: Any, geometry: str = "poincare", dim: int = 2, *, step
     seed = _check_int("seed", seed, minimum=0, function=fn)
     lr = _check_positive("lr", lr, function=fn)
     init_radius = _check_positive("init_radius", init_radius, function=fn)
+    if tol is not None:
+        tol = _check_positive("tol", tol, function=fn)
     if threads is not None:
         threads = _check_int("threads", threads, minimum=1, function=fn)
     T = _check_distances(target, function=fn, parameter="target")
@@ -703,14 +725,21 @@ def fit_distances(target: Any, geometry: str = "poincare", dim: int = 2, *, step
         opt = geoopt.optim.RiemannianAdam([x, log_scale], lr=lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps, eta_min=lr / 100)
         losses = torch.zeros(steps, dtype=torch.float64, device=dev)
+        steps_run, converged = steps, False
         for step in range(steps):
             opt.zero_grad()
             rel = (torch.exp(log_scale) * pair_distances() - tt) / tt
             loss = (rel * rel).mean()
             loss.backward()
+            losses[step] = loss.detach()
+            if tol is not None and step >= CONVERGENCE_WINDOW and step % CONVERGENCE_WINDOW == 0:
+                now, before = float(losses[step]), float(losses[step - CONVERGENCE_WINDOW])
+                if before - now <= tol * now:  # the loss before this step's update: stop without it
+                    steps_run, converged = step + 1, True
+                    break
             opt.step()
             sched.step()
-            losses[step] = loss.detach()
+        losses = losses[:steps_run]
         coords = x.detach().cpu().numpy().astype(np.float64)
         scale = float(torch.exp(log_scale).detach().cpu())
         loss_curve = losses.cpu().numpy()
@@ -718,9 +747,10 @@ def fit_distances(target: Any, geometry: str = "poincare", dim: int = 2, *, step
     fitted = scale * base
     final_loss = float(np.mean(((fitted[i, j] - T[i, j]) / T[i, j]) ** 2))
     seconds = time.perf_counter() - t0
-    log.info("fit %s dim %d: S=%d, %d steps, loss %.4g -> %.4g, scale %.4g (%.1fs)", geometry, dim, S, steps,
-             loss_curve[0], loss_curve[-1], scale, seconds)
-    return FitResult(geometry, dim, coords, scale, fitted, loss_curve, len(i), steps, lr, seed, seconds, final_loss)
+    log.info("fit %s dim %d: S=%d, %d of %d steps%s, loss %.4g -> %.4g, scale %.4g (%.1fs)", geometry, dim, S,
+             steps_run, steps, " (converged)" if converged else "", loss_curve[0], loss_curve[-1], scale, seconds)
+    return FitResult(geometry, dim, coords, scale, fitted, loss_curve, len(i), steps, lr, seed, seconds, final_loss,
+                     steps_run, converged, tol)
 
 
 def fit_report(fit: FitResult, target: np.ndarray, relevant: "np.ndarray | None" = None) -> dict[str, float]:

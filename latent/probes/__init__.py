@@ -107,7 +107,7 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
               settings=("methods", "exact_max", "max_species", "base_point", "sample_size", "tries", "dtype")),
     ProbeSpec("hyperbolic_fit", "latent.probes.hyperbolic:probe_hyperbolic_fit",
               "Poincare-ball vs Euclidean fits of the centroid distances at dimensions 2, 4, 8, 16",
-              settings=("dims", "steps", "lr", "init_radius", "max_species", "targets"),
+              settings=("dims", "steps", "lr", "init_radius", "max_species", "targets", "tol"),
               figures=(
                   FigureSpec("poincare", "Species in the Poincare disk ({model})",
                              "Two-dimensional Poincare-ball fits of the species-centroid distances (left) and of the "

@@ -50,10 +50,16 @@ counts, sums and squared norms (the class statistics of any labelling are sums o
 the ``(d, d)`` second moment of the images; the silhouette from the ``(m, k)`` sums of the distances of
 every sampled image to the images of each sampled species (computed once, in row blocks), whose columns
 each labelling adds up by taxon. A silhouette permutation still costs O(m k) and an NC1 permutation an
-SVD of the ``(C, d)`` class means, so those two nulls use
-``options.for_probe("clusters").get("permutations", min(options.permutations, 199))`` permutations
-(the first ones of the same seeded sequence, never more than ``options.permutations``); Calinski-Harabasz
-and CDNV use ``options.permutations``. The ``permutations`` column reports the count behind each row.
+SVD of the ``(C, d)`` class means at every rank, so those two nulls use the setting
+``options.for_probe("clusters")["permutations"]`` when given (never more than ``options.permutations``).
+Without it the silhouette uses ``min(options.permutations, 199)`` and NC1 a stated smaller number on
+large data, :func:`latent.probes.common.default_permutations` (the rule of the separability null):
+``min(options.permutations, 199)``, fewer, never below 19 (p reaches 0.05), when one permutation's work
+(:func:`expensive_work`: ``sum_r C_r d min(C_r, d)`` multiply-adds) exceeds :data:`NULL_WORK` / 199.
+Small data (cub10, the demo) keep 199; the 1,030 real BioCLIP 2 embeddings of ``tol1k`` (700 genera in
+768 d) get 20 (BENCHMARKS.md). They are the first ones of the same seeded sequence; Calinski-Harabasz
+and CDNV use ``options.permutations``. The ``permutations`` column reports the count behind each row,
+``info["permutations_silhouette_nc1"]`` the silhouette's and ``info["permutations_nc1"]`` NC1's.
 The loops run with single-threaded BLAS (many small calls). In the species bootstrap, the class sums of
 every resample are one sparse product and NC1's SVD runs on the taxa drawn only (the others are zero
 rows), the same numbers up to summation order (1e-15 relative; tests/test_probes_speed.py).
@@ -65,7 +71,11 @@ Images of one species are not independent, so every CI resamples whole species
 its ``n_species`` species; below :data:`latent.stats.MIN_CLUSTERS` (10) there is no CI and ``ci_note``
 says so. ``extra["clusters"]["n_boot"]`` resamples (default 1000) for the silhouette and
 Calinski-Harabasz, ``n_boot_expensive`` (default ``min(n_boot, 200)``) for NC1 and CDNV (an SVD, or
-all pairs of taxa, per resample). Every statistic is recomputed from the per-species sums with weights,
+all pairs of taxa, per resample); when ``n_boot_expensive`` is not set, NC1 uses the null's
+work-limited rule (:func:`latent.probes.common.default_permutations` with :func:`expensive_work` over
+every rank, cap ``n_boot_expensive``, never below :data:`MIN_BOOT_NC1` = 50): 200 on cub10 and the
+demo, 50 on ``tol1k`` (where NC1's CI is dropped as biased at 6 of 7 ranks anyway); ``info["n_boot_nc1"]``
+says how many. Every statistic is recomputed from the per-species sums with weights,
 vectorised over resamples (:func:`weighted_ch_cdnv`, :func:`weighted_nc1`): a species drawn ``k`` times
 enters as ``k`` species with its images and its lineage, so its images count ``k`` times in its taxon;
 at rank species each copy is a class of its own and a class is never paired with its own copy (CDNV).
@@ -108,7 +118,8 @@ import pandas as pd
 
 from latent.errors import InputError
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, pairwise_distances, species_permutations
-from latent.probes.common import (DEFAULT_EXPENSIVE_PERMUTATIONS, DEFAULT_N_BOOT, DEFAULT_N_BOOT_EXPENSIVE, int_setting,
+from latent.probes.common import (DEFAULT_EXPENSIVE_PERMUTATIONS, DEFAULT_N_BOOT, DEFAULT_N_BOOT_EXPENSIVE,
+                                  default_permutations, int_setting,
                                   null_frame, progress, run_starts, stratified_sample, tie_null, zero_ties)
 from latent.probes.distances import (BLOCK_ELEMENTS, GENUS, SPECIES, TIE_RTOL, TIE_STAT_RTOL, guard_ci, named_nodes,
                                      rank_blocks, ranks_with_taxa, single_threaded_blas, tie_tolerance)
@@ -117,7 +128,8 @@ from latent.stats import cluster_ci
 from latent.taxonomy import N_RANKS
 
 __all__ = ["probe_clusters", "silhouette_from_sums", "silhouette_samples_from_sums", "calinski_harabasz_from_sums",
-           "nc1_from_sums", "cdnv_from_sums", "weighted_ch_cdnv", "silhouette_species_sums", "ClusterSums"]
+           "nc1_from_sums", "cdnv_from_sums", "weighted_ch_cdnv", "silhouette_species_sums", "ClusterSums",
+           "NULL_WORK", "MIN_BOOT_NC1", "expensive_work"]
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +137,11 @@ PROBE = "clusters"
 #: Largest ``S * d * d`` for which the NC1 bootstrap keeps per-species second moments (else it projects
 #: the images on each resample's directions).
 NC1_GRAM_ELEMENTS = 1 << 24
+#: Budget of the default silhouette and NC1 null, in units of :func:`expensive_work` (multiply-adds of one
+#: permutation): ~1e10 is ~10 s of CPU on one thread.
+NULL_WORK = 1e10
+#: The fewest species-bootstrap resamples the work-limited default gives NC1 (``n_boot_expensive`` unset).
+MIN_BOOT_NC1 = 50
 METRICS = ("silhouette", "calinski_harabasz", "nc1", "cdnv")
 ALTERNATIVES = {"silhouette": "greater", "calinski_harabasz": "greater", "nc1": "less", "cdnv": "less"}
 _SAMPLE_TAG = 0x5117
@@ -669,6 +686,17 @@ class ClusterSums:
 
 
 # ------------------------------------------------------------------------------------- the probe
+def expensive_work(sums: ClusterSums, ranks: list[int]) -> float:
+    """Work of one permutation of the NC1 null (or one NC1 resample): ``sum_r C_r d min(C_r, d)``, the SVD
+    of the ``(C_r, d)`` class means at each rank ``r`` of ``ranks``, in multiply-adds."""
+    d = sums.sums.shape[1]
+    work = 0.0
+    for r in ranks:
+        C = float(len(np.unique(sums.codes[sums.named_species[:, r], r])))
+        work += C * d * min(C, d)
+    return work
+
+
 _TIE_NOTES = {
     "silhouette": "every image tied with its taxon and its nearest taxon: undefined",
     "calinski_harabasz": "within-taxon dispersion 0 (every taxon one point, tied vectors): undefined",
@@ -691,9 +719,10 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         ``X`` ``(n, d)`` image embeddings with their species and lineages.
     options
         ``distance``, ``permutations``, ``max_images``, ``seed``; ``extra["clusters"]`` may set
-        ``permutations`` (cap of the silhouette and NC1 nulls, default ``min(options.permutations, 199)``),
+        ``permutations`` (silhouette and NC1 nulls; default ``min(options.permutations, 199)``, NC1 fewer
+        on large data: :func:`~latent.probes.common.default_permutations`),
         ``n_boot`` (default 1000; 0: no CIs) and ``n_boot_expensive`` (NC1 and CDNV, default
-        ``min(n_boot, 200)``).
+        ``min(n_boot, 200)``; NC1 fewer, at least 50, on large data when it is not set).
 
     Returns
     -------
@@ -705,8 +734,7 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     """
     cfg = options.for_probe(PROBE)
     n_perm = int(options.permutations)
-    n_expensive = min(int_setting(cfg, "permutations", min(n_perm, DEFAULT_EXPENSIVE_PERMUTATIONS), PROBE),
-                      n_perm)
+    n_expensive_set = int_setting(cfg, "permutations", 0, PROBE) if "permutations" in cfg else None
     n_boot = int_setting(cfg, "n_boot", DEFAULT_N_BOOT, PROBE)
     n_boot_expensive = min(int_setting(cfg, "n_boot_expensive", min(n_boot, DEFAULT_N_BOOT_EXPENSIVE), PROBE),
                            n_boot)
@@ -727,6 +755,15 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     for rec in skipped:
         log.info("clusters: rank %s has fewer than 2 named taxa; no rows", rec["rank"])
     upper = [r for r in ranks if r != SPECIES]
+    if n_expensive_set is None:
+        n_expensive = min(n_perm, DEFAULT_EXPENSIVE_PERMUTATIONS)
+        work = expensive_work(sums, upper)
+        n_nc1 = default_permutations(n_perm, work, cap=DEFAULT_EXPENSIVE_PERMUTATIONS, budget=NULL_WORK)
+        if n_nc1 < n_expensive:
+            log.info("%s: %d of %d permutations for NC1 (one permutation ~%.2g multiply-adds; set "
+                     "%s.permutations for more)", PROBE, n_nc1, n_perm, work, PROBE)
+    else:
+        n_expensive = n_nc1 = min(n_expensive_set, n_perm)
     if sums.identical:
         log.warning("clusters: %s", IDENTICAL_NOTE)
 
@@ -735,22 +772,31 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         observed.update(sums.species_rank_stats())
     if sums.identical:  # every distance 0: no statistic (not sklearn's silhouette 0 or CH 1)
         observed.update({(r, m): np.nan for r in ranks for m in METRICS})
-    nulls = {(r, m): np.full(n_perm if m in ("calinski_harabasz", "cdnv") else n_expensive, np.nan)
+    sizes = {"calinski_harabasz": n_perm, "cdnv": n_perm, "silhouette": n_expensive, "nc1": n_nc1}
+    nulls = {(r, m): np.full(sizes[m], np.nan)
              for r in upper for m in METRICS}
     with single_threaded_blas():
         n_null = 0 if sums.identical else n_perm
         if n_null and upper:
-            log.info("%s: null of %d ranks, %d permutations (%d for silhouette and NC1)", PROBE, len(upper), n_null,
-                     min(n_expensive, n_null))
+            log.info("%s: null of %d ranks, %d permutations (%d for the silhouette, %d for NC1)", PROBE, len(upper),
+                     n_null, min(n_expensive, n_null), min(n_nc1, n_null))
         for b, perm in progress(enumerate(species_permutations(S, n_null, seed)), total=n_null, desc=f"{PROBE} null"):
-            expensive = b < n_expensive
-            values = sums.species_stats(perm, upper, expensive=expensive)
-            if expensive:
+            values = sums.species_stats(perm, upper, expensive=b < n_nc1)
+            if b < n_expensive:
                 values.update(sums.silhouettes(perm, upper))
             for (r, m), value in values.items():
                 if (r, m) in nulls:
                     nulls[(r, m)][b] = value
-        cis = {} if sums.identical else _bootstrap_cis(sums, observed, ranks, n_boot, n_boot_expensive, seed)
+        if "n_boot_expensive" in cfg:
+            n_boot_nc1 = n_boot_expensive
+        else:  # NC1's resample is an SVD per rank: the work-limited rule of the null, at least 50 resamples
+            n_boot_nc1 = default_permutations(n_boot_expensive, expensive_work(sums, ranks), cap=n_boot_expensive,
+                                              budget=NULL_WORK, floor=MIN_BOOT_NC1)
+            if n_boot_nc1 < n_boot_expensive:
+                log.info("%s: %d of %d bootstrap resamples for NC1 (set %s.n_boot_expensive for more)", PROBE,
+                         n_boot_nc1, n_boot_expensive, PROBE)
+        cis = {} if sums.identical else _bootstrap_cis(sums, observed, ranks, n_boot, n_boot_expensive, seed,
+                                                       n_boot_nc1)
 
     space = "l2_normalized" if metric == "cosine" else "raw"
     rows, null_records = [], []
@@ -780,8 +826,10 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
                                  ci_note=ci_note, note=""))
             if null is not None:
                 null_records.append(null_frame(name, m, null))
-    info = {"distance": metric, "permutations": n_perm, "permutations_silhouette_nc1": n_expensive, "seed": seed,
-            "n_boot": n_boot, "n_boot_nc1_cdnv": n_boot_expensive, "identical": bool(sums.identical),
+    info = {"distance": metric, "permutations": n_perm, "permutations_silhouette_nc1": n_expensive,
+            "permutations_nc1": n_nc1, "seed": seed,
+            "n_boot": n_boot, "n_boot_nc1_cdnv": n_boot_expensive,
+            "n_boot_nc1": n_boot_nc1 if not sums.identical else 0, "identical": bool(sums.identical),
             "silhouette_sample": {"images": int(len(sil_rows)), "of": int(len(data.species)), "sampled": bool(sampled),
                                   "per_species": int(per_species), "max_images": int(options.max_images)}}
     null_table = (pd.concat(null_records, ignore_index=True) if null_records
@@ -807,7 +855,7 @@ def silhouette_species_sums(sums: ClusterSums, values: np.ndarray, r: int) -> tu
 
 
 def _bootstrap_cis(sums: ClusterSums, observed: dict, ranks: list[int], n_boot: int, n_boot_expensive: int,
-                   seed: int) -> dict:
+                   seed: int, n_boot_nc1: "int | None" = None) -> dict:
     """``{(rank, metric): ((low, high), ci_note)}``: species-bootstrap CIs of the finite observed values."""
     out: dict[Any, Any] = {}
     for r in ranks:
@@ -822,7 +870,8 @@ def _bootstrap_cis(sums: ClusterSums, observed: dict, ranks: list[int], n_boot: 
                                          n_boot=n_boot_expensive, seed=seed)
             out[(r, "cdnv")] = ((low, high), note)
         if finite["nc1"]:
-            low, high, note = cluster_ci(lambda W, r=r: sums.boot_nc1(r, W), len(species), n_boot=n_boot_expensive,
+            low, high, note = cluster_ci(lambda W, r=r: sums.boot_nc1(r, W), len(species),
+                                         n_boot=n_boot_expensive if n_boot_nc1 is None else n_boot_nc1,
                                          seed=seed)
             out[(r, "nc1")] = ((low, high), note)
         if finite["silhouette"]:

@@ -18,6 +18,9 @@ another):
 * **Settings.** :func:`int_setting` reads an integer probe setting with the one error message.
 * **Defaults.** :data:`DEFAULT_N_BOOT_EXPENSIVE` and :data:`DEFAULT_EXPENSIVE_PERMUTATIONS`; the level
   ``ALPHA`` and ``DEFAULT_N_BOOT`` (resamples of a cheap CI) are :mod:`latent.stats`' (re-exported).
+  :func:`default_permutations`: the one rule for the stated smaller null of an expensive statistic on
+  large data (a cap, fewer when one permutation's work exceeds a budget, never below
+  :data:`MIN_PERMUTATIONS`), used by the separability and clusters probes.
 * **Progress.** :func:`progress`: a tqdm bar on stderr for a long loop (permutation nulls), only when
   stderr is a terminal and not under pytest; otherwise the plain iterable.
 """
@@ -39,6 +42,8 @@ __all__ = [
     "DEFAULT_N_BOOT",
     "DEFAULT_N_BOOT_EXPENSIVE",
     "DEFAULT_EXPENSIVE_PERMUTATIONS",
+    "MIN_PERMUTATIONS",
+    "default_permutations",
     "progress",
     "NULL_COLUMNS",
     "average_ranks",
@@ -60,8 +65,41 @@ DEFAULT_N_BOOT_EXPENSIVE = 200
 #: Permutations of a null whose statistic is expensive (silhouette, NC1): the default is
 #: ``min(options.permutations, DEFAULT_EXPENSIVE_PERMUTATIONS)``.
 DEFAULT_EXPENSIVE_PERMUTATIONS = 199
+#: The fewest permutations :func:`default_permutations` gives on large data (p can reach 0.05).
+MIN_PERMUTATIONS = 19
 #: Smallest number of loop steps worth a progress bar.
 PROGRESS_MIN = 20
+
+
+def default_permutations(requested: int, work: float, *, cap: int, budget: float,
+                         floor: int = MIN_PERMUTATIONS) -> int:
+    """Permutations of an expensive null when its ``permutations`` setting is absent.
+
+    ``min(requested, cap)``, fewer on large data (``budget / work``: the permutations whose work fits
+    in the budget) but never fewer than ``min(requested, floor)``. The one rule of every probe whose
+    null (or expensive bootstrap) is work-limited; the probe states the number in its ``permutations``
+    column and ``info``, and an explicit setting is used as given (this function is not called).
+
+    Parameters
+    ----------
+    requested
+        ``options.permutations``.
+    work
+        The work of one permutation, in the probe's unit (multiply-adds).
+    cap
+        The most permutations the default gives.
+    budget
+        The work the default null may spend, in the same unit as ``work``.
+    floor
+        The fewest it gives (:data:`MIN_PERMUTATIONS`, 19: p reaches 0.05).
+
+    Returns
+    -------
+    int
+        The number of permutations.
+    """
+    affordable = int(budget // work) if work > 0 else int(cap)
+    return min(int(requested), max(int(floor), min(int(cap), affordable)))
 
 
 def show_progress() -> bool:

@@ -36,6 +36,7 @@ sample was taken, and ``arrays["species"]`` holds the indices used.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -65,14 +66,19 @@ HYPERBOLICITY_DEFAULTS: dict[str, Any] = {
     "dtype": "float32",     # of the (max,min) product (see latent.hyperbolic.gromov_delta)
 }
 
+#: Default ``tol`` of ``hyperbolic_fit``: a fit stops when its loss fell by less than ``tol`` (relative)
+#: over 50 steps; 0 runs every step.
+FIT_TOL = 3e-4
+
 #: Settings of ``hyperbolic_fit`` (``options.extra["hyperbolic_fit"]`` overrides them).
 HYPERBOLIC_FIT_DEFAULTS: dict[str, Any] = {
     "dims": (2, 4, 8, 16),
-    "steps": 1000,          # full-batch RiemannianAdam steps per fit
+    "steps": 1000,          # full-batch RiemannianAdam steps per fit (at most: see tol)
     "lr": 0.1,              # cosine-decayed to lr / 100
     "init_radius": 1.5,     # largest coordinate of the (shared) classical-MDS start
     "max_species": 200,     # above: a seeded sample (19,900 pairs; ~80 s for both targets x 4 dims on 2 cores)
     "targets": ("embedding", "taxonomy"),
+    "tol": FIT_TOL,         # convergence tolerance (each row records steps_run and converged)
 }
 
 _TARGETS = ("embedding", "taxonomy")
@@ -192,9 +198,11 @@ def probe_hyperbolic_fit(data: ProbeData, options: ProbeOptions) -> ProbeResult:
 
     Settings (``options.for_probe("hyperbolic_fit")``, defaults in :data:`HYPERBOLIC_FIT_DEFAULTS`):
     ``dims`` (2, 4, 8, 16), ``steps`` (1000), ``lr`` (0.1), ``init_radius`` (1.5), ``max_species``
-    (200) and ``targets`` (``embedding`` = centroid distances with ``options.distance``, ``taxonomy``
-    = LCA heights, the tree reference). Each fit is :func:`latent.hyperbolic.fit_distances` with seed
-    ``options.seed`` on ``options.device``.
+    (200), ``targets`` (``embedding`` = centroid distances with ``options.distance``, ``taxonomy``
+    = LCA heights, the tree reference) and ``tol`` (3e-4: a fit stops when its loss fell by less than
+    ``tol`` times the loss over the last 50 steps; 0 runs every step). Each fit is
+    :func:`latent.hyperbolic.fit_distances` with seed ``options.seed`` on ``options.device``; the row
+    columns ``steps_run`` and ``converged`` say whether it stopped at the tolerance.
 
     No label null applies to a fit of embedding distances (see the module docstring); MAP counts
     each species' nearest taxonomic relatives (:func:`latent.hyperbolic.nearest_relatives` of the
@@ -220,6 +228,11 @@ def probe_hyperbolic_fit(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         raise InputError(f"The 'dims' setting of probe {probe!r} must be integers >= 1. Got {settings['dims']!r}.")
     targets = _list_setting(settings, "targets", probe, _TARGETS)
     steps = int_setting(settings, "steps", None, probe, 1)
+    tol = settings["tol"]
+    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 <= tol < math.inf:
+        raise InputError(f"The 'tol' setting of probe {probe!r} must be a number >= 0 (0: run every step). "
+                         f"Got {tol!r}.")
+    tol = float(tol) if tol > 0 else None
     cap = int_setting(settings, "max_species", None, probe, 3)
     S = data.n_species
     if S < 3:
@@ -241,11 +254,12 @@ def probe_hyperbolic_fit(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             dist = {}
             for geometry in GEOMETRIES:
                 fit = fit_distances(T, geometry, int(dim), steps=steps, lr=settings["lr"], seed=options.seed,
-                                    init_radius=settings["init_radius"], device=options.device)
+                                    init_radius=settings["init_radius"], device=options.device, tol=tol)
                 report = fit_report(fit, T, relevant)
                 dist[geometry] = report["distortion"]
                 extra = dict(target=target, geometry=geometry, dim=int(dim), steps=steps, lr=float(settings["lr"]),
                              scale=fit.scale, final_loss=fit.final_loss, pairs=fit.pairs, seconds=fit.seconds,
+                             steps_run=fit.steps_run, converged=fit.converged, tol=tol or 0.0,
                              **common)
                 for name, key in (("distortion", "distortion"), ("worst_distortion", "worst_distortion"),
                                   ("map", "map")):

@@ -91,7 +91,8 @@ import pandas as pd
 
 from latent.errors import InputError
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, species_permutations
-from latent.probes.common import DEFAULT_N_BOOT, int_setting, progress
+from latent.probes.common import DEFAULT_N_BOOT, MIN_PERMUTATIONS, int_setting, progress
+from latent.probes.common import default_permutations as common_default_permutations
 from latent.ranks import RANKS, Rank
 from latent.stats import cluster_ci
 
@@ -110,8 +111,6 @@ C_RULES = ("observed", "sweep")
 
 #: Default permutations of the null when the ``permutations`` setting is absent (at most ``options.permutations``).
 DEFAULT_PERMUTATIONS = 99
-#: The fewest permutations the default gives on large data (p can reach 0.05).
-MIN_PERMUTATIONS = 19
 #: Budget of the default null, in units of :func:`permutation_work` (multiply-adds of one pass of every
 #: fit of a permutation over its training images): ~1e10 is a few minutes of CPU on 2 cores.
 NULL_WORK = 1e10
@@ -130,8 +129,7 @@ def permutation_work(data: ProbeData, n_splits: int, test_fraction: float) -> fl
 def default_permutations(requested: int, work: float) -> int:
     """The null's permutations when the setting is absent: ``min(requested, 99)``, fewer on large data
     (``NULL_WORK / work``) but never fewer than ``min(requested, 19)``."""
-    affordable = int(NULL_WORK // work) if work > 0 else DEFAULT_PERMUTATIONS
-    return min(int(requested), max(MIN_PERMUTATIONS, min(DEFAULT_PERMUTATIONS, affordable)))
+    return common_default_permutations(requested, work, cap=DEFAULT_PERMUTATIONS, budget=NULL_WORK)
 
 
 def _masked_codes(data: ProbeData, codes: np.ndarray, named: np.ndarray) -> np.ndarray:
