@@ -61,12 +61,11 @@ def run(data: ProbeData, **settings):
     return probe_hyperbolic_fit(data, ProbeOptions(seed=0, permutations=0, device="cpu", extra=extra)).to_frame()
 
 
-def test_probe_records_convergence_and_tol_zero_runs_every_step(monkeypatch):
-    assert hp.FIT_TOL == 3e-4
+def test_probe_records_convergence_and_tol_zero_runs_every_step():
+    assert hp.FIT_TOL == 3e-4 == hp.HYPERBOLIC_FIT_DEFAULTS["tol"]
     data = probe_data()
     default = run(data)
-    monkeypatch.setattr(hp, "FIT_TOL", 0)  # as the setting tol=0 would
-    every = run(data)
+    every = run(data, tol=0)
     fits = default.dropna(subset=["steps_run"])
     assert len(fits) and set(fits["tol"]) == {3e-4}
     assert ((fits["steps_run"] < 300) == fits["converged"].astype(bool)).all() and fits["converged"].astype(bool).any()
@@ -79,7 +78,6 @@ def test_probe_records_convergence_and_tol_zero_runs_every_step(monkeypatch):
 
 
 @pytest.mark.parametrize("bad", [-1, "x", True, float("inf")])
-def test_probe_refuses_a_bad_tol(bad, monkeypatch):
-    monkeypatch.setattr(hp, "FIT_TOL", bad)
+def test_probe_refuses_a_bad_tol(bad):
     with pytest.raises(InputError, match="'tol' setting of probe 'hyperbolic_fit'"):
-        run(probe_data())
+        run(probe_data(), tol=bad)
