@@ -358,6 +358,20 @@ def _compute(
                                temperature=temperature, mode=mode, predict_species=predict_species, ids=ids)
         runs.append(("", pred, _duplicates_in_train(X_train, X_test)))
 
+    # Species with one image cannot be both learnt and tested: a random split keeps them in training, so the
+    # species rank is tested on the other species only (said in run.json and on the species rows).
+    single_note = ""
+    n_single = 0
+    if method in ("linear", "knn") and split == "random":
+        species = taxonomy.row_codes[rows, Rank.SPECIES]
+        _, counts = np.unique(species[species >= 0], return_counts=True)
+        n_single = int((counts == 1).sum())
+        if n_single:
+            tested = int(np.unique(runs[0][1].true[:, Rank.SPECIES][runs[0][1].true[:, Rank.SPECIES] >= 0]).size)
+            single_note = (f"{n_single} of {len(counts)} species have one image: in training only, so species is "
+                           f"tested on {tested} species with several images")
+            log.info("evaluate: %s", single_note)
+
     tables: dict[str, list[pd.DataFrame]] = {"metrics": [], "severity": [], "divergence": [], "confusions": [], "predictions": []}
     for fold, pred, leaks in runs:
         result = evaluate_predictions(pred, n_boot=n_boot, seed=seed)
@@ -368,6 +382,11 @@ def _compute(
             note = LEAK_NOTE.format(k=leaks)
             fold_metrics = fold_metrics.assign(note=[f"{_text(n)}; {note}" if _text(n) else note
                                                      for n in fold_metrics["note"]])
+        if single_note:
+            at_species = fold_metrics["rank"] == "species"
+            fold_metrics = fold_metrics.assign(note=[
+                (f"{_text(n)}; {single_note}" if _text(n) else single_note) if sp else n
+                for n, sp in zip(fold_metrics["note"], at_species)])
         tables["metrics"].append(fold_metrics.assign(**extra))
         tables["severity"].append(result.severity_histogram.assign(**extra))
         tables["divergence"].append(result.divergence.assign(**extra))
@@ -396,6 +415,7 @@ def _compute(
         "test_fraction": test_fraction, "k_neighbors": k_neighbors, "temperature": temperature,
         "text_form": text_form if method == "zero-shot" else None, "n_test": n_test,
         "n_test_duplicates_in_train": int(sum(k for _, _, k in runs)),
+        "n_single_image_species_train_only": n_single,
         "logit_scale": logit_scale if method == "zero-shot" else None,
         "n_species": int(np.unique(first.true[first.true[:, Rank.SPECIES] >= 0, Rank.SPECIES]).size),
         "bootstrap_unit": "species",
