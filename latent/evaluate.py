@@ -367,7 +367,8 @@ def _compute(
         _, counts = np.unique(species[species >= 0], return_counts=True)
         n_single = int((counts == 1).sum())
         if n_single:
-            tested = int(np.unique(runs[0][1].true[:, Rank.SPECIES][runs[0][1].true[:, Rank.SPECIES] >= 0]).size)
+            test_species = runs[0][1].true[:, Rank.SPECIES]
+            tested = int(np.unique(test_species[test_species >= 0]).size)
             single_note = (f"{n_single} of {len(counts)} species have one image: in training only, so species is "
                            f"tested on {tested} species with several images")
             log.info("evaluate: %s", single_note)

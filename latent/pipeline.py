@@ -313,6 +313,16 @@ def _record(identity: Mapping[str, Any], **extra: Any) -> dict[str, Any]:
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
 
 
+def _must_run(target: Path, identity: Mapping[str, Any], *, force: bool, folder: bool, what: str) -> bool:
+    """The reuse rule for one step: False (logged "reusing") when ``target``'s record matches ``identity``."""
+    why = "force" if force else _stale_reason(target, identity, folder=folder)
+    if why is None:
+        log.info("reusing %s (%s: same inputs and settings)", target, what)
+        return False
+    log.info("running %s into %s (%s)", what, target, why)
+    return True
+
+
 def run_folder_step(target: Path, identity: Mapping[str, Any], compute: Callable[[Path], Any], *, force: bool,
                     what: str) -> bool:
     """Reuse ``target`` (a result folder) if current, else compute it atomically.
@@ -326,11 +336,8 @@ def run_folder_step(target: Path, identity: Mapping[str, Any], compute: Callable
     bool
         True when the step ran, False when it was reused.
     """
-    why = "force" if force else _stale_reason(target, identity, folder=True)
-    if why is None:
-        log.info("reusing %s (%s: same inputs and settings)", target, what)
+    if not _must_run(target, identity, force=force, folder=True, what=what):
         return False
-    log.info("running %s into %s (%s)", what, target, why)
     tmp = _tmp_sibling(target)
     _remove(tmp)
     try:
@@ -362,11 +369,8 @@ def run_file_step(target: Path, identity: Mapping[str, Any], compute: Callable[[
     bool
         True when the step ran, False when it was reused.
     """
-    why = "force" if force else _stale_reason(target, identity, folder=False)
-    if why is None:
-        log.info("reusing %s (%s: same inputs and settings)", target, what)
+    if not _must_run(target, identity, force=force, folder=False, what=what):
         return False
-    log.info("running %s into %s (%s)", what, target, why)
     tmp = _tmp_sibling(target)
     _remove(tmp)
     try:
