@@ -199,6 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_cache(
         args.cache, args.out, method=args.method, mode=args.mode, split=args.split, shots=args.shots,
         folds=args.folds, seed=args.seed, clade=args.clade, test_fraction=args.test_fraction,
+        coverage_rank=args.coverage_rank,
         k_neighbors=args.k, temperature=args.temperature, text_form=args.text_form, n_boot=args.bootstrap,
         device=args.device, force=args.force,
     )
@@ -431,6 +432,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clade", metavar="RANK=NAME", help="only this clade's images and taxa (e.g. class=Insecta)")
     p.add_argument("--test-fraction", type=float, default=0.3, metavar="F",
                    help="share of images (or species) held out for testing, in (0, 1)")
+    p.add_argument("--coverage-rank", default="kingdom",
+                   choices=["genus", "family", "order", "class", "phylum", "kingdom"],
+                   help="species-disjoint: hold out species sharing a taxon with training species at this rank "
+                        "or below; each rank is scored on test images whose taxon there has a training image")
     p.add_argument("--k", type=int, default=20, help="neighbours (knn)")
     p.add_argument("--temperature", type=float, default=0.07, help="vote temperature (knn)")
     p.add_argument("--text-form", default="taxon", choices=["taxon", "sci", "com", "taxon_com"],

@@ -31,7 +31,7 @@ import sys
 import time
 import types
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -56,7 +56,10 @@ MODES = ("flat", "per-rank")
 #: The report's figures of the evaluations (see :mod:`latent.figures`), drawn from their results tables.
 FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("accuracy", "Accuracy per rank",
-               "Top-1 accuracy per rank with bootstrap 95% CIs, per method, split and model.",
+               "Top-1 accuracy per rank with species-bootstrap 95% CIs, per method, split and model; dashed: chance "
+               "(1 / classes); ranks with one taxon are not drawn (any predictor scores 1 there). On a "
+               "species-disjoint split each rank is scored on the test images whose taxon there has a training "
+               "image (the n of each point).",
                "latent.plotting.evaluation:report_accuracy", order=20),
     FigureSpec("mistake_severity", "How wrong are the mistakes?",
                "LCA height of wrong top-1 species predictions (1 = right genus, 7 = wrong kingdom).",
@@ -155,45 +158,21 @@ class Evaluation:
     def summary(self) -> str:
         """A short table per rank (top-1 with its CI, top-5, balanced accuracy, macro F1), the hierarchy
         metrics, and first of all a warning when test images have a copy in training."""
+        from latent.tables import evaluation_console_table, n_test_text
+
         m = self.metrics
         if "fold" in m.columns:
             m = m[m["fold"].astype(str) == "mean"]
         info = self.info
         source = info.get("cache") or "in-memory data"
         lines = [f"{info.get('method')} ({info.get('mode')}, split {info.get('split')}) on "
-                 f"{source}: {info.get('n_test')} test images"]
+                 f"{source}: {n_test_text(self.metrics, info.get('n_test'))}"]
         leaks = int(info.get("n_test_duplicates_in_train") or 0)
         leak_note = LEAK_NOTE.format(k=leaks) if leaks else ""
         if leaks:
             lines.append(f"  WARNING: {leaks} of {info.get('n_test')} test images have an identical vector in "
                          "training: a leak; accuracy is inflated (n_test_duplicates_in_train in run.json)")
-        lines.append(f"  {'rank':<8} {'top1':>22} {'top5':>8} {'bal.acc':>8} {'macroF1':>8} {'n':>7} {'classes':>7}")
-        short_lists: list[str] = []
-        for rank in RANK_NAMES:
-            rows = m[m["rank"] == rank].set_index("metric")
-            if "top1" not in rows.index:
-                lines.append(f"  {rank:<8} not predicted (fewer than 2 classes to learn, or not predictable on this split)")
-                continue
-
-            def v(name: str) -> str:
-                if name not in rows.index:
-                    return "-"
-                flagged = name == "top5" and "fewer than" in _text(rows.loc[name].get("note"))
-                short_lists.extend([rank] if flagged else [])
-                return f"{rows.loc[name, 'value']:.3f}" + ("*" if flagged else "")
-
-            t1 = rows.loc["top1"]
-            note = _without_leak(t1.get("note"))
-            lines.append(
-                f"  {rank:<8} {_with_ci(t1):>22} {v('top5'):>8} "
-                f"{v('balanced_accuracy'):>8} {v('macro_f1'):>8} {int(t1['n']):>7} "
-                f"{int(rows.loc['n_classes', 'value']) if 'n_classes' in rows.index else '-':>7}"
-                + (f"  ({note})" if note else "")
-            )
-        if short_lists:
-            lines.append(f"  * top5 where some rows rank fewer than 5 taxa ({', '.join(short_lists)}): "
-                         "see 'note' in metrics.csv")
-        lines.append("  top5 '-': not reported (k < 5, or 5 or fewer candidate taxa: it would be trivially 1)")
+        lines.extend(evaluation_console_table(m, clean_note=_without_leak))  # one-class ranks: trivial
         hier = m[m["rank"] == "all"].set_index("metric")
         parts = []
         for name in ("mistake_severity", "hdist@1", "hdist@5", "hF", "hca"):
@@ -282,10 +261,18 @@ def _text_for_zero_shot(cache, mode: str, form: str) -> tuple[dict[str, tuple[np
     return out, scale, source
 
 
-def _settings(method: str, mode: "str | None", split: str, clade: Any) -> tuple[str, "tuple[Rank, str] | None"]:
+def _settings(method: str, mode: "str | None", split: str, clade: Any,
+              coverage_rank: Any = "kingdom") -> tuple[str, "tuple[Rank, str] | None"]:
     """Validate the settings shared by :func:`evaluate` and :func:`evaluate_cache`: ``(mode, clade)``."""
     _check("method", method, METHODS)
     _check("split", split, SPLITS)
+    try:
+        top = parse_rank(coverage_rank, parameter="coverage_rank")
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    if top > Rank.GENUS:
+        raise InputError(f"The 'coverage_rank' parameter of evaluate must be genus or a higher rank (family, ..., "
+                         f"kingdom). Got {coverage_rank!r} instead.")
     mode = mode or ("flat" if method == "zero-shot" else "per-rank")
     _check("mode", mode, MODES)
     if split == "species-disjoint" and mode == "flat" and method != "zero-shot":
@@ -322,13 +309,14 @@ def _duplicates_in_train(X_train: np.ndarray, X_test: np.ndarray) -> int:
 def _compute(
     X_all: np.ndarray, rows: np.ndarray, taxonomy: Any, ids: np.ndarray, *, method: str, mode: str, split: str,
     shots: int, folds: int, seed: int, clade_spec: "tuple[Rank, str] | None", test_fraction: float,
+    coverage_rank: str = "kingdom",
     k_neighbors: int, temperature: float, n_boot: int, device: str, text: Any, logit_scale: "float | None",
     model: str, text_form: "str | None", source: Mapping[str, Any], start: float,
 ) -> Evaluation:
     """The evaluation itself, on ``X_all`` (unit rows of ``rows`` of ``taxonomy``, in that order)."""
     from latent.metrics import evaluate_predictions
     from latent.predictors import predict_centroid, predict_knn, predict_linear, predict_zero_shot
-    from latent.splits import kshot_split, random_split, species_disjoint_split
+    from latent.splits import coverage, kshot_split, predictable_truth, random_split, species_disjoint_split
 
     position = {int(r): i for i, r in enumerate(rows)}
 
@@ -336,6 +324,7 @@ def _compute(
         return X_all[[position[int(r)] for r in subset]]
 
     predict_species = split != "species-disjoint"
+    seen_codes: "np.ndarray | None" = None  # (n_train, 7) lineage codes of the training rows
     runs: list[tuple[str, Any, int]] = []  # (fold, predictions, test images identical to a training image)
     if method == "zero-shot":
         runs.append(("", predict_zero_shot(X_all, rows, taxonomy, text, mode=mode, clade=clade_spec, ids=ids,
@@ -348,7 +337,8 @@ def _compute(
                          _duplicates_in_train(X_support, X_query)))
     else:
         splitter = random_split if split == "random" else species_disjoint_split
-        train, test = splitter(taxonomy, rows, test_fraction=test_fraction, seed=seed)
+        split_args = {"coverage_rank": coverage_rank} if split == "species-disjoint" else {}
+        train, test = splitter(taxonomy, rows, test_fraction=test_fraction, seed=seed, **split_args)
         X_train, X_test = features(train), features(test)
         if method == "linear":
             pred = predict_linear(X_train, train, X_test, test, taxonomy, mode=mode, seed=seed,
@@ -357,6 +347,7 @@ def _compute(
             pred = predict_knn(X_train, train, X_test, test, taxonomy, k_neighbors=k_neighbors,
                                temperature=temperature, mode=mode, predict_species=predict_species, ids=ids)
         runs.append(("", pred, _duplicates_in_train(X_train, X_test)))
+        seen_codes = taxonomy.row_codes[train]
 
     # Species with one image cannot be both learnt and tested: a random split keeps them in training, so the
     # species rank is tested on the other species only (said in run.json and on the species rows).
@@ -374,8 +365,14 @@ def _compute(
             log.info("evaluate: %s", single_note)
 
     tables: dict[str, list[pd.DataFrame]] = {"metrics": [], "severity": [], "divergence": [], "confusions": [], "predictions": []}
+    # the coverage rule (latent.splits): a test image is scored at a rank only where its taxon was trained
+    scored_ranks = [int(r) for r in Rank if predict_species or r != Rank.SPECIES]
+    coverage_notes, unpredictable = (({}, {}) if seen_codes is None
+                                     else coverage(runs[0][1].true, seen_codes, scored_ranks))
     for fold, pred, leaks in runs:
-        result = evaluate_predictions(pred, n_boot=n_boot, seed=seed)
+        scored = (pred if seen_codes is None
+                  else replace(pred, true=predictable_truth(pred.true, seen_codes, scored_ranks)))
+        result = evaluate_predictions(scored, n_boot=n_boot, seed=seed)
         extra = {"fold": fold} if fold else {}
         fold_metrics = result.metrics
         if leaks:
@@ -383,6 +380,10 @@ def _compute(
             note = LEAK_NOTE.format(k=leaks)
             fold_metrics = fold_metrics.assign(note=[f"{_text(n)}; {note}" if _text(n) else note
                                                      for n in fold_metrics["note"]])
+        if coverage_notes:
+            fold_metrics = fold_metrics.assign(note=[
+                (f"{_text(n)}; {coverage_notes[r]}" if _text(n) else coverage_notes[r]) if r in coverage_notes else n
+                for n, r in zip(fold_metrics["note"], fold_metrics["rank"])])
         if single_note:
             at_species = fold_metrics["rank"] == "species"
             fold_metrics = fold_metrics.assign(note=[
@@ -413,7 +414,9 @@ def _compute(
         "split": split if method != "zero-shot" else "none", "shots": shots if method == "centroid" else None,
         "folds": folds if method == "centroid" else None, "seed": seed, "n_boot": n_boot,
         "clade": None if clade_spec is None else f"{clade_spec[0].label}={clade_spec[1]}",
-        "test_fraction": test_fraction, "k_neighbors": k_neighbors, "temperature": temperature,
+        "test_fraction": test_fraction,
+        "coverage_rank": coverage_rank if (split == "species-disjoint" and method in ("linear", "knn")) else None,
+        "n_test_unpredictable": unpredictable, "k_neighbors": k_neighbors, "temperature": temperature,
         "text_form": text_form if method == "zero-shot" else None, "n_test": n_test,
         "n_test_duplicates_in_train": int(sum(k for _, _, k in runs)),
         "n_single_image_species_train_only": n_single,
@@ -445,6 +448,7 @@ def evaluate(
     seed: int = 0,
     clade: "str | tuple[Rank, str] | None" = None,
     test_fraction: float = 0.3,
+    coverage_rank: str = "kingdom",
     k_neighbors: int = 20,
     temperature: float = 0.07,
     n_boot: int = 1000,
@@ -465,7 +469,8 @@ def evaluate(
         A :class:`~latent.taxonomy.Taxonomy` with one row per image, or a table (DataFrame or path) with
         kingdom..species columns, one row per image. Rows labelled neither at kingdom nor at species
         are left out.
-    method, mode, split, shots, folds, seed, clade, test_fraction, k_neighbors, temperature, n_boot, device
+    method, mode, split, shots, folds, seed, clade, test_fraction, coverage_rank, k_neighbors, temperature, n_boot,
+    device
         As :func:`evaluate_cache` (and ``latent evaluate``).
     ids
         ``(n_images,)`` unique image ids for ``predictions`` (default ``"0".."n-1"``).
@@ -491,7 +496,7 @@ def evaluate(
     from latent.api import as_embeddings, as_ids, as_taxonomy, data_identity
 
     start = time.perf_counter()
-    mode, clade_spec = _settings(method, mode, split, clade)
+    mode, clade_spec = _settings(method, mode, split, clade, coverage_rank)
     data = as_embeddings(X, function="evaluate")
     tax = as_taxonomy(taxonomy, len(data), function="evaluate")
     image_ids = as_ids(ids, len(data), function="evaluate")
@@ -510,6 +515,7 @@ def evaluate(
                 "preprocess": None, "logit_scale_source": scale_source}
     return _compute(data[rows], rows, tax, image_ids, method=method, mode=mode, split=split, shots=shots,
                     folds=folds, seed=seed, clade_spec=clade_spec, test_fraction=test_fraction,
+                    coverage_rank=coverage_rank,
                     k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device, text=text,
                     logit_scale=logit_scale, model=model, text_form="given" if method == "zero-shot" else None,
                     source=identity, start=start)
@@ -527,6 +533,7 @@ def evaluate_cache(
     seed: int = 0,
     clade: "str | tuple[Rank, str] | None" = None,
     test_fraction: float = 0.3,
+    coverage_rank: str = "kingdom",
     k_neighbors: int = 20,
     temperature: float = 0.07,
     text_form: str = "taxon",
@@ -551,6 +558,13 @@ def evaluate_cache(
     split
         ``random`` (stratified by species) or ``species-disjoint`` (test species never seen in
         training: the species rank is not predicted, higher ranks are). Not used by zero-shot.
+    coverage_rank
+        Species-disjoint split: the highest rank at which a held-out species may share its taxon with the
+        training species only there (:func:`latent.splits.species_disjoint_split`). The default,
+        ``kingdom``, holds out species at every rank (a species alone in its genus can be held out when
+        its family has another species), and each rank is scored only on the test images whose taxon at
+        that rank has a training image (:func:`latent.splits.predictable_truth`; the rows' ``note`` says
+        how many). ``genus`` holds out only species with a congener in training.
     shots, folds
         Support images per species and number of seeded folds for ``centroid``.
     seed
@@ -575,7 +589,7 @@ def evaluate_cache(
     """
     from latent.cache import open_cache
 
-    mode, clade_spec = _settings(method, mode, split, clade)
+    mode, clade_spec = _settings(method, mode, split, clade, coverage_rank)
     start = time.perf_counter()
     out = Path(out)
     with open_cache(cache_path) as cache:
@@ -591,6 +605,7 @@ def evaluate_cache(
                                            else (None, None, None))
     evaluation = _compute(X_all, rows, taxonomy, ids, method=method, mode=mode, split=split, shots=shots,
                           folds=folds, seed=seed, clade_spec=clade_spec, test_fraction=test_fraction,
+                    coverage_rank=coverage_rank,
                           k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device,
                           text=text, logit_scale=logit_scale, model=provenance.model, text_form=text_form,
                           source={**source, "logit_scale_source": scale_source}, start=start)

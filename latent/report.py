@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 from latent.verdict import ALPHA, VERDICT_COLUMNS, VERDICT_RULE, supporting_table, verdict_table  # noqa: E402,F401
 
 from latent import pipeline  # noqa: E402
+from latent.coverage import COVERAGE_NOTE  # noqa: E402
 from latent.figures import FigureSpec, ModelRun  # noqa: E402
 from latent.pipeline import PRIMARY_PROBES, ReportSettings, atomic_write_text, folder_lock  # noqa: E402,F401
 from latent.pipeline import git_commit as _git_commit  # noqa: E402  (kept importable here)
@@ -254,7 +255,7 @@ def _verdict_wide(verdict: pd.DataFrame) -> pd.DataFrame:
                 cells.append("not testable")
             else:
                 cells.append(f"{r['verdict']} ({_fmt(r['value'])}, null {_fmt(r['null_mean'])}, "
-                             f"p_adj {_fmt(r['p_adjusted'], 2)})")
+                             f"p_adj {_fmt(r['p_adjusted'], 2)}, {_fmt(r['n_species'], 6)} species)")
         table[model] = cells
     return pd.DataFrame(table)
 
@@ -390,6 +391,26 @@ SHAPE_NOTE = (
     "before and after centring (the alignment probe gives its null). Descriptive: no null.")
 
 
+def _coverage_tables(models: list[ModelRun]) -> list[tuple[str, pd.DataFrame]]:
+    """Per model: what could be tested at each rank (:func:`latent.coverage.rank_coverage`), from its probe
+    run's ``species.csv`` and ``metrics.csv`` and its evaluations' ``metrics.csv``."""
+    from latent.coverage import COVERAGE_COLUMNS, rank_coverage
+
+    out = []
+    for m in models:
+        species = (pd.read_csv(m.probe / "species.csv", keep_default_na=False)
+                   if (m.probe / "species.csv").exists() else None)
+        if species is None:
+            continue
+        evaluations = {}
+        for d in m.evaluations:
+            info = json.loads((d / "run.json").read_text()) if (d / "run.json").exists() else {}
+            name = f"{info.get('method', d.name)} ({info.get('split', '')})".replace(" ()", "")
+            evaluations[name] = _read_csv(d / "metrics.csv")
+        out.append((m.label, rank_coverage(species, _read_csv(m.probe / "metrics.csv"), evaluations)[COVERAGE_COLUMNS]))
+    return out
+
+
 def _provenance(models: list[ModelRun], settings: ReportSettings) -> pd.DataFrame:
     rows = []
     for m in models:
@@ -422,6 +443,7 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
     compared = _comparison_display(comparisons) if len(comparisons) else None
     treelike = _treelike_table(models)
     shape = _shape_table(models)
+    coverage = _coverage_tables(models)
     prov = _provenance(models, settings)
     names = ", ".join(m.label for m in models)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -443,6 +465,9 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
     md = [f"# Does the embedding space reflect the taxonomy? ({names})", "", intro, "",
           _markdown_table(wide), "", f"**Rule.** {VERDICT_RULE}", "", "## The primary test per rank", "",
           _markdown_table(vdetail), ""]
+    for label, table in coverage:
+        md += [f"## What could be tested ({label})" if len(coverage) > 1 else "## What could be tested", "",
+               _markdown_table(table), "", COVERAGE_NOTE, ""]
     if compared is not None:
         md += ["## Model versus model", "", _markdown_table(compared), "", COMPARISON_NOTE, ""]
     md += ["## Supporting statistics (free null)", "", _markdown_table(detail), ""]
@@ -465,6 +490,10 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
              _html_table(wide, verdict_cols=[c for c in wide.columns if c != "rank"]),
              f"<p class='rule'><b>Rule.</b> {html.escape(VERDICT_RULE)}</p>",
              "<h2>The primary test per rank</h2>", _html_table(vdetail, verdict_cols=["verdict"])]
+    for label, table in coverage:
+        heading = f"What could be tested ({label})" if len(coverage) > 1 else "What could be tested"
+        parts += [f"<h2>{html.escape(heading)}</h2>", _html_table(table),
+                  f"<p class='rule'>{html.escape(COVERAGE_NOTE)}</p>"]
     if compared is not None:
         parts += ["<h2>Model versus model</h2>", _html_table(compared),
                   f"<p class='rule'>{html.escape(COMPARISON_NOTE)}</p>"]

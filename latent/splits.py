@@ -11,11 +11,20 @@ indices. The same arguments always give the same split.
   :func:`species_disjoint_mask` is its rule on species lineages alone (for permuted lineages).
 * :func:`kshot_split`: ``shots`` images per species as the support set, the rest as queries (the
   SimpleShot protocol of the BioCLIP papers, one seed per fold).
+
+What a split can test (the coverage rule, :func:`predictable_truth`): a test image is scored at rank ``r``
+only when its rank-``r`` taxon has an image in training. A trained predictor cannot name a taxon it never
+saw, so such an image would count as a mistake no predictor could avoid. In a species-disjoint split the
+species rank is never predictable; with ``coverage_rank`` above genus, a held-out species alone in its
+genus is scored at family and above only. A random split keeps every test species in training (species
+with one image stay in training), so nothing is left out there. Each metric row says how many test
+images were scored at its rank and how many were not (:func:`coverage`).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -23,7 +32,8 @@ from latent.errors import InputError, format_list
 from latent.ranks import Rank, parse_rank
 from latent.taxonomy import Taxonomy
 
-__all__ = ["random_split", "species_disjoint_split", "species_disjoint_mask", "kshot_split", "check_rows"]
+__all__ = ["random_split", "species_disjoint_split", "species_disjoint_mask", "kshot_split", "check_rows",
+           "predictable_truth", "coverage"]
 
 log = logging.getLogger(__name__)
 
@@ -357,3 +367,72 @@ def kshot_split(
     log.info("kshot_split: %d-shot fold %d: %d support and %d query images of %d species",
              shots, fold, int(support.sum()), int((~support).sum()), len(codes))
     return np.sort(rows[support]), np.sort(rows[~support])
+
+
+def predictable_truth(true: np.ndarray, train_codes: np.ndarray, ranks: "Sequence[int] | None" = None) -> np.ndarray:
+    """The true codes of test rows with the ranks a trained predictor cannot predict set to ``-1``.
+
+    Parameters
+    ----------
+    true
+        ``(n, 7)`` true node codes of the test rows (``-1`` unlabelled).
+    train_codes
+        ``(m, 7)`` node codes of the training rows.
+    ranks
+        The ranks the rule applies to (default all): the ranks the predictor predicts. A rank it does not
+        predict (the species of a species-disjoint split) keeps its truth, which the hierarchical metrics
+        use to know which rows have a species.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(n, 7)`` copy of ``true`` where a rank-``r`` taxon with no training row is ``-1`` (not scored at
+        ``r``, like an unlabelled rank).
+    """
+    true = np.asarray(true)
+    out = true.copy()
+    train_codes = np.asarray(train_codes)
+    for r in (range(true.shape[1]) if ranks is None else ranks):
+        seen = np.unique(train_codes[:, r][train_codes[:, r] >= 0])
+        out[(true[:, r] >= 0) & ~np.isin(true[:, r], seen), r] = -1
+    return out
+
+
+def coverage(true: np.ndarray, train_codes: np.ndarray,
+             ranks: "Sequence[int] | None" = None) -> tuple[dict[str, str], dict[str, int]]:
+    """What the coverage rule left out, per rank: a note for the metric rows and the count.
+
+    Parameters
+    ----------
+    true
+        ``(n, 7)`` true node codes of the test rows (``-1`` unlabelled; the species rank identifies species).
+    train_codes
+        ``(m, 7)`` node codes of the training rows.
+    ranks
+        As :func:`predictable_truth`.
+
+    Returns
+    -------
+    notes : dict
+        ``{rank: "scored on N of M test images (K of L species) whose <rank> has a training image"}`` for the
+        ranks where some labelled test images were left out.
+    unpredictable : dict
+        ``{rank: number of labelled test images left out}`` for every rank (0 where none).
+    """
+    true = np.asarray(true)
+    kept = predictable_truth(true, train_codes, ranks)
+    species = true[:, Rank.SPECIES]
+    notes: dict[str, str] = {}
+    unpredictable: dict[str, int] = {}
+    for r in (range(true.shape[1]) if ranks is None else ranks):
+        label = Rank(r).label
+        labelled = true[:, r] >= 0
+        scored = kept[:, r] >= 0
+        unpredictable[label] = int((labelled & ~scored).sum())
+        if not unpredictable[label]:
+            continue
+        n_species = np.unique(species[labelled & (species >= 0)]).size
+        s_species = np.unique(species[scored & (species >= 0)]).size
+        notes[label] = (f"scored on {int(scored.sum())} of {int(labelled.sum())} test images ({s_species} of "
+                        f"{n_species} species) whose {label} has a training image")
+    return notes, unpredictable

@@ -79,7 +79,7 @@ def test_cub10_linear_tables_with_cis(cub10_linear):
         row = metric(metrics, rank, "top1")
         assert row["note"].startswith("one taxon at this rank: not testable") and np.isnan(row["ci_low"]) and np.isnan(row["ci_high"])
         assert not ((metrics["rank"] == rank) & (metrics["metric"] == "top5")).any()
-    assert "(no CI)" in report.summary() and "one taxon at this rank: not testable" in report.summary()
+    assert "trivial (one taxon)" in report.summary() and "1.000 (no CI)" not in report.summary()
     assert metric(metrics, "species", "top1")["n"] == len(pd.read_parquet(out / "predictions.parquet"))
     assert metric(metrics, "species", "top1")["value"] > 0.5  # real CLIP features separate these birds
     for name in ("mistake_severity", "hdist@1", "hdist@5", "hP", "hR", "hF", "hca"):

@@ -238,7 +238,7 @@ def test_rank_accuracy_models_side_by_side_with_cis(evaluated, tmp_path):
     fig, axes = plot_rank_accuracy(metrics, title="accuracy")
     assert len(axes) == 2 and [ax.get_title() for ax in axes] == ["strong", "weak"]
     assert "top-1" in axes[0].get_ylabel() and fig.get_suptitle() == "accuracy"
-    assert set(legend_texts(fig)) == {"knn", "centroid"}
+    assert set(legend_texts(fig)) == {"knn", "centroid", "chance (1 / classes)"}
     assert [t.get_text() for t in axes[0].get_xticklabels()] == list(RANK_NAMES)
     # one error-bar series per method per panel; the plotted points are the table's (fold means for centroid)
     for ax, model in zip(axes, ["strong", "weak"]):

@@ -156,23 +156,26 @@ def test_nc1_and_cdnv_hand_computed():
 
 
 def test_nc1_and_cdnv_hand_computed_through_the_probe():
-    # Three genera on a line: A = {0, 2}, B = {4, 6, 8}, C = {10}, one image per species.
-    # mu = 1, 6, 10; var = 1, 8/3, 0; global mean 5. S_W = (2 + 8 + 0) / 6 = 5/3;
-    # S_B = ((1-5)^2 + (6-5)^2 + (10-5)^2) / 3 = 14; NC1 = (5/3) / 14 / 3 = 5/126.
-    # CDNV = mean of (1 + 8/3)/(2*25), (1 + 0)/(2*81), (8/3 + 0)/(2*16).
+    # Three genera on a line: A = {0, 2}, B = {4, 6, 8}, C = {10}, one image per species. C has one image,
+    # so it takes no part at genus (the unit is the image: a one-image taxon has no spread).
+    # On A and B: mu = 1, 6; var = 1, 8/3; global mean 4. S_W = (2 + 8) / 5 = 2;
+    # S_B = ((1-4)^2 + (6-4)^2) / 2 = 13/2; NC1 = (2 / (13/2)) / 2 = 2/13. CDNV = (1 + 8/3) / (2*25).
     lineage = ["Animalia", "Chordata", "Aves", "Passeriformes", "Paridae"]
     genera = ["Aa", "Aa", "Bb", "Bb", "Bb", "Cc"]
     table = [lineage + [g, f"{g} s{i}"] for i, g in enumerate(genera)]
     data = ProbeData.from_arrays(np.array([[0.0], [2.0], [4.0], [6.0], [8.0], [10.0]]),
                                  Taxonomy.from_lineages(table))
     result = probe_clusters(data, ProbeOptions(distance="euclidean", permutations=0))
-    assert _row(result, "nc1", "genus")["value"] == pytest.approx(5 / 126, rel=1e-12)
-    expected_cdnv = ((1 + 8 / 3) / 50 + 1 / 162 + (8 / 3) / 32) / 3
+    assert _row(result, "nc1", "genus")["value"] == pytest.approx(2 / 13, rel=1e-12)
+    expected_cdnv = (1 + 8 / 3) / 50
     assert _row(result, "cdnv", "genus")["value"] == pytest.approx(expected_cdnv, rel=1e-12)
-    assert _row(result, "nc1", "genus")["n_taxa"] == 3 and _row(result, "nc1", "genus")["n"] == 6
+    genus = _row(result, "nc1", "genus")
+    assert genus["n_taxa"] == 2 and genus["n"] == 5 and genus["n_taxa_single"] == 1
+    assert genus["unit"] == "image" and genus["n_units"] == 5 and genus["coverage"] == "1 of 3 taxa have one image: left out"
     skipped = result.tables["skipped"]
     assert {"kingdom", "family"} <= set(skipped["rank"])  # a single taxon: no rows
-    assert set(result.to_frame()["rank"]) <= {"genus", "species"}
+    assert set(result.to_frame()["rank"]) <= {"genus"}  # every species has one image: no species rows
+    assert "taxa with 2 or more images" in set(skipped.loc[skipped["rank"] == "species", "reason"]).pop()
 
 
 def test_sampled_silhouette_equals_sklearn_on_its_rows():

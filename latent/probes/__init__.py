@@ -17,7 +17,8 @@ from latent.errors import InputError
 from latent.figures import Evidence, FigureSpec
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult
 
-__all__ = ["PROBES", "ProbeSpec", "ProbeData", "ProbeOptions", "ProbeResult", "get_probe", "parse_probes"]
+__all__ = ["PROBES", "ProbeSpec", "ProbeData", "ProbeOptions", "ProbeResult", "get_probe", "parse_probes",
+           "with_units"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,11 @@ class ProbeSpec:
     ``settings`` names every probe-specific setting the probe reads from ``options.for_probe(name)``
     (``--set NAME.SETTING=VALUE``, YAML ``probe.settings``, ``ProbeOptions(extra=...)``); any other
     key is refused by :class:`ProbeOptions` with this list. Add a name here when a probe reads a new one.
+
+    ``units`` says what each row's value is computed over (its *unit*: ``image``, ``image pair``,
+    ``species``, ``species pair``): ``(level, unit)`` pairs, matched on the row's ``level`` column, ``"*"``
+    for any row. A probe that writes its own ``unit`` column keeps it; :func:`with_units` fills the others
+    and ``n_units`` (the units behind the value, ``n`` where the probe does not say).
 
     ``figures`` are the report's figures drawn from this probe's results tables and ``evidence`` the
     supporting statistics it adds to the report's answer (:class:`latent.figures.Evidence`, the shape of
@@ -40,6 +46,7 @@ class ProbeSpec:
     settings: tuple[str, ...] = ()
     figures: tuple[FigureSpec, ...] = ()
     evidence: tuple[Evidence, ...] = ()
+    units: tuple[tuple[str, str], ...] = (("*", "species"),)
 
     def load(self) -> Callable[[ProbeData, ProbeOptions], ProbeResult]:
         module, function = self.target.split(":")
@@ -58,7 +65,7 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
     ProbeSpec("distances", "latent.probes.distances:probe_distances",
               "embedding distance of image and centroid pairs by LCA height; intra/inter-clade ratio per rank; "
               "Spearman of distance with height",
-              settings=("n_boot", "n_boot_spearman"),
+              settings=("n_boot", "n_boot_spearman"), units=(("image", "image pair"), ("centroid", "species pair")),
               figures=(FigureSpec(
                   "distance_by_height", "Embedding distance by taxonomic distance",
                   "Distance between images and between species centroids, grouped by the height of their lowest "
@@ -68,13 +75,13 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
                                  1),)),
     ProbeSpec("clusters", "latent.probes.clusters:probe_clusters",
               "cluster quality per rank: silhouette, Calinski-Harabasz, NC1, mean CDNV",
-              settings=("permutations", "n_boot", "n_boot_expensive"),
+              settings=("permutations", "n_boot", "n_boot_expensive"), units=(("*", "image"),),
               evidence=(Evidence("clusters", "silhouette", {}, "greater", "silhouette", 2),
                         Evidence("clusters", "calinski_harabasz", {}, "greater", "Calinski-Harabasz", 3))),
     ProbeSpec("separability", "latent.probes.separability:probe_separability",
               "linear probe accuracy per rank, random and species-disjoint splits",
               settings=("splits", "test_fraction", "permutations", "C", "n_boot", "max_iter", "tol", "grid",
-                        "refine"),
+                        "refine"), units=(("*", "image"),),
               evidence=(Evidence("separability", "linear_accuracy", {"split": "species-disjoint"}, "greater",
                                  "linear probe on unseen species", 6),)),
     ProbeSpec("alignment", "latent.probes.alignment:probe_alignment",
@@ -145,3 +152,20 @@ def parse_probes(value: "str | list[str] | None") -> list[str]:
         raise InputError(f"The 'probes' parameter must name probes from: {', '.join(PROBES)}. "
                          f"Got {', '.join(map(repr, unknown)) or 'nothing'}.")
     return [n for n in PROBES if n in names]
+
+
+def with_units(frame: "pd.DataFrame", spec: ProbeSpec) -> "pd.DataFrame":
+    """``frame`` (one probe's rows) with ``unit`` and ``n_units`` filled from ``spec.units`` where the probe
+    left them empty (a copy; the probe's own values are kept)."""
+    import numpy as np
+    import pandas as pd
+
+    out = frame.copy()
+    units = dict(spec.units)
+    level = out["level"].astype(object) if "level" in out.columns else pd.Series([None] * len(out), index=out.index)
+    declared = [units.get(str(v), units.get("*", "")) for v in level]
+    own = out["unit"].astype(object) if "unit" in out.columns else pd.Series([None] * len(out), index=out.index)
+    out["unit"] = [u if isinstance(u, str) and u else d for u, d in zip(own, declared)]
+    n = out["n"] if "n" in out.columns else pd.Series(np.nan, index=out.index)
+    out["n_units"] = out["n_units"].where(out["n_units"].notna(), n) if "n_units" in out.columns else n
+    return out

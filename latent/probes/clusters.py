@@ -5,7 +5,7 @@ their taxon at the rank):
 
 ``silhouette``
     Mean silhouette with ``options.distance`` (equal to ``sklearn.metrics.silhouette_score`` on the
-    same rows and labels; singletons score 0). O(n^2): above ``options.max_images`` it is computed on
+    same rows and labels; taxa of one image take no part, see below). O(n^2): above ``options.max_images`` it is computed on
     a seeded sample of images stratified by species (the same number ``k >= 2`` from every species,
     ``k`` the largest that fits, or two images of a random subset of species if even ``k = 2`` does not
     fit, so the species-rank silhouette stays defined); the row's ``n`` is the number of images used
@@ -32,9 +32,22 @@ statistics; with ``distance="cosine"`` they are computed on the L2-normalised em
 squared Euclidean distance is twice the cosine distance), with ``"euclidean"`` on the raw ones (column
 ``space``). They use every image (O(n d) from per-species sums).
 
+Which taxa take part (the unit is the image)
+--------------------------------------------
+At each rank only taxa with at least :data:`MIN_IMAGES` (2) images take part (:func:`single_image_taxa`):
+a one-image taxon has no within-taxon distance (sklearn's silhouette scores it 0, diluting the mean
+toward 0; it adds a class without spread to Calinski-Harabasz, NC1 and CDNV). On a random sample of a
+collection (``tol1k``: 739 of 790 species with one image) most species and many genera are such taxa.
+They are left out at that rank like unnamed ones: the silhouette equals
+``sklearn.metrics.silhouette_score`` on the images of the taxa with two or more images. The taxa are
+nodes of the tree, so the nulls keep them: a permuted labelling fills the same nodes with other species.
+A rank with fewer than 2 such taxa has no rows (the ``skipped`` table says why). Every row states
+``unit = "image"``, ``n_units`` (its images), ``n_taxa_single`` (taxa left out at its rank) and
+``coverage`` (the same in words).
+
 Rows
 ----
-One per rank with at least 2 named taxa and statistic: ``value``, ``n`` (images behind it),
+One per rank with at least 2 taking part taxa and statistic: ``value``, ``n`` (images behind it),
 ``n_species`` (species behind it: those named at the rank; for the silhouette, those of its sample),
 ``n_taxa`` (taxa of the rank among them), ``ci_low``/``ci_high`` and ``ci_note`` (why there is no CI),
 ``note`` (why there is no value), the null columns, ``sampled`` and ``space``. Statistics that are
@@ -145,6 +158,42 @@ MIN_BOOT_NC1 = 50
 METRICS = ("silhouette", "calinski_harabasz", "nc1", "cdnv")
 ALTERNATIVES = {"silhouette": "greater", "calinski_harabasz": "greater", "nc1": "less", "cdnv": "less"}
 _SAMPLE_TAG = 0x5117
+
+
+#: The fewest images a taxon needs to take part in an image-level statistic at its rank.
+MIN_IMAGES = 2
+
+
+def single_image_taxa(data: ProbeData) -> tuple[np.ndarray, list[np.ndarray], dict[int, tuple[int, int]]]:
+    """Which taxa take part at each rank: named, with at least :data:`MIN_IMAGES` images.
+
+    Parameters
+    ----------
+    data
+        The probe data.
+
+    Returns
+    -------
+    named_species : numpy.ndarray
+        ``(S, 7)`` bool: the species' taxon at the rank takes part (a copy; ``data.named`` is untouched).
+    named : list of numpy.ndarray
+        Per rank, ``(n_nodes[r],)`` bool: the node takes part.
+    single : dict
+        ``{rank: (taxa left out, images left out)}``: named taxa with fewer than :data:`MIN_IMAGES` images.
+    """
+    named = named_nodes(data)
+    named_species = np.array(data.named, dtype=bool, copy=True)
+    counts = np.asarray(data.counts, dtype=np.int64)
+    single: dict[int, tuple[int, int]] = {}
+    for r in range(N_RANKS):
+        codes = data.codes[:, r]
+        images = np.bincount(codes[named_species[:, r]], weights=counts[named_species[:, r]],
+                             minlength=len(named[r]))
+        few = named[r] & (images > 0) & (images < MIN_IMAGES)
+        single[r] = (int(few.sum()), int(images[few].sum()))
+        named[r] = named[r] & ~few
+        named_species[:, r] &= named[r][codes]
+    return named_species, named, single
 
 
 # -------------------------------------------------------------------------- statistics from sums
@@ -521,8 +570,11 @@ class ClusterSums:
 
     def __init__(self, data: ProbeData, metric: str, silhouette_rows: np.ndarray) -> None:
         self.codes = data.codes
-        self.named_species = data.named
-        self.named = named_nodes(data)
+        # The unit of every statistic is the image, so a taxon takes part at a rank only with at least
+        # MIN_IMAGES images (a one-image taxon has no within-taxon distance: sklearn's silhouette scores it
+        # 0 and it adds a class with no spread to Calinski-Harabasz and NC1). Those taxa are left out at that
+        # rank like unnamed ones, in the observed value, every null labelling and every resample.
+        self.named_species, self.named, self.single = single_image_taxa(data)
         self.species_of_row = data.species
         S = data.n_species
         X = np.asarray(data.X, dtype=np.float64)
@@ -601,15 +653,17 @@ class ClusterSums:
         return self.G - Xu.T @ Xu
 
     def species_rank_stats(self) -> dict:
-        """The four statistics with every species its own class (no null: permutation-invariant)."""
+        """The four statistics with every species (of at least two images) its own class (no null:
+        permutation-invariant)."""
+        keep = self.named_species[:, SPECIES]
+        counts, sums, sq = self.counts[keep], self.sums[keep], self.sq[keep]
         out: dict[Any, float] = {
-            (SPECIES, "n"): float(self.counts.sum()), (SPECIES, "taxa"): float(len(self.counts)),
-            (SPECIES, "calinski_harabasz"): calinski_harabasz_from_sums(self.counts, self.sums, self.sq, self.tie2),
-            (SPECIES, "cdnv"): cdnv_from_sums(self.counts, self.sums, self.sq, self.tie2),
-            (SPECIES, "nc1"): nc1_from_sums(self.counts, self.sums, self.G, self.tie2),
+            (SPECIES, "n"): float(counts.sum()), (SPECIES, "taxa"): float(len(counts)),
+            (SPECIES, "calinski_harabasz"): calinski_harabasz_from_sums(counts, sums, sq, self.tie2),
+            (SPECIES, "cdnv"): cdnv_from_sums(counts, sums, sq, self.tie2),
+            (SPECIES, "nc1"): nc1_from_sums(counts, sums, self._second_moment(SPECIES, None), self.tie2),
         }
-        s = silhouette_samples_from_sums(self.Dsp, self.sil_counts, self.sil_local,
-                                         np.ones(len(self.sil_counts), dtype=bool))
+        s = silhouette_samples_from_sums(self.Dsp, self.sil_counts, self.sil_local, keep[self.sil_species])
         out[(SPECIES, "silhouette")] = float("nan") if s is None else float(np.nanmean(s))
         out[(SPECIES, "sil_s")] = s
         out[(SPECIES, "sil_n")] = float(len(self.sil_local))
@@ -749,11 +803,15 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         log.info("clusters: silhouette on %d of %d images (%s)", len(sil_rows), len(data.species),
                  f"{per_species} per species" if per_species > 0 else "2 images of a random subset of species")
     sums = ClusterSums(data, metric, sil_rows)
-    ranks = ranks_with_taxa(data)
-    skipped = [{"rank": RANK_NAMES[r], "metric": "all", "reason": "fewer than 2 named taxa"}
+    named_ranks = ranks_with_taxa(data)
+    ranks = [r for r in named_ranks if len(np.unique(data.codes[sums.named_species[:, r], r])) >= 2]
+    skipped = [{"rank": RANK_NAMES[r], "metric": "all",
+                "reason": ("fewer than 2 named taxa" if r not in named_ranks else
+                           f"fewer than 2 taxa with {MIN_IMAGES} or more images ({sums.single[r][0]} taxa have "
+                           f"one image)")}
                for r in range(N_RANKS) if r not in ranks]
     for rec in skipped:
-        log.info("clusters: rank %s has fewer than 2 named taxa; no rows", rec["rank"])
+        log.info("clusters: rank %s: %s; no rows", rec["rank"], rec["reason"])
     upper = [r for r in ranks if r != SPECIES]
     if n_expensive_set is None:
         n_expensive = min(n_perm, DEFAULT_EXPENSIVE_PERMUTATIONS)
@@ -808,8 +866,12 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             is_sil = m == "silhouette"
             n = observed[(r, "sil_n")] if is_sil else observed[(r, "n")]
             taxa = len(np.unique(sums.codes[sil_species, r])) if is_sil else int(observed[(r, "taxa")])
+            left_out, left_images = sums.single[r]
             extra = dict(level="image", n_species=len(sil_species) if is_sil else len(species), n_taxa=int(taxa),
-                         sampled=bool(sampled) if is_sil else False, space=metric if is_sil else space)
+                         sampled=bool(sampled) if is_sil else False, space=metric if is_sil else space,
+                         unit="image", n_units=int(n), n_taxa_single=left_out,
+                         coverage=(f"{left_out} of {left_out + int(taxa)} taxa have one image: left out" if left_out
+                                   else ""))
             value = observed.get((r, m), np.nan)
             if not np.isfinite(value):
                 if not sums.identical and (taxa < 2 or n - taxa < 1):

@@ -34,7 +34,7 @@ import pandas as pd
 
 from latent._version import __version__
 from latent.errors import InputError
-from latent.probes import PROBES, get_probe, parse_probes
+from latent.probes import PROBES, get_probe, parse_probes, with_units
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult
 from latent.ranks import Rank
 from latent.results import begin_output, check_output, finish_output, jsonable, results_frame
@@ -129,20 +129,15 @@ class Probes:
 
     def summary(self) -> str:
         """A short human-readable table: each statistic with its null mean and p-value."""
+        from latent.tables import probe_console_table
+
         m = self.metrics
         m = m[m["features"] == "model"] if "features" in m.columns else m
         source = self.info.get("cache") or "in-memory data"
         model = self.info.get("model")
         lines = [f"probes on {source}: {self.info.get('n_images')} images, "
                  f"{self.info.get('n_species')} species" + (f" ({model})" if model else "")]
-        lines.append(f"  {'probe':<14} {'rank':<8} {'metric':<28} {'value':>9} {'null':>9} {'p':>7} {'n':>8}")
-        for row in m.itertuples(index=False):
-            null = getattr(row, "null_mean", np.nan)
-            p = getattr(row, "p_value", np.nan)
-            extra = "".join(f" {k}={getattr(row, k)}" for k in ("split", "height", "level", "method", "target")
-                            if k in m.columns and isinstance(getattr(row, k), str) and getattr(row, k))
-            lines.append(f"  {row.probe:<14} {row.rank:<8} {(row.metric + extra)[:28]:<28} {row.value:>9.4g} "
-                         f"{'' if pd.isna(null) else f'{null:.4g}':>9} {'' if pd.isna(p) else f'{p:.3g}':>7} {row.n:>8}")
+        lines.extend(probe_console_table(m))  # full metric names, one-taxon ranks marked trivial
         for name, reason in self.info.get("skipped", {}).items():
             lines.append(f"  skipped {name}: {reason}")
         if self.out is not None:
@@ -267,7 +262,7 @@ def _compute(names: list[str], feature_sets: list[tuple[str, ProbeData, str]], o
                 continue
             timings[key] = round(time.perf_counter() - t0, 3)
             log.info("probe %s (%s features): %.1fs", name, features, timings[key])
-            frames.append(results_frame(result.to_frame(), features=features))
+            frames.append(results_frame(with_units(result.to_frame(), get_probe(name)), features=features))
             results[key] = result
             notes[key] = jsonable(dict(result.info))
     if not frames:

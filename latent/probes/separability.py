@@ -3,10 +3,15 @@
 Splits
 ------
 ``random``: images split within every species (:func:`latent.splits.random_split`; species seen in
-train and test). ``species-disjoint``: whole species held out with a relative in train
-(:func:`latent.splits.species_disjoint_split`: only genera of two or more species give test species,
-so every test species' genus, family, ... is trained); a rank is scored on species never seen in
-training, and the species rank is not scored (its test classes are never trained).
+train and test; species with one image stay in training). ``species-disjoint``: whole species held out
+with a relative in train (:func:`latent.splits.species_disjoint_split` with ``coverage_rank="kingdom"``:
+species are held out within genera of two or more species first, and a species alone in its genus
+within its family, order, ... when that has another species), so a rank is scored on species never seen
+in training. The coverage rule of :mod:`latent.splits` decides which test images count at a rank: those
+whose taxon at that rank has a training image (a held-out species alone in its genus counts at family
+and above); the species rank is not scored (its test classes are never trained). On data where most
+species have one image (``tol1k``: 739 of 790) this holds out species at every rank, not only the few
+with a congener.
 
 The statistic
 -------------
@@ -71,7 +76,8 @@ accuracy is the image-weighted accuracy of the drawn species; seeded). With fewe
 Rows
 ----
 ``probe="separability"``, metric ``linear_accuracy``, one row per (split, rank): ``value``, ``ci_low``,
-``ci_high``, ``n`` (test images scored), ``split``, ``n_species`` (test species scored at the rank: the
+``ci_high``, ``n`` (test images scored; also ``n_units``, with ``unit = "image"``), ``n_test_unscored``
+(labelled test images left out by the coverage rule) and ``coverage`` (the same in words), ``split``, ``n_species`` (test species scored at the rank: the
 units of the CI; for the random split, the species with test images), ``n_taxa`` (distinct taxa among
 them), ``ci_note``, ``chance`` (test share of the most frequent class), ``C`` (the C of the observed
 fit), ``C_rule``, and the null columns of :func:`latent.probes.base.null_row` (alternative
@@ -151,14 +157,15 @@ def _split(data: ProbeData, split: str, codes: np.ndarray, seed: int, test_fract
     train, test : numpy.ndarray
         Sorted ``int64`` indices into ``data.X``. ``random``: :func:`latent.splits.random_split` (does
         not depend on ``codes``); ``species-disjoint``: the rule of
-        :func:`latent.splits.species_disjoint_split` (genus coverage) on ``codes``, so that with
-        ``codes = data.codes`` it is exactly ``species_disjoint_split(data.taxonomy, ...)``.
+        :func:`latent.splits.species_disjoint_split` (kingdom coverage) on ``codes``, so that with
+        ``codes = data.codes`` it is exactly ``species_disjoint_split(data.taxonomy, ...,
+        coverage_rank="kingdom")``.
     """
     from latent.splits import random_split, species_disjoint_mask
 
     if split == "random":
         return random_split(data.taxonomy, test_fraction=test_fraction, seed=seed)
-    in_test = species_disjoint_mask(codes, test_fraction, seed, Rank.GENUS, level=level)
+    in_test = species_disjoint_mask(codes, test_fraction, seed, Rank.KINGDOM, level=level)
     test = in_test[data.species]
     return np.flatnonzero(~test).astype(np.int64), np.flatnonzero(test).astype(np.int64)
 
@@ -177,9 +184,9 @@ class _Scored:
 
 
 def _trainable(Y: np.ndarray, train: np.ndarray, test: np.ndarray, r: Rank) -> bool:
-    """At least two classes among the labelled train images and one labelled test image."""
-    labels = Y[train, r]
-    return len(np.unique(labels[labels >= 0])) >= 2 and bool((Y[test, r] >= 0).any())
+    """At least two classes among the labelled train images and one test image of a trained class."""
+    labels = np.unique(Y[train, r][Y[train, r] >= 0])
+    return len(labels) >= 2 and bool(np.isin(Y[test, r], labels).any())
 
 
 def _score(data: ProbeData, Y: np.ndarray, train: np.ndarray, test: np.ndarray, ranks: list[Rank],
@@ -205,7 +212,10 @@ def _score(data: ProbeData, Y: np.ndarray, train: np.ndarray, test: np.ndarray, 
     for r in ranks:
         if r.label not in predictions:
             continue
-        scored = Y[test, r] >= 0
+        # the coverage rule (latent.splits.predictable_truth): a test image counts at rank r only when
+        # its rank-r taxon has a training image
+        trained = Y[train, r]
+        scored = (Y[test, r] >= 0) & np.isin(Y[test, r], trained[trained >= 0])
         labels = Y[test[scored], r]
         correct = (predictions[r.label][scored] == labels).astype(np.float64)
         out[r.label] = _Scored(correct, data.species[test[scored]], labels)
@@ -352,10 +362,15 @@ def probe_separability(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             chance = float(np.bincount(s.labels).max() / len(s.labels)) if len(s.labels) else np.nan
             low, high, note = _species_ci(s.correct, s.species, n_boot=n_boot, seed=options.seed)
             null = np.asarray(null_values.get(r.label, []), dtype=np.float64)
+            labelled = int((Y[test, r] >= 0).sum())
+            left_out = labelled - len(s.correct)
+            coverage = (f"scored on {len(s.correct)} of {labelled} test images, whose {r.label} has a training "
+                        f"image" if left_out else "")
             rows.append(null_row(r.label, "linear_accuracy", s.accuracy, null if null.size else None, len(s.correct),
                                  ci=(low, high), split=split, n_species=len(np.unique(s.species)),
                                  n_taxa=len(np.unique(s.labels)), ci_note=note, chance=chance,
-                                 C=np.nan if C is None else C[r.label], C_rule=str(rule)))
+                                 C=np.nan if C is None else C[r.label], C_rule=str(rule), unit="image",
+                                 n_units=len(s.correct), n_test_unscored=left_out, coverage=coverage))
     if not rows:
         raise InputError("The separability probe found no rank with 2 or more classes to learn on any split: "
                          + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
