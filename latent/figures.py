@@ -123,8 +123,11 @@ def slug(text: str) -> str:
 #: The 2-D projections of the images (a pipeline step, not a probe).
 PROJECTION_FIGURES: tuple[FigureSpec, ...] = (
     FigureSpec("projection_{method}", "{METHOD} projection of the images ({model})",
-               "{METHOD} of the image embeddings ({n} images), coloured by each rank; the largest taxa get colours, "
-               "the rest is grey.", "latent.plotting.projection:report_projections", per_model=True, order=44),
+               "{METHOD} of the image embeddings ({n} images), coloured by each rank: up to 12 taxa each get a "
+               "colour, above that the 8 largest (the rest grey). Ranks with one taxon are left out and ranks with "
+               "the same partition of the images are one panel (both named under the panels); PCA axes give the "
+               "share of the variance they explain, UMAP axes have no units.",
+               "latent.plotting.projection:report_projections", per_model=True, order=44),
 )
 
 

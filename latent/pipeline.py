@@ -745,13 +745,14 @@ def projection_steps(cache: Path, folder: Path, settings: ReportSettings, force:
     import pandas as pd
 
     from latent.cache import open_cache
-    from latent.projection import project
+    from latent.projection import EXPLAINED_COLUMNS, project
 
     cache_id = cache_id or file_identity(cache, what="cache")
     paths = []
     for method in settings.projections:
         path = folder / f"projection-{method}-seed{settings.seed}.csv"
-        params = {"method": method, "seed": settings.seed, "max_points": settings.max_projection_points}
+        params = {"method": method, "seed": settings.seed, "max_points": settings.max_projection_points,
+                  "columns": "explained"}  # the table now carries the variance explained (PCA): recompute old ones
 
         def compute(tmp: Path, method: str = method) -> None:
             with open_cache(cache) as c:
@@ -763,11 +764,14 @@ def projection_steps(cache: Path, folder: Path, settings: ReportSettings, force:
                 X = c.read(rows, normalize=True)
                 ids = np.asarray(c.ids)[rows]
             log.info("report: %s projection of %d images", method, len(rows))
-            xy = project(X, method=method, seed=settings.seed)
+            xy, info = project(X, method=method, seed=settings.seed, return_info=True)
             table = pd.DataFrame({"id": ids})
             for r, name in enumerate(RANK_NAMES):
                 table[name] = taxonomy.row_names[rows, r].astype(str)
             table["x"], table["y"] = xy[:, 0], xy[:, 1]
+            if method == "pca":  # the share of the variance on each axis, for the axis labels
+                for column, share in zip(EXPLAINED_COLUMNS, info["explained_variance_ratio"]):
+                    table[column] = float(share)
             table.to_csv(tmp, index=False)
 
         run_file_step(path, step_identity("projection", params, {"cache": cache_id}), compute, force=force,

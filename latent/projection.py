@@ -15,11 +15,46 @@ import numpy as np
 
 from latent.errors import InputError
 
-__all__ = ["PROJECTIONS", "project"]
+__all__ = ["PROJECTIONS", "project", "axis_labels", "EXPLAINED_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
 PROJECTIONS = ("umap", "pca")
+
+#: Columns of a projection table (``x, y`` coordinates) holding the fraction of the variance of ``X`` that
+#: PC1 and PC2 explain (PCA only; the same value on every row).
+EXPLAINED_COLUMNS = ("explained_x", "explained_y")
+
+_METHOD_NAMES = {"pca": "PC", "umap": "UMAP", "tsne": "t-SNE"}
+
+
+def axis_labels(method: str, explained: "Any | None" = None) -> tuple[str, str]:
+    """Axis labels of a 2-D projection: ``"PC1 (12.3% variance)"``, ``"UMAP 1"``, ``"t-SNE 1"``.
+
+    Parameters
+    ----------
+    method
+        ``"pca"``, ``"umap"`` or ``"tsne"`` (any other name is used as given: ``"<name> 1"``).
+    explained
+        ``(2,)`` fraction of the variance each PCA axis explains (from :func:`project` with
+        ``return_info=True``); None or non-finite: no percentage. Ignored for methods other than PCA
+        (their axes have no units and explain no variance).
+
+    Returns
+    -------
+    tuple of str
+        ``(x label, y label)``.
+    """
+    key = str(method).lower().replace("-", "")
+    if key == "pca":
+        values = np.full(2, np.nan) if explained is None else np.asarray(explained, dtype=np.float64).ravel()
+        labels = []
+        for i in range(2):
+            share = values[i] if i < values.size else np.nan
+            labels.append(f"PC{i + 1}" + (f" ({100 * share:.1f}% variance)" if np.isfinite(share) else ""))
+        return labels[0], labels[1]
+    name = _METHOD_NAMES.get(key, str(method))
+    return (f"{name} 1", f"{name} 2")
 
 
 def _check(X: Any, method: object, seed: object, n_neighbors: object, min_dist: object, metric: object) -> np.ndarray:
@@ -62,7 +97,8 @@ def project(
     n_neighbors: int = 15,
     min_dist: float = 0.1,
     metric: str = "cosine",
-) -> np.ndarray:
+    return_info: bool = False,
+) -> "np.ndarray | tuple[np.ndarray, dict[str, Any]]":
     """Project embeddings to two dimensions.
 
     Parameters
@@ -80,11 +116,16 @@ def project(
     n_neighbors, min_dist, metric
         UMAP settings (``metric`` ``"cosine"`` or ``"euclidean"``; not used by PCA, which is
         Euclidean; for cosine geometry pass L2-normalised rows).
+    return_info
+        Also return what the axes are (below).
 
     Returns
     -------
-    numpy.ndarray
-        ``(n, 2)`` float64 coordinates, row ``i`` for ``X[i]``.
+    numpy.ndarray or (numpy.ndarray, dict)
+        ``(n, 2)`` float64 coordinates, row ``i`` for ``X[i]``. With ``return_info``, also
+        ``{"method", "explained_variance_ratio", "axis_labels"}``: ``explained_variance_ratio`` ``(2,)``
+        is the fraction of the total variance of ``X`` along PC1 and PC2 (PCA; NaN for UMAP, whose axes
+        explain no variance), ``axis_labels`` from :func:`axis_labels`.
 
     Raises
     ------
@@ -98,7 +139,10 @@ def project(
         from sklearn.decomposition import PCA
 
         k = min(2, d, n)
-        coords = PCA(n_components=k, random_state=int(seed)).fit_transform(array)
+        pca = PCA(n_components=k, random_state=int(seed))
+        coords = pca.fit_transform(array)
+        explained = np.zeros(2)
+        explained[:k] = pca.explained_variance_ratio_[:k]
         if k < 2:
             coords = np.column_stack([coords, np.zeros((n, 2 - k))])
             log.info("project: X has %d column(s); the second coordinate is 0", d)
@@ -107,6 +151,7 @@ def project(
             import umap
         except ImportError as error:  # pragma: no cover - umap-learn is a dependency
             raise InputError("method='umap' needs umap-learn (pip install umap-learn); or use method='pca'.") from error
+        explained = np.full(2, np.nan)
         k = min(int(n_neighbors), n - 1)
         if k < n_neighbors:
             log.info("project: %d rows, n_neighbors lowered from %d to %d", n, n_neighbors, k)
@@ -115,4 +160,7 @@ def project(
         coords = reducer.fit_transform(array)
     coords = np.asarray(coords, dtype=np.float64)
     log.info("project: %s of %d x %d in %.1f s", method, n, d, time.perf_counter() - start)
+    if return_info:
+        return coords, {"method": method, "explained_variance_ratio": explained,
+                        "axis_labels": axis_labels(method, explained)}
     return coords

@@ -178,7 +178,8 @@ def test_a_new_probe_brings_its_figure_and_evidence(tmp_path, with_toy):
     from latent.plotting.nulls import report_probe_summary
 
     fig, axes = report_probe_summary(FigureContext(models))
-    assert "toy: toy_norm" in [a.get_title() for a in np.ravel(axes)]
+    # the direction the toy's evidence row declares is marked on its panel
+    assert "toy: toy_norm\n\u2191 higher = taxonomy" in [a.get_title() for a in np.ravel(axes)]
 
 
 def test_the_registry_without_the_toy_is_unchanged():

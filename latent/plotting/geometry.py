@@ -7,7 +7,9 @@ Inputs
   ``q75``, ``q95`` and, for several models, ``model``. Boxes are drawn from these quantiles
   (``Axes.bxp``), never from raw distances.
 * Distance matrix: ``(S, S)`` species-centroid distances whose rows are the rows of a species table
-  (columns ``kingdom``..``species``, one row per species, as ``Taxonomy.species_table()``).
+  (columns ``kingdom``..``species``, one row per species, as ``Taxonomy.species_table()``). The clades are
+  named where their names fit, boundaries of higher ranks are thicker and darker, ranks with one partition
+  of the species are one line style (``"order = family"``), and the colour bar names the distance.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from latent.plotting.style import (
     styled,
 )
 
-__all__ = ["plot_distance_by_height", "plot_distance_matrix", "height_label", "taxonomy_order"]
+__all__ = ["plot_distance_by_height", "plot_distance_matrix", "height_label", "taxonomy_order", "boundary_groups"]
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +205,35 @@ def _block_means(D: np.ndarray, size: int) -> np.ndarray:
     return blocks / np.outer(counts, counts)
 
 
+def boundary_groups(species: pd.DataFrame, ranks: Sequence[str]) -> list[tuple[str, ...]]:
+    """``ranks`` (kingdom first) grouped by partition: consecutive ranks with the same clade boundaries.
+
+    In taxonomy order two ranks with the same partition of the species (cub10's orders and families) cut
+    the matrix at the same places; they are one group, drawn and named once (``"order = family"``).
+    """
+    groups: list[list[str]] = []
+    cuts_of: dict[str, tuple[int, ...]] = {}
+    for rank in sorted(ranks, key=RANK_NAMES.index):
+        cuts_of[rank] = tuple(clade_runs(species, rank)[0][1:].tolist())
+        if groups and cuts_of[groups[-1][-1]] == cuts_of[rank]:
+            groups[-1].append(rank)
+        else:
+            groups.append([rank])
+    return [tuple(g) for g in groups]
+
+
+#: Boundary lines from the highest drawn rank down: (width in points, colour), thinner where species are
+#: small on the page, under a white halo (where blocks are large enough) so they read on dark and light cells.
+BOUNDARY_STYLES = ((2.2, "#000000"), (1.1, "#444444"), (0.5, "#888888"))
+#: Text size of the taxon labels (points) and the height (points) a horizontal label needs.
+LABEL_FONTSIZE = 6.5
+LABEL_POINTS = 7.5
+
+
+def _text_points(text: str, size: float = LABEL_FONTSIZE) -> float:
+    return len(text) * size * 0.58 + 3.0
+
+
 @styled
 def plot_distance_matrix(
     D: "np.ndarray | Mapping[str, np.ndarray]",
@@ -212,13 +243,17 @@ def plot_distance_matrix(
     label_rank: "str | None" = None,
     max_pixels: int = 800,
     max_boundaries: int = 200,
-    colorbar_label: str = "centroid distance",
+    distance: "str | None" = None,
+    colorbar_label: "str | None" = None,
     title: "str | None" = "Species-centroid distances in taxonomic order",
 ) -> tuple[Figure, np.ndarray]:
-    """The species-centroid distance matrix ordered by the taxonomy, with clade boundaries drawn.
+    """The species-centroid distance matrix ordered by the taxonomy, with clade boundaries and names.
 
     If the space reflects the taxonomy, the matrix is nested dark blocks along the diagonal that the
-    boundary lines enclose.
+    boundary lines enclose. Boundaries of higher ranks are thicker and darker (legend); ranks with the
+    same partition of the species are one line style named ``"order = family"``. The clades are named on
+    the left at the finest rank whose names all fit (species when they do), else the largest clades of
+    the highest drawn rank; the highest drawn rank is named along the top when the left names a finer one.
 
     Parameters
     ----------
@@ -228,29 +263,39 @@ def plot_distance_matrix(
     species
         ``(S, 7+)`` species table, columns ``kingdom``..``species``.
     boundary_ranks
-        Ranks whose clade boundaries are drawn (thicker for higher ranks). Default: every rank with
-        2..``max_boundaries`` clades, at most the three highest such ranks.
+        Ranks whose clade boundaries are drawn. Default: the ranks above species with
+        2..``max_boundaries`` clades, down to the third distinct partition.
     label_rank
-        Rank whose clades are named on the y axis (only those tall enough for a label). Default: the
-        highest rank with 2..40 clades.
+        Rank named on the left (only the clades tall enough for a label). Default: as above.
     max_pixels
         Above this many species the matrix is shown as block means of consecutive species (taxonomy
-        order, so blocks stay inside clades where clades are large); the title says so.
+        order, so blocks stay inside clades where clades are large); the x label says so.
     max_boundaries
         Ranks with more clades than this get no lines by default (they would fill the picture).
-    colorbar_label, title
-        Labels.
+    distance
+        The distance of the matrix (``"cosine"``, ``"euclidean"``): the colour bar reads
+        ``"<distance> distance between species centroids"``.
+    colorbar_label
+        The colour bar's label as given (overrides ``distance``); default ``"centroid distance"`` when
+        neither is given.
+    title
+        Figure title.
 
     Returns
     -------
     (Figure, numpy.ndarray)
         ``(n_models,)`` axes (colour bars not included).
     """
+    import matplotlib.patheffects as path_effects
+
     function = "plot_distance_matrix"
     mats = dict(D) if isinstance(D, Mapping) else {"": D}
     if not mats:
         raise InputError(f"The 'D' parameter of {function} is an empty mapping; give at least one matrix.")
     max_pixels = check_int("max_pixels", max_pixels, minimum=10, function=function)
+    if distance is not None and (not isinstance(distance, str) or not distance.strip()):
+        raise InputError(f"The 'distance' parameter of {function} must name the distance (e.g. 'cosine'). "
+                         f"Got {distance!r} instead.")
     arrays = {}
     for name, M in mats.items():
         M = np.asarray(M)
@@ -272,17 +317,46 @@ def plot_distance_matrix(
         arrays = {k: M[np.ix_(order, order)] for k, M in arrays.items()}
     n_clades = {r: len(clade_runs(table, r)[0]) for r in RANK_NAMES}
     if boundary_ranks is None:
-        boundary_ranks = [r for r in RANK_NAMES[:-1] if 2 <= n_clades[r] <= max_boundaries][:3]
+        eligible = [r for r in RANK_NAMES[:-1] if 2 <= n_clades[r] <= max_boundaries]
+        groups = boundary_groups(table, eligible)[:3]
     else:
-        boundary_ranks = check_ranks(boundary_ranks, function=function)
-    if label_rank is None:
-        label_rank = next((r for r in RANK_NAMES if 2 <= n_clades[r] <= 40), None)
-    elif label_rank not in RANK_NAMES:
+        groups = boundary_groups(table, check_ranks(boundary_ranks, function=function))
+        groups = [g for g in groups if n_clades[g[0]] >= 2]
+    if label_rank is not None and label_rank not in RANK_NAMES:
         raise InputError(f"The 'label_rank' parameter of {function} must be a rank name. Got {label_rank!r}.")
     size = int(np.ceil(S / max_pixels))
     side = 4.2
-    fig, axes = new_figure(1, len(arrays), panel=(side + 1.4, side + 0.5), extra=(0.2, 0.3))
+    points_per_species = side * 72.0 / S
+    # left: the finest rank whose names all fit (or label_rank); top: the highest drawn rank when finer on the left
+    if label_rank is None:
+        candidates = [r for r in RANK_NAMES[::-1] if n_clades[r] >= 2]
+        fits = [r for r in candidates
+                if ((np.diff(np.r_[clade_runs(table, r)[0], S])) * points_per_species >= LABEL_POINTS).all()]
+        label_rank = fits[0] if fits else (groups[0][0] if groups else
+                                           next((r for r in RANK_NAMES if 2 <= n_clades[r] <= 40), None))
+    label_group = next((g for g in groups if label_rank in g), (label_rank,) if label_rank else ())
+    top_group = groups[0] if groups and label_rank and RANK_NAMES.index(groups[0][-1]) < RANK_NAMES.index(label_rank) \
+        else None
+    # the figure's size follows what surrounds the square matrix (names, colour bar), so the compressed
+    # layout leaves no blank band under the title or above the legend
+    left_names = [n for n in clade_runs(table, label_rank)[2]] if label_rank else []
+    left = max([_text_points(shorten(n or "(unnamed)", 40)) for n in left_names] + [0.0]) / 72.0 + 0.45
+    top = 0.0
+    if top_group is not None:
+        starts, ends, names = clade_runs(table, top_group[0])
+        widths = (ends - starts) * points_per_species
+        flat = all(_text_points(n or "(unnamed)") <= w for n, w in zip(names, widths))
+        top = 0.45 if flat else max(_text_points(n or "(unnamed)") for n in names) / 72.0 + 0.3
+    fig, axes = new_figure(1, len(arrays), panel=(left + side + 1.1, side + top),
+                           extra=(0.2, 0.55 + 0.3 * bool(groups)))
+    fig.set_layout_engine("compressed")  # the matrix is square: no blank band under the title
     axes = axes[0]
+    # lines never wider than a few species: a thick line would hide a small clade
+    line_scale = float(np.clip(points_per_species / 2.5, 0.3, 1.0))
+
+    def halo(lw: float) -> list[Any]:
+        return [path_effects.Stroke(linewidth=1.8 * lw, foreground="white", alpha=0.7), path_effects.Normal()]
+
     for ax, (name, M) in zip(axes, arrays.items()):
         shown = _block_means(M, size) if size > 1 else np.asarray(M, dtype=np.float64)
         finite = shown[np.isfinite(shown)]
@@ -291,41 +365,57 @@ def plot_distance_matrix(
         vmin, vmax = (np.quantile(off, [0.01, 0.99]) if off.size else (0.0, 1.0))
         image = ax.imshow(np.ma.masked_invalid(shown), cmap=SEQUENTIAL_CMAP, vmin=vmin, vmax=vmax,
                           extent=(0, S, S, 0), interpolation="nearest", aspect="equal")
-        for depth, rank in enumerate(sorted(boundary_ranks, key=RANK_NAMES.index)):
-            starts, _, _ = clade_runs(table, rank)
-            cuts = starts[1:]
+        for depth, group in enumerate(groups):
+            cuts = clade_runs(table, group[0])[0][1:]
             if not len(cuts):
                 continue
-            lw = (2.0, 0.9, 0.4)[min(depth, 2)] * (1.0 if len(cuts) < 60 else 0.6)
-            ax.hlines(cuts, 0, S, colors="white", linewidth=lw, alpha=0.9)
-            ax.vlines(cuts, 0, S, colors="white", linewidth=lw, alpha=0.9)
+            width, colour = BOUNDARY_STYLES[min(depth, len(BOUNDARY_STYLES) - 1)]
+            lw = width * line_scale * (1.0 if len(cuts) < 60 else 0.6)
+            for draw in (ax.hlines, ax.vlines):
+                lines = draw(cuts, 0, S, colors=colour, linewidth=lw, zorder=2 + (len(groups) - depth) / 10)
+                if points_per_species >= 2.0:  # a white halo where blocks are large enough to spare it
+                    lines.set_path_effects(halo(lw))
+                lines.set_label(" = ".join(group))
         ax.set_xlim(0, S)
         ax.set_ylim(S, 0)
         ax.set_xticks([])
         if label_rank is not None:
             starts, ends, names = clade_runs(table, label_rank)
-            # A label needs about 7 points of height: clades shorter than that stay unnamed.
-            points_per_species = side * 72.0 / S
-            keep = (ends - starts) * points_per_species >= 7.5
-            ax.set_yticks(((starts + ends) / 2)[keep], [shorten(n or "(unnamed)", 22) for n, k in zip(names, keep)
-                                                        if k], fontsize=6.5)
-            ax.set_ylabel(f"{label_rank} (taxonomy order)")
+            keep = (ends - starts) * points_per_species >= LABEL_POINTS
+            ax.set_yticks(((starts + ends) / 2)[keep], [shorten(n or "(unnamed)", 40) for n, k in zip(names, keep)
+                                                        if k], fontsize=LABEL_FONTSIZE)
+            ax.set_ylabel(f"{' = '.join(label_group)} (taxonomy order)")
             if not keep.all():
                 log.info("%s: %d of %d %s labels left out (too small to read)", function, int((~keep).sum()),
                          len(keep), label_rank)
         else:
             ax.set_yticks([])
             ax.set_ylabel("species (taxonomy order)")
-        note = ("\nwhite lines: " + ", ".join(sorted(boundary_ranks, key=RANK_NAMES.index)) + " boundaries"
-                if boundary_ranks else "")
-        ax.set_xlabel(f"{S:,} species (taxonomy order)" + (f"; blocks of {size}" if size > 1 else "") + note)
+        if top_group is not None:
+            starts, ends, names = clade_runs(table, top_group[0])
+            texts = [n or "(unnamed)" for n in names]
+            widths = (ends - starts) * points_per_species
+            flat = all(_text_points(t) <= w for t, w in zip(texts, widths))
+            keep = np.ones(len(texts), bool) if flat else widths >= LABEL_POINTS
+            above = ax.secondary_xaxis("top")
+            above.set_xticks(((starts + ends) / 2)[keep], [t for t, k in zip(texts, keep) if k],
+                             fontsize=LABEL_FONTSIZE, rotation=0 if flat else 90)
+            above.tick_params(axis="x", length=0)
+            above.spines["top"].set_visible(False)
+            above.set_xlabel(" = ".join(top_group), fontsize=8)
+        ax.set_xlabel(f"{S:,} species (taxonomy order)" + (f"; blocks of {size}" if size > 1 else ""))
         ax.tick_params(axis="y", length=0)
         for spine in ax.spines.values():
             spine.set_visible(False)
         if name:
             ax.set_title(name)
         bar = fig.colorbar(image, ax=ax, shrink=0.75, pad=0.02)
-        bar.set_label(colorbar_label)
+        bar.set_label(colorbar_label or (f"{distance} distance between species centroids" if distance
+                                         else "centroid distance"))
+    if groups:
+        handles = [Line2D([], [], color=BOUNDARY_STYLES[min(d, 2)][1],
+                          linewidth=BOUNDARY_STYLES[min(d, 2)][0] * max(line_scale, 0.5)) for d in range(len(groups))]
+        figure_legend(fig, handles, [f"{' = '.join(g)} boundaries" for g in groups], max_ncol=3)
     figure_title(fig, title)
     return fig, axes
 
@@ -343,4 +433,20 @@ def report_distance_matrix(context: Any, model: Any) -> "tuple[Figure, Any] | No
     align = context.npz(model, "alignment.npz")
     if species is None or "centroid_distances" not in align:
         return None
-    return plot_distance_matrix(align["centroid_distances"], species)
+    return plot_distance_matrix(align["centroid_distances"], species, distance=_probe_distance(model))
+
+
+def _probe_distance(model: Any) -> "str | None":
+    """The distance the probes of ``model`` used (``run.json`` options), None when not recorded."""
+    import json
+
+    path = model.probe / "run.json"
+    if not path.exists():
+        return None
+    try:
+        value = json.loads(path.read_text()).get("options", {}).get("distance")
+    except (OSError, ValueError) as error:
+        log.warning("report_distance_matrix: %s unreadable (%s); the colour bar does not name the distance",
+                    path, error)
+        return None
+    return str(value) if value else None

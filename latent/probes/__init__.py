@@ -16,6 +16,7 @@ from typing import Callable
 from latent.errors import InputError
 from latent.figures import Evidence, FigureSpec
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult
+from latent.verdict import ALPHA
 
 __all__ = ["PROBES", "ProbeSpec", "ProbeData", "ProbeOptions", "ProbeResult", "get_probe", "parse_probes",
            "with_units"]
@@ -60,8 +61,13 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
               settings=("permutations", "alpha", "n_boot", "max_images_per_species", "max_species"),
               figures=(FigureSpec(
                   "probe_summary", "Evidence per rank: observed statistic against its null",
-                  "Each statistic (marker) against the mean of its species-permutation null (line); filled markers "
-                  "are significant at p <= 0.05.", "latent.plotting.nulls:report_probe_summary", order=10),)),
+                  "Each statistic (marker, with its bootstrap 95% CI) against the central 95% of its permutation "
+                  "null (grey bar: 2.5th-97.5th percentile of the null samples; tick: null mean). Each panel says "
+                  "which side supports the taxonomy. Filled: adjusted p <= " + f"{ALPHA:g}" + " (Holm over the "
+                  "primary tests, Benjamini-Yekutieli over the supporting rows) on that side; hollow otherwise. "
+                  "Ranks with one partition of the species are one column (e.g. 'order = family'); ranks with one "
+                  "taxon are left out (named under the legend).",
+                  "latent.plotting.nulls:report_probe_summary", order=10),)),
     ProbeSpec("distances", "latent.probes.distances:probe_distances",
               "embedding distance of image and centroid pairs by LCA height; intra/inter-clade ratio per rank; "
               "Spearman of distance with height",
@@ -89,8 +95,10 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
               settings=("n_boot", "n_boot_rank", "tau_max_pairs"),
               figures=(
                   FigureSpec("distance_matrix", "Centroid distances in taxonomic order ({model})",
-                             "Species-centroid distances, species in taxonomy order; lines mark the boundaries of "
-                             "higher taxa.", "latent.plotting.geometry:report_distance_matrix", per_model=True,
+                             "Species-centroid distances (the probes' distance, named on the colour bar), species in "
+                             "taxonomy order; boundary lines are thicker and darker for higher ranks (legend; ranks "
+                             "with one partition share a line); clades are named where their names fit.",
+                             "latent.plotting.geometry:report_distance_matrix", per_model=True,
                              order=40),
                   FigureSpec("nulls", "Whole-hierarchy statistics against their nulls ({model})",
                              "Histogram: the statistic with species permuted among the leaves of the tree; line: "
