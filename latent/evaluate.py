@@ -60,13 +60,15 @@ FIGURES: tuple[FigureSpec, ...] = (
                "(1 / classes); ranks with one taxon are not drawn (any predictor scores 1 there). On a "
                "species-disjoint split each rank is scored on the test images whose taxon there has a training "
                "image (the n of each point).",
-               "latent.plotting.evaluation:report_accuracy", order=20),
+               "latent.plotting.evaluation:report_accuracy", order=20, section="evaluation"),
     FigureSpec("mistake_severity", "How wrong are the mistakes?",
                "LCA height of wrong top-1 species predictions (1 = right genus, 7 = wrong kingdom).",
-               "latent.plotting.evaluation:report_mistake_severity", order=21),
+               "latent.plotting.evaluation:report_mistake_severity", order=21,
+               section="evaluation"),
     FigureSpec("first_divergence", "First wrong rank",
                "The highest rank at which the top-1 prediction leaves the true lineage.",
-               "latent.plotting.evaluation:report_first_divergence", order=22),
+               "latent.plotting.evaluation:report_first_divergence", order=22,
+               section="evaluation"),
 )
 
 #: The note on every metrics row of a run where test images have an identical vector in training.

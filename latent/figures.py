@@ -29,7 +29,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
     import pandas as pd
 
-__all__ = ["FigureSpec", "Evidence", "Drawing", "ModelRun", "FigureContext", "PROJECTION_FIGURES",
+#: The report's sections that show figures, in order (:attr:`FigureSpec.section`).
+SECTIONS = ("answer", "evaluation", "geometry", "hierarchy", "tree-likeness", "other")
+
+__all__ = ["SECTIONS", "FigureSpec", "Evidence", "Drawing", "ModelRun", "FigureContext", "PROJECTION_FIGURES",
            "registered_figures", "registered_evidence", "slug"]
 
 
@@ -67,6 +70,10 @@ class FigureSpec:
         One figure per model (else one figure for all models side by side).
     order
         Place in the report (stable sort; consecutive ``per_model`` figures are drawn model by model).
+    section
+        The report section that shows it (:data:`SECTIONS`): ``answer`` (the key figure, on the first
+        screen), ``evaluation``, ``geometry``, ``hierarchy``, ``tree-likeness``; anything else goes to a
+        last section, "Other figures".
     """
 
     key: str
@@ -75,6 +82,7 @@ class FigureSpec:
     draw: str
     per_model: bool = False
     order: float = 100.0
+    section: str = "other"
 
     def __post_init__(self) -> None:
         from latent.errors import InputError
@@ -127,7 +135,7 @@ PROJECTION_FIGURES: tuple[FigureSpec, ...] = (
                "colour, above that the 8 largest (the rest grey). Ranks with one taxon are left out and ranks with "
                "the same partition of the images are one panel (both named under the panels); PCA axes give the "
                "share of the variance they explain, UMAP axes have no units.",
-               "latent.plotting.projection:report_projections", per_model=True, order=44),
+               "latent.plotting.projection:report_projections", per_model=True, order=44, section="geometry"),
 )
 
 

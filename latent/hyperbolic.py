@@ -552,8 +552,9 @@ class FitResult:
     steps_run
         Steps taken (``steps`` unless the fit stopped early at its tolerance).
     converged
-        The fit stopped because the loss changed less than ``tol`` (relative) over ``CONVERGENCE_WINDOW``
-        steps; False when it ran all ``steps`` (or no tolerance was given).
+        The loss changed less than ``tol`` (relative) over ``CONVERGENCE_WINDOW`` steps, at a check
+        (every ``CONVERGENCE_WINDOW`` steps, and at the last step) where the fit then stopped; False when
+        the loss was still falling at the last step (or no tolerance was given).
     tol
         The tolerance (None: every step is run).
     """
@@ -656,9 +657,9 @@ def fit_distances(target: Any, geometry: str = "poincare", dim: int = 2, *, step
         torch CPU threads during the fit (default 1: the tensors are small and extra threads only
         contend with other work; None leaves torch's setting). Restored afterwards.
     tol
-        Convergence tolerance (None: run every step). Every :data:`CONVERGENCE_WINDOW` steps the fit
-        stops when the loss fell by less than ``tol`` times the current loss over the last window
-        (``(L[t - W] - L[t]) <= tol * L[t]``); the learning-rate schedule is the one of ``steps``
+        Convergence tolerance (None: run every step). Every :data:`CONVERGENCE_WINDOW` steps, and at the
+        last step, the fit stops when the loss fell by less than ``tol`` times the current loss over the
+        last window (``(L[t - W] - L[t]) <= tol * L[t]``); the learning-rate schedule is the one of ``steps``
         either way, so a fit that does not stop is the fit without ``tol``. ``converged`` and
         ``steps_run`` of the result say what happened.
 
@@ -732,7 +733,8 @@ def fit_distances(target: Any, geometry: str = "poincare", dim: int = 2, *, step
             loss = (rel * rel).mean()
             loss.backward()
             losses[step] = loss.detach()
-            if tol is not None and step >= CONVERGENCE_WINDOW and step % CONVERGENCE_WINDOW == 0:
+            check = step % CONVERGENCE_WINDOW == 0 or step == steps - 1  # the last window is checked too
+            if tol is not None and step >= CONVERGENCE_WINDOW and check:
                 now, before = float(losses[step]), float(losses[step - CONVERGENCE_WINDOW])
                 if before - now <= tol * now:  # the loss before this step's update: stop without it
                     steps_run, converged = step + 1, True

@@ -93,6 +93,7 @@ class _Figure:
     title: str
     caption: str
     png: Path
+    section: str = "other"
 
 
 def _drawings(drawn: Any) -> list[Any]:
@@ -139,7 +140,7 @@ def _draw_figures(models: "Sequence[ModelRun]", fig_dir: Path) -> list[_Figure]:
                                  f"latent.figures.Drawing with that field.") from None
             paths = lp.save_figure(drawing.figure, fig_dir / key)
             plt.close(drawing.figure)
-            made.append(_Figure(key, title, caption, next(p for p in paths if p.suffix == ".png")))
+            made.append(_Figure(key, title, caption, next(p for p in paths if p.suffix == ".png"), spec.section))
 
     specs = registered_figures()
     i = 0
@@ -238,28 +239,6 @@ def _ci(low: Any, high: Any) -> str:
     return f"[{_fmt(low)}, {_fmt(high)}]" if not (pd.isna(low) or pd.isna(high)) else "-"
 
 
-def _verdict_wide(verdict: pd.DataFrame) -> pd.DataFrame:
-    """One row per tested partition (ranks with one partition merged: "order = family"), one column per model."""
-    order = {r: i for i, r in enumerate([*RANK_NAMES, "all"])}
-    levels = list(dict.fromkeys(verdict.sort_values("rank", key=lambda s: s.map(order), kind="stable")["level"]))
-    table = {"rank": [lv.replace("=", " = ") for lv in levels]}
-    for model in dict.fromkeys(verdict["model"]):
-        rows = verdict[verdict["model"] == model].drop_duplicates("level").set_index("level")
-        cells = []
-        for lv in levels:
-            if lv not in rows.index:
-                cells.append("-")
-                continue
-            r = rows.loc[lv]
-            if r["verdict"] == "not testable":
-                cells.append("not testable")
-            else:
-                cells.append(f"{r['verdict']} ({_fmt(r['value'])}, null {_fmt(r['null_mean'])}, "
-                             f"p_adj {_fmt(r['p_adjusted'], 2)}, {_fmt(r['n_species'], 6)} species)")
-        table[model] = cells
-    return pd.DataFrame(table)
-
-
 def _verdict_detail(verdict: pd.DataFrame) -> pd.DataFrame:
     v = verdict.drop_duplicates(["model", "level"])
     return pd.DataFrame({
@@ -318,21 +297,44 @@ def _treelike_table(models: list[ModelRun]) -> pd.DataFrame:
         if metrics is None or "target" not in metrics.columns:
             continue
 
-        def pick(probe: str, metric: str, target: str, features: str = "model", method: "str | None" = None) -> str:
+        def select(probe: str, metric: str, target: str, features: str = "model",
+                   method: "str | None" = None) -> pd.DataFrame:
             sel = metrics[(metrics["probe"] == probe) & (metrics["metric"] == metric) & (metrics["target"] == target)]
             if "features" in sel.columns:
                 sel = sel[sel["features"] == features]
             if method is not None and "method" in sel.columns:
                 sel = sel[sel["method"] == method]
-            return _fmt(sel["value"].iloc[0]) if len(sel) else "-"
+            return sel
 
-        methods = metrics.loc[(metrics["probe"] == "hyperbolicity") & (metrics["metric"] == "delta_rel"), "method"]
-        method = next((x for x in ("exact", "base_point", "sampled") if x in set(methods)), None)
+        def pick(probe: str, metric: str, target: str, features: str = "model", method: "str | None" = None) -> str:
+            sel = select(probe, metric, target, features, method)
+            if not len(sel):
+                return "-"
+            if probe == "hyperbolic_fit" and "converged" in sel.columns and str(sel["converged"].iloc[0]) == "False":
+                return "not converged"
+            return _fmt(sel["value"].iloc[0])
+
+        def random_of(method: "str | None") -> str:
+            sel = select("hyperbolicity", "delta_rel", "embedding", method=method)
+            if not len(sel) or "random_low" not in sel.columns or pd.isna(sel["random_low"].iloc[0]):
+                return "-"
+            r = sel.iloc[0]
+            return f"{_fmt(r['random_mean'])} [{_fmt(r['random_low'])}, {_fmt(r['random_high'])}]"
+
+        # the method the sentence reads: one with a random baseline first (latent.probes.hyperbolic)
+        embedding = select("hyperbolicity", "delta_rel", "embedding")
+        with_random = (set(embedding.loc[embedding["random_low"].notna(), "method"])
+                       if "random_low" in embedding.columns else set())
+        methods = set(embedding["method"]) if "method" in embedding.columns else set()
+        ranked = sorted(methods, key=lambda x: (x not in with_random, ("sampled", "exact", "base_point").index(x)
+                                                if x in ("sampled", "exact", "base_point") else 9))
+        method = ranked[0] if ranked else None
         if method is None and not (metrics["probe"] == "hyperbolic_fit").any():
             continue
         rows.append({
             "model": m.label, "delta method": method or "-",
             "relative delta (embedding)": pick("hyperbolicity", "delta_rel", "embedding", method=method),
+            "relative delta (random Gaussian, 95% PI)": random_of(method),
             "relative delta (taxonomy)": pick("hyperbolicity", "delta_rel", "taxonomy", method=method),
             "relative delta (baseline)": pick("hyperbolicity", "delta_rel", "embedding", "baseline", method),
             "Poincare distortion@2": pick("hyperbolic_fit", "poincare_distortion@2", "embedding"),
@@ -346,7 +348,9 @@ def _treelike_table(models: list[ModelRun]) -> pd.DataFrame:
 TREELIKE_NOTE = (
     "Relative delta = 2 delta / diameter of the species-centroid distances (0 for a tree metric; the taxonomy's "
     "own distances are ultrametric, so 0). These have no permutation null (they do not depend on the labels): "
-    "compare them with the random-features baseline when one was probed. Distortion is the mean of "
+    "they are compared with random Gaussian features of the same size (several seeded draws, 95% prediction "
+    "interval) and with the random-features baseline when one was probed. Fits that did not converge are not "
+    "compared. Distortion is the mean of "
     "|d_fit - d| / d over species pairs; lower is better; MAP recovers each species' nearest taxonomic relatives.")
 
 
@@ -411,111 +415,378 @@ def _coverage_tables(models: list[ModelRun]) -> list[tuple[str, pd.DataFrame]]:
     return out
 
 
-def _provenance(models: list[ModelRun], settings: ReportSettings) -> pd.DataFrame:
-    rows = []
-    for m in models:
-        p = m.provenance
-        rows.append({"model": m.label, "cache": str(m.cache), "model name": p.model, "weights": p.pretrained,
-                     "preprocessing": json.dumps(p.preprocess, sort_keys=True) if p.preprocess else "-",
-                     "images probed": m.info.get("n_images", "-"), "species": m.info.get("n_species", "-"),
-                     "embedding dim": m.info.get("dim", "-"), "source": getattr(p, "source", "") or "-",
-                     "created": getattr(p, "created", "") or "-"})
-    return pd.DataFrame(rows)
-
-
 _CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;
 color:#222;line-height:1.45}
 h1{font-size:1.7em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-table{border-collapse:collapse;margin:.8em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
+table{border-collapse:collapse;margin:.8em 0;font-size:.9em;max-width:100%}td{overflow-wrap:anywhere}th,td{border:1px solid #ccc;padding:.25em .6em;text-align:left}
 th{background:#f2f2f2}.v-yes{background:#d7ecd9}.v-partly{background:#fbf0c9}.v-no{background:#f6d5d1}
 .v-not-testable{color:#888}figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.9em;color:#444}.rule{font-size:.9em;background:#f7f7f7;padding:.6em .8em;border-left:3px solid #999}
 code{background:#f3f3f3;padding:0 .2em}
+.answer{font-size:1.1em;font-weight:600}table.compact td{overflow-wrap:anywhere}figure.key img{max-height:70vh}
+table.provenance{table-layout:fixed;width:100%}table.provenance td{word-break:break-word;overflow-wrap:anywhere}
+table.provenance td:first-child{width:28%}details{margin:.8em 0}
 """
+
+
+#: The question every report answers (its title).
+QUESTION = "Does the embedding space reflect the taxonomy?"
+
+SECTION_TITLES = {"evaluation": "Evaluation: can the ranks be predicted?",
+                  "geometry": "Geometry: do taxa form clusters, and do distances follow the tree?",
+                  "hierarchy": "Hierarchy: is each rank visible beyond its parent?",
+                  "tree-likeness": "Is the space tree-like?", "other": "Other figures"}
+
+
+def _join(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def answer_sentence(verdict: pd.DataFrame, model: str) -> str:
+    """One sentence with a model's answer per rank, from its :func:`latent.verdict.verdict_table` rows."""
+    rows = verdict[verdict["model"] == model].drop_duplicates("level")
+    groups: dict[str, list[str]] = {"yes": [], "no": [], "not testable": []}
+    whole = ""
+    for r in rows.itertuples(index=False):
+        if r.level == "all":
+            whole = r.verdict
+            continue
+        groups.setdefault(r.verdict, []).append(r.level.replace("=", " = "))
+    parts = []
+    if groups["yes"]:
+        parts.append(f"yes at {_join(groups['yes'])}")
+    if groups["no"]:
+        parts.append(f"no at {_join(groups['no'])}")
+    if groups["not testable"]:
+        parts.append(f"not testable at {_join(groups['not testable'])}")
+    tail = {"yes": "; the whole hierarchy: yes", "no": "; the whole hierarchy: no",
+            "not testable": "; the whole hierarchy: not testable"}.get(whole, "")
+    return f"{model}: " + "; ".join(parts) + tail + "."
+
+
+def _answer_cells(verdict: pd.DataFrame) -> pd.DataFrame:
+    """One row per tested partition, one column per model: verdict, value [CI], adjusted p, units."""
+    order = {r: i for i, r in enumerate([*RANK_NAMES, "all"])}
+    levels = list(dict.fromkeys(verdict.sort_values("rank", key=lambda x: x.map(order), kind="stable")["level"]))
+    table = {"rank": [lv.replace("=", " = ") for lv in levels]}
+    for model in dict.fromkeys(verdict["model"]):
+        rows = verdict[verdict["model"] == model].drop_duplicates("level").set_index("level")
+        cells = []
+        for lv in levels:
+            if lv not in rows.index:
+                cells.append("-")
+                continue
+            r = rows.loc[lv]
+            units = f"{_fmt(r['n_species'], 6)} species"
+            if r["verdict"] == "not testable":
+                cells.append(f"not testable ({r['reason']})" if r["reason"] else "not testable")
+                continue
+            ci = _ci(r["ci_low"], r["ci_high"])
+            cells.append(f"{r['verdict']}: {_fmt(r['value'])}{' ' + ci if ci != '-' else ''} vs null "
+                         f"{_fmt(r['null_mean'])}, p_adj {_fmt(r['p_adjusted'], 2)}, {units}")
+        table[model] = cells
+    return pd.DataFrame(table)
+
+
+_RANK_PLURAL = {"kingdom": "kingdoms", "phylum": "phyla", "class": "classes", "order": "orders",
+                "family": "families", "genus": "genera", "species": "species"}
+
+
+def _data_summary(models: list[ModelRun]) -> pd.DataFrame:
+    """Per model: what was embedded by which model and weights, and how many taxa per rank."""
+    rows = []
+    for m in models:
+        p = m.provenance
+        species = (pd.read_csv(m.probe / "species.csv", keep_default_na=False)
+                   if (m.probe / "species.csv").exists() else None)
+        name = getattr(p, "model", "") if p is not None else ""
+        row = {"model": m.label,
+               "model name": name if name and name != "unknown" else
+               "not recorded (imported without --model)",
+               "weights": (getattr(p, "pretrained", "") or "not recorded") if p is not None else "-",
+               "images": m.info.get("n_images", "-"), "species": m.info.get("n_species", "-")}
+        if species is not None:
+            images = pd.to_numeric(species.get("images"), errors="coerce")
+            if images is not None:
+                row["species"] = f"{row['species']} ({int((images == 1).sum())} with one image)"
+            taxa = []
+            for rank in RANK_NAMES[:-1]:
+                if rank in species.columns:
+                    named = species[rank].astype(str).str.strip() != ""
+                    n = int(species.loc[named, RANK_NAMES[:RANK_NAMES.index(rank) + 1]]
+                            .astype(str).agg(";".join, axis=1).nunique())
+                    taxa.append(f"{n} {_RANK_PLURAL[rank] if n != 1 else rank}")
+            row["taxa"] = ", ".join(taxa)
+        row["dim"] = m.info.get("dim", "-")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _evaluation_sentence(models: list[ModelRun]) -> str:
+    """What the evaluations found, in one or two sentences (top-1 at the finest and coarsest ranks scored)."""
+    parts = []
+    for m in models:
+        for d in m.evaluations:
+            metrics = _read_csv(d / "metrics.csv")
+            info = json.loads((d / "run.json").read_text()) if (d / "run.json").exists() else {}
+            if metrics is None:
+                continue
+            top1 = metrics[(metrics["metric"] == "top1")]
+            if "fold" in top1.columns and (top1["fold"].astype(str) == "mean").any():
+                top1 = top1[top1["fold"].astype(str) == "mean"]
+            if "n_taxa" in top1.columns:
+                top1 = top1[pd.to_numeric(top1["n_taxa"], errors="coerce").fillna(2) >= 2]
+            ranked = [r for r in RANK_NAMES[::-1] if r in set(top1["rank"])]
+            if not ranked:
+                continue
+            pick = [ranked[0]] if len(ranked) == 1 else [ranked[0], ranked[-1]]
+            said = []
+            for rank in pick:
+                row = top1[top1["rank"] == rank].iloc[0]
+                ci = (f" [{row['ci_low']:.3f}, {row['ci_high']:.3f}]"
+                      if pd.notna(row["ci_low"]) and pd.notna(row["ci_high"]) else "")
+                said.append(f"{row['value']:.3f}{ci} at {rank} (n = {int(row['n'])} test images)")
+            label = f"{info.get('method', d.name)} on a {info.get('split', '')} split".replace(" on a  split", "")
+            parts.append(f"{m.label}, {label}: top-1 {' and '.join(said)}")
+    return ("; ".join(parts) + ".") if parts else ""
+
+
+def _support_sentence(evidence: pd.DataFrame) -> str:
+    if evidence.empty:
+        return ""
+    out = []
+    for model, table in evidence.groupby("model", sort=False):
+        k = int(table["supports"].sum())
+        out.append(f"{model}: {k} of {len(table)} supporting statistics support the taxonomy "
+                   f"(Benjamini-Yekutieli-adjusted p <= {ALPHA:g} on the side the taxonomy predicts)")
+    return "; ".join(out) + ". They never change a verdict."
+
+
+def _comparison_sentence(comparisons: pd.DataFrame) -> str:
+    if comparisons is None or comparisons.empty:
+        return ""
+    c = comparisons.drop_duplicates(["model", "versus", "level"])
+    out = []
+    for (a, b), table in c.groupby(["model", "versus"], sort=False):
+        p = pd.to_numeric(table["p_value"], errors="coerce")
+        clearer = [lv.replace("=", " = ") for lv, v, q in zip(table["level"], table["value"], p) if q <= ALPHA and v < 0]
+        weaker = [lv.replace("=", " = ") for lv, v, q in zip(table["level"], table["value"], p) if q <= ALPHA and v > 0]
+        said = []
+        if clearer:
+            said.append(f"{a} shows {_join(clearer)} more clearly than {b}")
+        if weaker:
+            said.append(f"{b} shows {_join(weaker)} more clearly than {a}")
+        out.append("; ".join(said) if said else f"no rank differs between {a} and {b} at p <= {ALPHA:g}")
+    return "; ".join(out) + " (paired tests over parent taxa; not adjusted for the number of ranks)."
+
+
+def _treelike_sentence(models: list[ModelRun]) -> str:
+    try:
+        from latent.probes.hyperbolic import treelike_sentence
+    except ImportError:  # pragma: no cover - the probe module always has it
+        return ""
+    out = []
+    for m in models:
+        metrics = _read_csv(m.probe / "metrics.csv")
+        if metrics is None:
+            continue
+        text = treelike_sentence(metrics[metrics["probe"].isin(["hyperbolicity", "hyperbolic_fit"])])
+        if text:
+            out.append(f"{m.label}: {text}" if len(models) > 1 else text)
+    return " ".join(out)
+
+
+def _provenance_rows(models: list[ModelRun], run_info: dict[str, Any]) -> pd.DataFrame:
+    """Provenance as ``setting, value`` rows (long values wrap instead of widening the page)."""
+    rows = []
+    for m in models:
+        p = m.provenance
+        prefix = f"{m.label}: " if len(models) > 1 else ""
+        items = {"cache": str(m.cache), "model name": getattr(p, "model", "-"),
+                 "weights": getattr(p, "pretrained", "-"),
+                 "preprocessing": json.dumps(p.preprocess, sort_keys=True) if p is not None and p.preprocess else "-",
+                 "embedding source": getattr(p, "source", "") or "-", "cache created": getattr(p, "created", "") or "-",
+                 "results": ", ".join(d.name for d in [*m.evaluations, m.probe])}
+        permutations = _permutations_used(m)
+        if permutations:
+            items["permutations used"] = permutations
+        rows += [{"setting": prefix + k, "value": str(v)} for k, v in items.items()]
+    rows += [{"setting": k, "value": str(v)} for k, v in run_info.items()]
+    return pd.DataFrame(rows)
+
+
+def _permutations_used(m: ModelRun) -> str:
+    """Per probe, the permutations its rows used, when a probe used fewer than asked (a stated cap)."""
+    metrics = _read_csv(m.probe / "metrics.csv")
+    if metrics is None or "permutations" not in metrics.columns:
+        return ""
+    used = metrics.dropna(subset=["permutations"])
+    used = used[used["permutations"] > 0]
+    parts = []
+    for probe, table in used.groupby("probe", sort=False):
+        counts = sorted({int(v) for v in table["permutations"]})
+        parts.append(f"{probe} {'/'.join(map(str, counts))}")
+    return ", ".join(parts)
+
+
+class _Doc:
+    """The report as blocks rendered to Markdown and HTML alike (so both say the same)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.md: list[str] = []
+        self.html: list[str] = []
+
+    def h(self, level: int, text: str, anchor: str = "") -> None:
+        self.md += ["#" * level + " " + text, ""]
+        ident = f" id='{html.escape(anchor)}'" if anchor else ""
+        self.html.append(f"<h{level}{ident}>{html.escape(text)}</h{level}>")
+
+    def p(self, text: str, cls: str = "") -> None:
+        if not text:
+            return
+        self.md += [text, ""]
+        self.html.append(f"<p{f' class={chr(39)}{cls}{chr(39)}' if cls else ''}>{html.escape(text)}</p>")
+
+    def table(self, frame: pd.DataFrame, verdict_cols: Sequence[str] = (), cls: str = "") -> None:
+        self.md += [_markdown_table(frame), ""]
+        body = _html_table(frame, verdict_cols=verdict_cols)
+        self.html.append(body.replace("<table>", f"<table class='{cls}'>", 1) if cls else body)
+
+    def details(self, summary: str, frame: pd.DataFrame) -> None:
+        self.md += [f"{summary}:", "", _markdown_table(frame), ""]
+        self.html += [f"<details><summary>{html.escape(summary)}</summary>", _html_table(frame), "</details>"]
+
+    def figure(self, f: _Figure, cls: str = "") -> None:
+        self.md += [f"### {f.title}", "", f"![{f.title}]({f.png.relative_to(self.out).as_posix()})", "", f.caption, ""]
+        data = base64.b64encode(f.png.read_bytes()).decode("ascii")
+        self.html.append(
+            f"<figure id='{html.escape(f.key)}'{f' class={chr(39)}{cls}{chr(39)}' if cls else ''}>"
+            f"<h3>{html.escape(f.title)}</h3><img alt='{html.escape(f.title)}' src='data:image/png;base64,{data}'>"
+            f"<figcaption>{html.escape(f.caption)} (vector version: "
+            f"<code>{html.escape(f.png.with_suffix('.pdf').relative_to(self.out).as_posix())}</code>)</figcaption>"
+            "</figure>")
 
 
 def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings, verdict: pd.DataFrame,
                      evidence: pd.DataFrame, comparisons: pd.DataFrame, figures: list[_Figure]) -> tuple[Path, Path]:
-    wide = _verdict_wide(verdict)
+    """``report.md`` and ``report.html``: first the question, the data, the model and the answer per rank with
+    one key figure; then a section per question, each opening with what it found; then the provenance."""
+    answer = _answer_cells(verdict)
     vdetail = _verdict_detail(verdict)
     detail = _evidence_display(evidence)
+    if verdict["model"].nunique() == 1:  # one model: its name is in the title, not in every row
+        vdetail, detail = vdetail.drop(columns="model"), detail.drop(columns="model")
     compared = _comparison_display(comparisons) if len(comparisons) else None
     treelike = _treelike_table(models)
     shape = _shape_table(models)
     coverage = _coverage_tables(models)
-    prov = _provenance(models, settings)
     names = ", ".join(m.label for m in models)
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     run_info = {"latent version": __version__, "git commit": _git_commit(), "python": platform.python_version(),
                 "created": created, "seed": settings.seed,
-                "permutations (primary, restricted null)": settings.probe_settings.get("levels", {}).get(
+                "permutations asked (primary, restricted null)": settings.probe_settings.get("levels", {}).get(
                     "permutations", settings.verdict_permutations),
-                "permutations (supporting, free null)": settings.permutations,
+                "permutations asked (supporting, free null)": settings.permutations,
                 "bootstrap resamples": settings.n_boot, "distance": settings.distance,
                 "alpha (Holm, per model)": ALPHA,
                 "comparisons at a common dimension": settings.common_dim,
                 "evaluations": ", ".join(f"{m} ({s})" for m, s in settings.evaluations),
                 "probes": ", ".join(settings.probes) if settings.probes else "all"}
-    intro = (f"Does the embedding space of {names} reflect the taxonomy? Each row is one rank (ranks that split the "
-             "species identically are one row); each cell gives the verdict, the primary statistic (below 1: the rank "
-             "is visible beyond its parent), its null mean and the Holm-adjusted p-value. Machine-readable: "
-             "verdicts.csv, comparisons.csv, supporting.csv.")
-
-    md = [f"# Does the embedding space reflect the taxonomy? ({names})", "", intro, "",
-          _markdown_table(wide), "", f"**Rule.** {VERDICT_RULE}", "", "## The primary test per rank", "",
-          _markdown_table(vdetail), ""]
-    for label, table in coverage:
-        md += [f"## What could be tested ({label})" if len(coverage) > 1 else "## What could be tested", "",
-               _markdown_table(table), "", COVERAGE_NOTE, ""]
-    if compared is not None:
-        md += ["## Model versus model", "", _markdown_table(compared), "", COMPARISON_NOTE, ""]
-    md += ["## Supporting statistics (free null)", "", _markdown_table(detail), ""]
-    if len(treelike):
-        md += ["## Is the space tree-like?", "", _markdown_table(treelike), "", TREELIKE_NOTE, ""]
-    if len(shape):
-        md += ["## The shape of the space", "", _markdown_table(shape), "", SHAPE_NOTE, ""]
-    md += ["## Figures", ""]
+    doc = _Doc(out)
+    doc.h(1, f"{QUESTION} ({names})")
+    doc.p(f"Each rank is tested with one primary statistic chosen before looking (distance to relatives inside "
+          f"the taxon over distance to relatives outside it within the parent; below 1: the rank is visible beyond "
+          f"its parent) against a restricted permutation null, Holm-adjusted over the ranks of a model "
+          f"(alpha {ALPHA:g}). Machine-readable: verdicts.csv, supporting.csv, comparisons.csv.")
+    doc.h(2, "Data and model", "data")
+    doc.table(_data_summary(models), cls="compact")
+    doc.h(2, "The answer per rank", "answer")
+    for model in dict.fromkeys(verdict["model"]):
+        doc.p(answer_sentence(verdict, model), cls="answer")
+    doc.table(answer, verdict_cols=[c for c in answer.columns if c != "rank"])
     for f in figures:
-        md += [f"### {f.title}", "", f"![{f.title}]({f.png.relative_to(out).as_posix()})", "", f.caption, ""]
-    md += ["## Provenance", "", _markdown_table(prov), "",
-           _markdown_table(pd.DataFrame({"setting": list(run_info), "value": [str(v) for v in run_info.values()]})),
-           "", "Results tables: " + ", ".join(f"`{d.relative_to(out).as_posix()}`" for m in models
-                                               for d in [*m.evaluations, m.probe]), ""]
-    md_path = atomic_write_text(out / "report.md", "\n".join(md))
+        if f.section == "answer":
+            doc.figure(f, cls="key")
+    doc.p(f"Rule. {VERDICT_RULE}", cls="rule")
 
-    parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>latent report: {html.escape(names)}</title>"
-             f"<style>{_CSS}</style></head><body>",
-             f"<h1>Does the embedding space reflect the taxonomy?</h1><p>{html.escape(intro)}</p>",
-             _html_table(wide, verdict_cols=[c for c in wide.columns if c != "rank"]),
-             f"<p class='rule'><b>Rule.</b> {html.escape(VERDICT_RULE)}</p>",
-             "<h2>The primary test per rank</h2>", _html_table(vdetail, verdict_cols=["verdict"])]
+    doc.h(2, "What could be tested", "coverage")
     for label, table in coverage:
-        heading = f"What could be tested ({label})" if len(coverage) > 1 else "What could be tested"
-        parts += [f"<h2>{html.escape(heading)}</h2>", _html_table(table),
-                  f"<p class='rule'>{html.escape(COVERAGE_NOTE)}</p>"]
-    if compared is not None:
-        parts += ["<h2>Model versus model</h2>", _html_table(compared),
-                  f"<p class='rule'>{html.escape(COMPARISON_NOTE)}</p>"]
-    parts += ["<h2>Supporting statistics (free null)</h2><details><summary>Statistics that support but never decide "
-              f"a verdict ({len(detail)} rows): value, species-bootstrap CI, null mean, z, permutation p-value and its "
-              "Benjamini-Yekutieli adjustment</summary>", _html_table(detail), "</details>"]
-    if len(treelike):
-        parts += ["<h2>Is the space tree-like?</h2>", _html_table(treelike), f"<p class='rule'>{html.escape(TREELIKE_NOTE)}</p>"]
+        if len(coverage) > 1:
+            doc.h(3, label)
+        doc.table(table)
+    doc.p(COVERAGE_NOTE, cls="rule")
+
+    evaluation_figures = [f for f in figures if f.section == "evaluation"]
+    if evaluation_figures or any(m.evaluations for m in models):
+        doc.h(2, SECTION_TITLES["evaluation"], "evaluation")
+        doc.p(_evaluation_sentence(models))
+        for f in evaluation_figures:
+            doc.figure(f)
+
+    doc.h(2, SECTION_TITLES["geometry"], "geometry")
+    doc.p(_support_sentence(evidence))
+    doc.details(f"Supporting statistics (free null; {len(detail)} rows): value, species-bootstrap CI, null mean, z, "
+                "permutation p-value and its Benjamini-Yekutieli adjustment", detail)
     if len(shape):
-        parts += ["<h2>The shape of the space</h2>", _html_table(shape), f"<p class='rule'>{html.escape(SHAPE_NOTE)}</p>"]
-    parts.append("<h2>Figures</h2>")
+        doc.h(3, "The shape of the space")
+        doc.table(shape)
+        doc.p(SHAPE_NOTE, cls="rule")
     for f in figures:
-        data = base64.b64encode(f.png.read_bytes()).decode("ascii")
-        parts.append(f"<figure id='{html.escape(f.key)}'><h3>{html.escape(f.title)}</h3>"
-                     f"<img alt='{html.escape(f.title)}' src='data:image/png;base64,{data}'>"
-                     f"<figcaption>{html.escape(f.caption)} (vector version: "
-                     f"<code>{html.escape(f.png.with_suffix('.pdf').relative_to(out).as_posix())}</code>)</figcaption></figure>")
-    parts += ["<h2>Provenance</h2>", _html_table(prov),
-              _html_table(pd.DataFrame({"setting": list(run_info), "value": [str(v) for v in run_info.values()]})),
-              "</body></html>"]
-    html_path = atomic_write_text(out / "report.html", "".join(parts))
+        if f.section == "geometry":
+            doc.figure(f)
+
+    doc.h(2, SECTION_TITLES["hierarchy"], "hierarchy")
+    doc.p("The primary test per rank, with its CI (a bootstrap over parent taxa), null mean, effect, raw and "
+          "Holm-adjusted p, and the units it rests on.")
+    doc.table(vdetail, verdict_cols=["verdict"])
+    for f in figures:
+        if f.section == "hierarchy":
+            doc.figure(f)
+
+    if len(treelike) or any(f.section == "tree-likeness" for f in figures):
+        doc.h(2, SECTION_TITLES["tree-likeness"], "treelike")
+        doc.p(_treelike_sentence(models))
+        if len(treelike):
+            doc.table(treelike)
+            doc.p(TREELIKE_NOTE, cls="rule")
+        for f in figures:
+            if f.section == "tree-likeness":
+                doc.figure(f)
+
+    if compared is not None:
+        doc.h(2, "Model versus model", "comparisons")
+        doc.p(_comparison_sentence(comparisons))
+        doc.table(compared)
+        doc.p(COMPARISON_NOTE, cls="rule")
+
+    other = [f for f in figures if f.section != "answer" and (f.section not in SECTION_TITLES or f.section == "other")]
+    if other:
+        doc.h(2, SECTION_TITLES["other"], "other")
+        for f in other:
+            doc.figure(f)
+
+    doc.h(2, "Provenance", "provenance")
+    doc.table(_provenance_rows(models, run_info), cls="provenance")
+    doc.p("Slides (16:9 PDF, one figure per page): figures/slides.pdf. Results tables: "
+          + ", ".join(d.relative_to(out).as_posix() for m in models for d in [*m.evaluations, m.probe]
+                      if d.is_relative_to(out)))
+    md_path = atomic_write_text(out / "report.md", "\n".join(doc.md))
+    page = (f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>latent report: {html.escape(names)}"
+            f"</title><style>{_CSS}</style></head><body>" + "".join(doc.html) + "</body></html>")
+    html_path = atomic_write_text(out / "report.html", page)
     return html_path, md_path
+
+
+def _summary_lines(models: list[ModelRun], verdict: pd.DataFrame) -> list[str]:
+    """The first screen in lines (the slides' title page): data, model and the answer per model."""
+    lines = []
+    for row in _data_summary(models).to_dict("records"):
+        lines.append(f"{row['model']}: {row['model name']} ({row['weights']}); {row['images']} images, "
+                     f"{row['species']} species; {row.get('taxa', '')}")
+    lines += [answer_sentence(verdict, model) for model in dict.fromkeys(verdict["model"])]
+    return lines
 
 
 # ------------------------------------------------------------------------------ entry point
@@ -611,6 +882,18 @@ def render_report(out: "str | os.PathLike[str]", models: "Sequence[ModelRun]", s
     runs = {m.label: {"cache": str(m.cache.resolve()), "evaluations": [str(d.resolve()) for d in m.evaluations],
                       "probe": str(m.probe.resolve()), "projections": [str(p.resolve()) for p in m.projections]}
             for m in models}
+    summary_lines = _summary_lines(models, verdict)
+    figure_records = [{"key": f.key, "title": f.title, "caption": f.caption, "section": f.section,
+                       "png": f.png.relative_to(out).as_posix()} for f in figures]
     atomic_write_text(out / "report.json", json.dumps({"models": runs, "settings": asdict(settings),
-                                                       "latent_version": __version__}, indent=2, default=str))
+                                                       "latent_version": __version__, "title": QUESTION,
+                                                       "summary_lines": summary_lines, "figures": figure_records},
+                                                      indent=2, default=str))
+    from latent.slides import Slide, write_slides
+
+    from latent.figures import SECTIONS
+
+    in_sections = sorted(figures, key=lambda f: SECTIONS.index(f.section) if f.section in SECTIONS else len(SECTIONS))
+    write_slides(out / "figures" / "slides.pdf", [Slide(f.title, f.png, f.caption) for f in in_sections],
+                 title=QUESTION, subtitle_lines=summary_lines)
     return ReportResult(out, html_path, md_path, verdict, [f.png for f in figures], runs, comparisons)

@@ -50,7 +50,8 @@ def synth(path: Path, signal: float = 2.0, seed: int = 0) -> Path:
 
 
 def _figure_section(md: str) -> str:
-    return md.split("## Figures", 1)[1].split("## Provenance", 1)[0]
+    """The report from the answer to the provenance: every figure, in the sections that show them."""
+    return md.split("## The answer per rank", 1)[1].split("## Provenance", 1)[0]
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +73,7 @@ def test_every_registered_figure_is_drawn(full_report):
     assert len(drawn) == len(specs)
     # in the declared order, each with its title and caption (placeholders filled)
     md = _figure_section(full_report.markdown.read_text())
-    titles = re.findall(r"^### (.+)$", md, flags=re.M)
+    titles = re.findall(r"^### (.+)\n\n!\[", md, flags=re.M)  # figure headings (an image follows)
     assert titles[0] == "Evidence per rank: observed statistic against its null"
     assert f"PCA projection of the images ({label})" in titles
     assert titles.index(f"Centroid distances in taxonomic order ({label})") < titles.index("Convergence of the fits")

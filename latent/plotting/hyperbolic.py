@@ -56,9 +56,9 @@ GEOMETRIES = ("poincare", "euclidean")
 _GEOMETRY_STYLE = {"poincare": {"linestyle": "-", "marker": "o"}, "euclidean": {"linestyle": "--", "marker": "s"}}
 _GEOMETRY_COLOUR = {"poincare": OKABE_ITO[0], "euclidean": OKABE_ITO[1]}
 _STAT_LABELS = {
-    "distortion": "average distortion (lower is better)",
-    "worst_distortion": "worst-case distortion (lower is better)",
-    "map": "MAP (higher is better)",
+    "distortion": "average distortion\n(lower is better)",
+    "worst_distortion": "worst-case distortion\n(lower is better)",
+    "map": "MAP of taxonomic neighbours\n(higher is better)",
 }
 _METRIC = re.compile(r"^(poincare|euclidean)_(.+)@(\d+)$")
 
@@ -86,8 +86,10 @@ def plot_poincare_disk(
     """The species of a 2-D Poincare fit in the unit disk, coloured by their clade at one rank.
 
     Faint circles mark hyperbolic distances d from the centre (Euclidean radius ``tanh(d / 2)``,
-    curvature -1; d = 1, 2, 3 on the whole disk): near the rim, small Euclidean gaps are large
-    hyperbolic distances.
+    curvature -1; d = 1, 2, 3 on the whole disk; named under the panel, never on the disk): near the rim,
+    small Euclidean gaps are large hyperbolic distances. Each coloured clade is named beside the mean of
+    its points, towards the centre (so a clade on the rim is not covered by its name); the legend gives
+    the names in full.
 
     Parameters
     ----------
@@ -145,37 +147,68 @@ def plot_poincare_disk(
     shuffled = np.random.default_rng(0).permutation(S)
     other = codes[shuffled] == len(clades) - 1 if has_other else np.zeros(S, dtype=bool)
     draw = np.r_[shuffled[other], shuffled[~other]]
-    fig, axes = new_figure(1, len(arrays), panel=(3.6, 3.6), extra=(0.2, 0.9))
+    fig, axes = new_figure(1, len(arrays), panel=(3.6, 3.8), extra=(0.2, 0.9))
     axes = axes[0]
     for ax, (name, P) in zip(axes, arrays.items()):
         radius = float(np.linalg.norm(P, axis=1).max()) if S else 1.0
         zoomed = (radius < 0.5) if zoom is None else bool(zoom)
         limit = min(1.04, max(radius, 1e-6) * 1.15) if zoomed else 1.04
         ax.add_patch(Circle((0, 0), 1.0, fill=False, edgecolor="#333333", linewidth=1.0))
-        # Reference circles at hyperbolic distances d from the centre (the three largest in view).
+        # Reference circles at hyperbolic distances d from the centre (the three largest in view), named
+        # under the panel, not on the disk where the points are.
         shown = [d for d in (0.05, 0.1, 0.2, 0.5, 1, 2, 3) if np.tanh(d / 2) < 0.97 * limit][-3:]
         for d in shown:
-            r = np.tanh(d / 2)
-            ax.add_patch(Circle((0, 0), r, fill=False, edgecolor="#D0D0D0", linewidth=0.6, linestyle=":"))
-            ax.text(r * np.cos(np.pi / 4), r * np.sin(np.pi / 4), f"d={d:g}", fontsize=5.5, color="#888888",
-                    ha="left", va="bottom")
+            ax.add_patch(Circle((0, 0), np.tanh(d / 2), fill=False, edgecolor="#D0D0D0", linewidth=0.6,
+                                linestyle=":"))
+        if shown:
+            ax.text(0.5, -0.02, "dotted circles: hyperbolic distance " + ", ".join(f"{d:g}" for d in shown)
+                    + " from the centre", transform=ax.transAxes, ha="center", va="top", fontsize=6,
+                    color="#666666")
         if edges:
             ax.add_collection(LineCollection(_tree_edges(P, table), colors="#999999", linewidths=0.4, alpha=0.6,
                                              zorder=1))
         ax.scatter(P[draw, 0], P[draw, 1], s=size, c=list(point_colours[draw]), linewidths=0.2,
                    edgecolors="white" if S <= 300 else "none", rasterized=S > 2000, zorder=2)
+        _label_clades(ax, P, codes, clades, limit)
         ax.set_xlim(-limit, limit)
         ax.set_ylim(-limit, limit)
         ax.set_aspect("equal")
         ax.set_axis_off()
         label = name or f"{S:,} species"
-        ax.set_title(f"{label}\n(zoomed to radius {limit:.2g} of 1)" if zoomed and limit < 1 else label)
+        ax.set_title(f"{label}\n(zoomed to radius {limit:.2g} of 1)" if zoomed and limit < 1 else label, pad=10)
     handles = [Line2D([], [], marker="o", linestyle="", markerfacecolor=c, markeredgecolor="none", markersize=6)
                for c in colours]
-    figure_legend(fig, handles, [f"{shorten(c, 24)} ({n:,})" for c, n in zip(clades, sizes)],
-               max_ncol=min(4, max(1, len(clades))), title=f"{color_rank} (species)")
+    figure_legend(fig, handles, [f"{shorten(c, 40)} ({n:,})" for c, n in zip(clades, sizes)],
+                  max_ncol=min(4, max(1, len(clades))), title=f"{color_rank} (species)")
     figure_title(fig, title)
     return fig, axes
+
+
+def _label_clades(ax: Any, P: np.ndarray, codes: np.ndarray, clades: Sequence[str], limit: float) -> None:
+    """Name each coloured clade (not "other") beside the mean of its points, towards the centre.
+
+    A clade away from the centre is named just inside its mean position (text running towards the
+    centre, so it does not cover its points on the rim); a clade around the centre at its mean.
+    """
+    import matplotlib.patheffects as pe
+
+    halo = [pe.withStroke(linewidth=2.2, foreground="white")]
+    for k, clade in enumerate(clades):
+        if clade == "other" and k == len(clades) - 1:
+            continue
+        members = P[codes == k]
+        if not len(members):
+            continue
+        centre = members.mean(axis=0)
+        r = float(np.linalg.norm(centre))
+        if r > 0.3 * limit:
+            at = centre * max(r - 0.06 * limit, 0.0) / r
+            ha = "right" if centre[0] > 0 else "left"
+            va = "top" if centre[1] > 0 else "bottom"
+        else:
+            at, ha, va = centre, "center", "center"
+        ax.text(at[0], at[1], shorten(clade, 22), fontsize=6.5, ha=ha, va=va, color="#222222", zorder=3,
+                path_effects=halo, gid="clade-label")
 
 
 def _tree_edges(P: np.ndarray, table: pd.DataFrame) -> np.ndarray:
@@ -196,12 +229,51 @@ def _tree_edges(P: np.ndarray, table: pd.DataFrame) -> np.ndarray:
 
 
 def _fit_series(frame: pd.DataFrame) -> pd.Series:
-    """One label per row: the model, and the fit's target (``embedding``/``taxonomy``) where both occur."""
-    label = model_values(frame)
-    if "target" in frame.columns and model_values(frame, "target").nunique() > 1:
-        target = model_values(frame, "target").map(lambda t: "taxonomy, reference" if t == "taxonomy" else t)
-        label = pd.Series([f"{m} ({t})" if m else t for m, t in zip(label, target)], index=frame.index, dtype=object)
-    return label
+    """One series name per row, the model named once.
+
+    Rows of the embedding target (or without ``target``) are named by their model (``"centroid
+    distances"`` when no model is given); rows of the taxonomy target are ``"taxonomy (reference)"``,
+    with the model after it only when several models bring one.
+    """
+    model = model_values(frame)
+    if "target" not in frame.columns:
+        return model.map(lambda m: m or "centroid distances")
+    target = model_values(frame, "target")
+    several = model[target == "taxonomy"].nunique() > 1
+    names = [("taxonomy (reference" + (f", {m})" if several and m else ")")) if t == "taxonomy"
+             else (m or "centroid distances") for m, t in zip(model, target)]
+    return pd.Series(names, index=frame.index, dtype=object)
+
+
+def _converged(frame: pd.DataFrame) -> np.ndarray:
+    """``(n,)`` bool: the row's fit converged (True where the table has no ``converged`` record)."""
+    if "converged" not in frame.columns:
+        return np.ones(len(frame), dtype=bool)
+    values = frame["converged"]
+    out = values.map(lambda v: str(v).strip().lower() not in ("false", "0", "0.0", "no"))
+    return out.to_numpy(dtype=bool)
+
+
+#: Horizontal offset (in octaves of dimension) between neighbouring series in a panel where two series
+#: would hide each other (values within :data:`_OVERLAP` of the panel's range at one dimension).
+_DODGE = 0.05
+_OVERLAP = 0.03
+
+
+def _overlapping(sub: pd.DataFrame) -> bool:
+    """Whether two series of one panel have nearly equal values at one dimension (one would hide the other)."""
+    values = sub["value"].to_numpy(float)
+    finite = values[np.isfinite(values)]
+    if len(finite) < 2:
+        return False
+    span = float(finite.max() - finite.min())
+    close = _OVERLAP * span if span > 0 else 1e-12
+    for _, at in sub.groupby("_dim"):
+        y = np.sort(at["value"].to_numpy(float))
+        y = y[np.isfinite(y)]
+        if len(y) > 1 and (np.diff(y) <= close).any():
+            return True
+    return False
 
 
 @styled
@@ -218,8 +290,9 @@ def plot_distortion(
     summary
         Long rows with ``metric`` = ``<geometry>_<statistic>@<dim>`` (``poincare_distortion@2``,
         ``euclidean_map@16``, ...), ``value`` and optional ``ci_low``, ``ci_high`` (error bars),
-        ``model`` and ``target`` (``embedding`` or ``taxonomy``: the fit of the taxonomy's own
-        distances, a reference series). Other metrics are ignored.
+        ``model``, ``target`` (``embedding`` or ``taxonomy``: the fit of the taxonomy's own distances,
+        a reference series) and ``converged`` (the fit met its tolerance; absent: taken as converged).
+        Other metrics are ignored.
     statistics
         Which statistics to draw (default all found: distortion first, MAP last).
     title
@@ -228,8 +301,12 @@ def plot_distortion(
     Returns
     -------
     (Figure, numpy.ndarray)
-        ``(n_statistics,)`` axes. One model: colour and line style both mark the geometry; several
-        models: colour is the model, line style (solid Poincare, dashed Euclidean) the geometry.
+        ``(n_statistics,)`` axes. One series: colour and line style both mark the geometry; several
+        (models, or the taxonomy's reference): colour is the series, line style and marker (solid
+        circles Poincare, dashed squares Euclidean) the geometry. In a panel where two series have
+        nearly equal values at one dimension, the series are offset a little along the dimension axis so
+        that both stay visible side by side. A fit that did not converge is a
+        hollow marker outside its series' line (left out of the comparison), and the legend says so.
     """
     function = "plot_distortion"
     require_columns(summary, ["metric", "value"], parameter="summary", function=function,
@@ -244,6 +321,7 @@ def plot_distortion(
     frame["_stat"] = [p[1] for p in parsed[parsed.notna()]]
     frame["_dim"] = [p[2] for p in parsed[parsed.notna()]]
     frame["_model"] = _fit_series(frame)
+    frame["_converged"] = _converged(frame)
     found = list(dict.fromkeys(frame["_stat"]))
     order = {"distortion": 0, "worst_distortion": 1, "map": 3}
     found.sort(key=lambda s: order.get(s, 2))
@@ -261,29 +339,43 @@ def plot_distortion(
                          "'target') column.")
     models = list(dict.fromkeys(frame["_model"]))
     model_colours = dict(zip(models, palette(len(models))))
+    series = [(m, g) for m in models for g in GEOMETRIES]
+    shift = {key: 2.0 ** (_DODGE * (i - (len(series) - 1) / 2)) for i, key in enumerate(series)}
     nrows, ncols = grid_shape(len(found), 3)
-    fig, axes = new_figure(nrows, ncols, panel=(2.9, 2.5), extra=(0.2, 0.6))
+    fig, axes = new_figure(nrows, ncols, panel=(2.9, 2.5), extra=(0.2, 0.8))
     flat = axes.ravel()
     dims = sorted(set(frame["_dim"]))
+    hollow_drawn = False
     for ax, stat in zip(flat, found):
         sub = frame[frame["_stat"] == stat]
+        dodge = _overlapping(sub)
         for model in models:
             for geometry in GEOMETRIES:
                 rows = sub[(sub["_model"] == model) & (sub["_geometry"] == geometry)].sort_values("_dim")
                 if rows.empty:
                     continue
                 colour = _GEOMETRY_COLOUR[geometry] if len(models) == 1 else model_colours[model]
+                x = rows["_dim"].to_numpy(float) * (shift[(model, geometry)] if dodge else 1.0)
                 y = rows["value"].to_numpy(float)
+                ok = rows["_converged"].to_numpy(bool)
                 err = None
                 if {"ci_low", "ci_high"} <= set(rows.columns):
                     lo = np.nan_to_num(y - rows["ci_low"].to_numpy(float), nan=0.0).clip(min=0)
                     hi = np.nan_to_num(rows["ci_high"].to_numpy(float) - y, nan=0.0).clip(min=0)
                     err = np.vstack([lo, hi]) if (lo > 0).any() or (hi > 0).any() else None
-                ax.errorbar(rows["_dim"].to_numpy(float), y, yerr=err, color=colour, markersize=4.5,
-                            **_GEOMETRY_STYLE[geometry])
+                if ok.any():
+                    ax.errorbar(x[ok], y[ok], yerr=None if err is None else err[:, ok], color=colour,
+                                markersize=4.5, gid=f"converged:{model}:{geometry}", **_GEOMETRY_STYLE[geometry])
+                if (~ok).any():
+                    ax.errorbar(x[~ok], y[~ok], yerr=None if err is None else err[:, ~ok], color=colour,
+                                markersize=4.5, markerfacecolor="white", markeredgewidth=1.1, linestyle="none",
+                                marker=_GEOMETRY_STYLE[geometry]["marker"], gid=f"not-converged:{model}:{geometry}")
+                    hollow_drawn = True
         ax.set_xscale("log", base=2)
         ax.set_xticks(dims, [str(d) for d in dims])
         ax.minorticks_off()
+        if len(dims) == 1:
+            ax.set_xlim(dims[0] / 2 ** 0.5, dims[0] * 2 ** 0.5)
         ax.set_xlabel("dimension")
         ax.set_ylabel(_STAT_LABELS.get(stat, stat))
         ax.grid(axis="y")
@@ -298,8 +390,18 @@ def plot_distortion(
     if len(models) > 1:
         for model in models:
             handles.append(Line2D([], [], color=model_colours[model], linewidth=3))
-            labels.append(model or "model")
-    figure_legend(fig, handles, labels, max_ncol=min(len(labels), 5))
+            labels.append(model)
+    if hollow_drawn:
+        handles.append(Line2D([], [], color="#444444", marker="o", markerfacecolor="white", linestyle="none"))
+        labels.append("not converged")
+    note = None
+    if hollow_drawn:
+        import textwrap
+
+        note = "\n".join(textwrap.wrap("hollow: the fit did not converge (its loss still fell at the last step); it "
+                                       "is left out of the lines and of the comparison",
+                                       max(30, int(fig.get_figwidth() * 72 / (7.5 * 0.55)))))
+    figure_legend(fig, handles, labels, max_ncol=min(len(labels), 5), title=note)
     figure_title(fig, title)
     return fig, flat[: len(found)]
 
@@ -316,7 +418,8 @@ def plot_fit_loss(
     ----------
     losses
         Columns ``geometry``, ``dim``, ``step``, ``loss``; optional ``model`` and ``target`` (rows of
-        panels per model and target).
+        panels per model and target) and ``converged`` (per fit: the fit met its tolerance). A fit that
+        did not converge is drawn dashed and the legend says so.
     title
         Figure title.
 
@@ -332,6 +435,7 @@ def plot_fit_loss(
         raise InputError(f"The 'losses' table of {function} is empty.")
     frame = losses.copy()
     frame["_model"] = _fit_series(frame)
+    frame["_converged"] = _converged(frame)
     frame["geometry"] = frame["geometry"].astype(str)
     present = set(frame["geometry"])
     geometries = [g for g in GEOMETRIES if g in present] + sorted(present - set(GEOMETRIES))
@@ -341,8 +445,9 @@ def plot_fit_loss(
 
     cmap = mpl.colormaps[SEQUENTIAL_CMAP]
     dim_colour = {d: cmap(0.1 + 0.8 * i / max(1, len(dims) - 1)) for i, d in enumerate(dims)}
-    fig, axes = new_figure(len(models), len(geometries), panel=(2.9, 2.3), extra=(0.2, 0.5), sharey=True)
+    fig, axes = new_figure(len(models), len(geometries), panel=(2.9, 2.3), extra=(0.2, 0.6), sharey=True)
     positive = bool((frame["loss"] > 0).all())
+    dashed = False
     for i, model in enumerate(models):
         for j, geometry in enumerate(geometries):
             ax = axes[i, j]
@@ -350,7 +455,11 @@ def plot_fit_loss(
             for d in dims:
                 rows = sub[sub["dim"].astype(int) == d].sort_values("step")
                 if not rows.empty:
-                    ax.plot(rows["step"], rows["loss"], color=dim_colour[d], linewidth=1.1)
+                    converged = bool(rows["_converged"].all())
+                    dashed |= not converged
+                    ax.plot(rows["step"], rows["loss"], color=dim_colour[d], linewidth=1.1,
+                            linestyle="-" if converged else "--",
+                            gid=f"{'converged' if converged else 'not-converged'}:dim{d}")
             if positive:
                 ax.set_yscale("log")
             name = {"poincare": "Poincare ball", "euclidean": "Euclidean"}.get(geometry, geometry)
@@ -358,22 +467,38 @@ def plot_fit_loss(
             ax.set_xlabel("step")
         axes[i, 0].set_ylabel("loss")
     handles = [Line2D([], [], color=dim_colour[d], linewidth=2) for d in dims]
-    figure_legend(fig, handles, [f"dim {d}" for d in dims], max_ncol=min(len(dims), 6))
+    labels = [f"dim {d}" for d in dims]
+    if dashed:
+        handles.append(Line2D([], [], color="#444444", linewidth=1.5, linestyle="--"))
+        labels.append("dashed: not converged")
+    figure_legend(fig, handles, labels, max_ncol=min(len(labels), 6))
     figure_title(fig, title)
     return fig, axes
 
 
 # ------------------------------------------------------------------------------ report adapters
 def report_poincare(context: Any, model: Any) -> "tuple[Figure, Any] | None":
-    """One model's species in the Poincare disk (``hyperbolic_fit.npz``, ``species.csv``)."""
+    """One model's species in the Poincare disk (``hyperbolic_fit.npz``, ``species.csv``); a panel whose
+    2-D Poincare fit did not converge (``metrics.csv``) says so in its title."""
     species = context.species(model)
     hyp = context.npz(model, "hyperbolic_fit.npz")
     if species is None or "poincare@2" not in hyp:
         return None
     fitted = species.iloc[hyp["species"]] if "species" in hyp else species
-    coords = {"embedding fit": hyp["poincare@2"]}
+    rows = context.probe_table(model, "metrics.csv")
+    late: set[str] = set()
+    if rows is not None and {"probe", "metric", "target", "converged"} <= set(rows.columns):
+        fits = rows[(rows["probe"] == "hyperbolic_fit") & (rows["metric"] == "poincare_distortion@2")]
+        if "features" in fits.columns:
+            fits = fits[fits["features"] == "model"]
+        late = set(fits.loc[~_converged(fits), "target"].astype(str))
+
+    def name(target: str) -> str:
+        return f"{target} fit" + (" (not converged)" if target in late else "")
+
+    coords = {name("embedding"): hyp["poincare@2"]}
     if "taxonomy_poincare@2" in hyp:
-        coords["taxonomy fit"] = hyp["taxonomy_poincare@2"]
+        coords[name("taxonomy")] = hyp["taxonomy_poincare@2"]
     return plot_poincare_disk(coords, fitted.reset_index(drop=True))
 
 
@@ -402,4 +527,10 @@ def report_fit_loss(context: Any) -> "tuple[Figure, Any] | None":
         return None
     if "target" in losses.columns:
         losses = losses[losses["target"] == "embedding"]
+    fits = rows[(rows["probe"] == "hyperbolic_fit") & rows["metric"].astype(str).str.contains("_distortion@")]
+    keys = [c for c in ("model", "target", "geometry", "dim") if c in fits.columns and c in losses.columns]
+    if "converged" in fits.columns and {"geometry", "dim"} <= set(keys):
+        record = fits[keys + ["converged"]].drop_duplicates(keys)
+        record = record.assign(dim=record["dim"].astype(float).astype(int))
+        losses = losses.assign(dim=losses["dim"].astype(int)).merge(record, on=keys, how="left")
     return plot_fit_loss(losses)

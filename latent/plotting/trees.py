@@ -34,9 +34,84 @@ from latent.plotting.style import (
     top_categories,
 )
 
-__all__ = ["plot_tanglegram", "dendrogram_segments", "taxonomy_segments", "drawn_depth"]
+__all__ = ["plot_tanglegram", "dendrogram_segments", "taxonomy_segments", "drawn_depth", "count_crossings",
+           "taxonomy_follow", "untangle"]
 
 log = logging.getLogger(__name__)
+
+
+def count_crossings(a: Any, b: Any) -> int:
+    """Pairs of connecting lines that cross: pairs ``i < j`` with ``(a_i - a_j) (b_i - b_j) < 0``.
+
+    Parameters
+    ----------
+    a, b
+        ``(S,)`` positions of the same ``S`` leaves on the two sides (ties never cross).
+
+    Returns
+    -------
+    int
+        The number of crossing pairs (``O(S log S)``: a Fenwick tree over the ranks of ``b``).
+    """
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.shape != b.shape:
+        raise InputError(f"count_crossings needs two position arrays of one length. Got {a.shape} and {b.shape}.")
+    S = len(a)
+    if S < 2:
+        return 0
+    rank_b = np.unique(b, return_inverse=True)[1].astype(np.int64) + 1  # 1-based dense ranks
+    size = int(rank_b.max())
+    tree = np.zeros(size + 1, dtype=np.int64)
+    order = np.lexsort((b, a))
+    total, inserted, k = 0, 0, 0
+    while k < S:  # a group of equal a: count against the earlier groups only, then insert it
+        end = k
+        while end + 1 < S and a[order[end + 1]] == a[order[k]]:
+            end += 1
+        group = rank_b[order[k:end + 1]]
+        for r in group:
+            i, below_or_equal = int(r), 0
+            while i > 0:
+                below_or_equal += int(tree[i])
+                i -= i & -i
+            total += inserted - below_or_equal  # earlier leaves (smaller a) with a larger b
+        for r in group:
+            i = int(r)
+            while i <= size:
+                tree[i] += 1
+                i += i & -i
+        inserted += len(group)
+        k = end + 1
+    return int(total)
+
+
+def _rotate_to(Z: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``(S - 1, 2)`` children of every merge, ordered to minimise the crossings against ``target``.
+
+    A swap at a merge changes the order of exactly the leaf pairs it joins (one leaf under each child),
+    and of no other pair, so choosing each merge's orientation by the crossings among its own pairs
+    (first child's leaves against the second's: ``#{t_x > t_y}`` kept, ``#{t_x < t_y}`` swapped) is
+    the fewest crossings any rotation of the dendrogram can draw against a fixed leaf order on the other
+    side. Ties keep the child with the smaller mean ``target`` first.
+    """
+    S = Z.shape[0] + 1
+    children = Z[:, :2].astype(np.int64).copy()
+    t = np.asarray(target, dtype=np.float64)
+    values: dict[int, np.ndarray] = {}  # sorted targets of the leaves under a node not yet merged
+    for i in range(S - 1):
+        a, b = int(children[i, 0]), int(children[i, 1])
+        va = values.pop(a) if a >= S else t[a:a + 1]
+        vb = values.pop(b) if b >= S else t[b:b + 1]
+        small, large, small_is_a = (va, vb, True) if len(va) <= len(vb) else (vb, va, False)
+        below = np.searchsorted(large, small, side="left").sum()        # pairs with t_large < t_small
+        above = (len(large) - np.searchsorted(large, small, side="right")).sum()  # t_large > t_small
+        a_after_b, a_before_b = (below, above) if small_is_a else (above, below)  # pairs t_a > t_b, t_a < t_b
+        keep, swap = int(a_after_b), int(a_before_b)
+        if swap < keep or (swap == keep and va.mean() > vb.mean()):
+            children[i] = (b, a)
+        values[S + i] = np.sort(np.concatenate([va, vb]), kind="mergesort")
+    return children
 
 
 def dendrogram_segments(Z: np.ndarray, target: "np.ndarray | None" = None) -> tuple[np.ndarray, np.ndarray]:
@@ -48,8 +123,8 @@ def dendrogram_segments(Z: np.ndarray, target: "np.ndarray | None" = None) -> tu
         ``(S - 1, 4)`` scipy linkage matrix.
     target
         Optional ``(S,)`` position of each leaf in another tree. The dendrogram is then rotated (the two
-        children of every merge swapped where that helps; its topology and heights are unchanged) so
-        that the child whose leaves have the smaller mean ``target`` comes first: a dendrogram that
+        children of merges swapped; its topology and heights are unchanged) to draw the fewest crossing
+        lines against ``target`` that any rotation can (see :func:`_rotate_to`): a dendrogram that
         recovers the other tree is drawn in its leaf order, with straight connecting lines.
 
     Returns
@@ -62,21 +137,11 @@ def dendrogram_segments(Z: np.ndarray, target: "np.ndarray | None" = None) -> tu
     from scipy.cluster.hierarchy import leaves_list
 
     S = Z.shape[0] + 1
-    children = Z[:, :2].astype(np.int64)
     if target is None:
+        children = Z[:, :2].astype(np.int64)
         leaves = leaves_list(Z)
     else:
-        # Mean target of the leaves under every node (children are merged before their parents).
-        total = np.zeros(2 * S - 1)
-        total[:S] = np.asarray(target, dtype=np.float64)
-        count = np.ones(2 * S - 1)
-        for i in range(S - 1):
-            a, b = children[i]
-            total[S + i] = total[a] + total[b]
-            count[S + i] = count[a] + count[b]
-        mean = total / count
-        swap = mean[children[:, 0]] > mean[children[:, 1]]
-        children = np.where(swap[:, None], children[:, ::-1], children)
+        children = _rotate_to(Z, np.asarray(target, dtype=np.float64))
         # Leaf order by an explicit-stack depth-first walk (first child first).
         leaves = np.empty(S, dtype=np.int64)
         stack, k = [2 * S - 2], 0
@@ -104,6 +169,74 @@ def dendrogram_segments(Z: np.ndarray, target: "np.ndarray | None" = None) -> tu
     return y[:S], segments
 
 
+def taxonomy_follow(species: pd.DataFrame, positions: np.ndarray) -> np.ndarray:
+    """``(S,)`` order of the species table's rows: the taxonomy rotated to follow other leaf positions.
+
+    Every clade stays contiguous; the children of each node are ordered by the mean ``positions`` of
+    their species (the barycentre rule), ties by lineage, species within a genus by their own position.
+
+    Parameters
+    ----------
+    species
+        ``(S, 7)`` species table as strings (:func:`check_species_table`).
+    positions
+        ``(S,)`` position of each species row on the other side (e.g. its dendrogram leaf).
+    """
+    pos = pd.Series(np.asarray(positions, dtype=np.float64))
+    keys: list[np.ndarray] = []
+    for rank in RANK_NAMES:
+        lineage = lineage_keys(species, rank)
+        keys.append(pos.groupby(lineage).transform("mean").to_numpy())
+        keys.append(pd.factorize(pd.Series(lineage), sort=True)[0])
+    keys.append(pos.to_numpy())
+    return np.lexsort(keys[::-1]).astype(np.int64)
+
+
+def untangle(Z: np.ndarray, species: pd.DataFrame, *, max_rounds: int = 20) -> tuple[np.ndarray, np.ndarray, int]:
+    """Leaf orders of both trees of a tanglegram with few crossing lines (rotations only).
+
+    A two-sided version of dendextend's step-wise ``untangle``: the dendrogram is rotated to the fewest
+    crossings against the taxonomy's lineage order (optimal for that order, :func:`_rotate_to`); then,
+    in turns, the taxonomy's children are reordered by the barycentre of their species' dendrogram
+    positions (:func:`taxonomy_follow`) and the dendrogram rotated again, each round kept only when it
+    draws fewer crossings. Topologies and merge heights never change; a dendrogram that equals the
+    taxonomy up to rotations (and a resolution of its multifurcations) is drawn with no crossing.
+
+    Parameters
+    ----------
+    Z
+        ``(S - 1, 4)`` scipy linkage matrix (leaf ``s`` = species table row ``s``).
+    species
+        ``(S, 7)`` species table as strings.
+    max_rounds
+        Most alternations after the first rotation.
+
+    Returns
+    -------
+    tuple
+        ``(S,)`` taxonomy order of the rows (for :func:`taxonomy_segments`), ``(S,)`` target positions
+        of the rows on the taxonomy side (for :func:`dendrogram_segments`) and the number of crossings.
+    """
+    S = len(species)
+    order = taxonomy_order(species)
+    t = np.empty(S)
+    t[order] = np.arange(S, dtype=np.float64)
+    y = dendrogram_segments(Z, target=t)[0]
+    best = count_crossings(t, y)
+    for _ in range(max_rounds):
+        if best == 0:
+            break
+        new_order = taxonomy_follow(species, y)
+        t_new = np.empty(S)
+        t_new[new_order] = np.arange(S, dtype=np.float64)
+        y_new = dendrogram_segments(Z, target=t_new)[0]
+        crossings = count_crossings(t_new, y_new)
+        if crossings >= best:
+            break
+        order, t, y, best = new_order, t_new, y_new, crossings
+    return order, t, best
+
+
 def drawn_depth(species: pd.DataFrame, max_nodes: "int | None") -> int:
     """Deepest rank index whose clades are drawn one by one: every rank with at most ``max_nodes`` nodes."""
     if max_nodes is None:
@@ -115,10 +248,11 @@ def drawn_depth(species: pd.DataFrame, max_nodes: "int | None") -> int:
     return depth
 
 
-def taxonomy_segments(species: pd.DataFrame, max_nodes: "int | None" = None) -> tuple[np.ndarray, np.ndarray]:
+def taxonomy_segments(species: pd.DataFrame, max_nodes: "int | None" = None,
+                      order: "np.ndarray | None" = None) -> tuple[np.ndarray, np.ndarray]:
     """Leaf positions and line segments of the taxonomy tree of a species table.
 
-    Species are placed in lineage order (0..S-1); each node sits at x = its rank index (kingdom 0 ..
+    Species are placed in lineage order (0..S-1, or ``order``); each node sits at x = its rank index (kingdom 0 ..
     species 6, the root at -1) and at the mean position of its children.
 
     Parameters
@@ -129,6 +263,9 @@ def taxonomy_segments(species: pd.DataFrame, max_nodes: "int | None" = None) -> 
         Draw one by one only the ranks with at most this many nodes (default: all). Below the deepest
         such rank ``d`` the tree is collapsed: each rank-``d`` clade is a vertical bar at x = ``d``
         spanning its species (drawn at the bar's midpoint), which keeps 10,000 leaves legible.
+    order
+        ``(S,)`` order of the rows from top to bottom (default: lineage order); every clade must be
+        contiguous in it (e.g. :func:`taxonomy_follow`).
 
     Returns
     -------
@@ -136,7 +273,7 @@ def taxonomy_segments(species: pd.DataFrame, max_nodes: "int | None" = None) -> 
         ``(S,)`` position of each species (table row) and ``(k, 2, 2)`` segments ``[(x, y), (x, y)]``.
     """
     S = len(species)
-    order = taxonomy_order(species)
+    order = taxonomy_order(species) if order is None else np.asarray(order, dtype=np.int64)
     pos = np.empty(S)
     pos[order] = np.arange(S, dtype=np.float64)
     keys = [lineage_keys(species, rank) for rank in RANK_NAMES]
@@ -207,8 +344,10 @@ def plot_tanglegram(
     max_labels
         Species names are written only when there are at most this many species.
     rotate
-        Rotate the dendrogram (swap the children of merges; topology and heights unchanged) to follow
-        the taxonomy's order, as tanglegrams usually do; False keeps scipy's leaf order.
+        Untangle (:func:`untangle`): rotate the dendrogram (swap the children of merges) and reorder the
+        taxonomy's children, topologies and heights unchanged, to draw few crossing lines, as
+        tanglegrams usually do; False keeps scipy's leaf order and the taxonomy's lineage order. The
+        number of crossing lines is written under the lines.
     title
         Figure title.
 
@@ -248,8 +387,14 @@ def plot_tanglegram(
     # Clades thinner than about 2 points are not drawn one by one (the tree is collapsed below them).
     max_nodes = None if labelled else max(60, int((height - 1.4) * 72.0 / 2.0))
     depth = drawn_depth(table, max_nodes)
-    y_tax, tax_segments = taxonomy_segments(table, max_nodes=max_nodes)
-    y_den, den_segments = dendrogram_segments(Z, target=y_tax if rotate else None)
+    if rotate:
+        tax_order, target, crossings = untangle(Z, table)
+        y_tax, tax_segments = taxonomy_segments(table, max_nodes=max_nodes, order=tax_order)
+        y_den, den_segments = dendrogram_segments(Z, target=target)
+    else:
+        y_tax, tax_segments = taxonomy_segments(table, max_nodes=max_nodes)
+        y_den, den_segments = dendrogram_segments(Z)
+        crossings = count_crossings(y_tax, y_den)
     widths = [1.5, 1.4, 1.0, 1.4, 1.5] if labelled else [1.6, 1.2, 1.6]
     fig = Figure(figsize=(sum(widths) + 0.6, height), layout="constrained")
     grid = fig.add_gridspec(1, len(widths), width_ratios=widths, wspace=0.0)
@@ -277,6 +422,8 @@ def plot_tanglegram(
     link_ax.add_collection(LineCollection(link_segments[order[::-1]], colors=list(line_colours[order[::-1]]),
                                           linewidths=max(lw, 0.6), alpha=alpha))
     link_ax.set_xlim(0, 1)
+    link_ax.set_xlabel(f"{crossings:,} crossing{'s' if crossings != 1 else ''}"
+                       + ("\n(untangled)" if rotate else "\n(not untangled)"), fontsize=7)
     for ax in axes:
         ax.set_ylim(S - 0.5, -0.5)
         ax.tick_params(axis="y", left=False, labelleft=False)

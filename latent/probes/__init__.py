@@ -67,7 +67,7 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
                   "primary tests, Benjamini-Yekutieli over the supporting rows) on that side; hollow otherwise. "
                   "Ranks with one partition of the species are one column (e.g. 'order = family'); ranks with one "
                   "taxon are left out (named under the legend).",
-                  "latent.plotting.nulls:report_probe_summary", order=10),)),
+                  "latent.plotting.nulls:report_probe_summary", order=10, section="answer"),)),
     ProbeSpec("distances", "latent.probes.distances:probe_distances",
               "embedding distance of image and centroid pairs by LCA height; intra/inter-clade ratio per rank; "
               "Spearman of distance with height",
@@ -76,7 +76,8 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
                   "distance_by_height", "Embedding distance by taxonomic distance",
                   "Distance between images and between species centroids, grouped by the height of their lowest "
                   "common ancestor (0 = same species ... 7 = different kingdoms).",
-                  "latent.plotting.geometry:report_distance_by_height", order=30),),
+                  "latent.plotting.geometry:report_distance_by_height", order=30,
+                  section="geometry"),),
               evidence=(Evidence("distances", "intra_inter_ratio", {}, "less", "intra/inter-clade distance ratio",
                                  1),)),
     ProbeSpec("clusters", "latent.probes.clusters:probe_clusters",
@@ -99,10 +100,11 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
                              "taxonomy order; boundary lines are thicker and darker for higher ranks (legend; ranks "
                              "with one partition share a line); clades are named where their names fit.",
                              "latent.plotting.geometry:report_distance_matrix", per_model=True,
-                             order=40),
+                             order=40, section="hierarchy"),
                   FigureSpec("nulls", "Whole-hierarchy statistics against their nulls ({model})",
                              "Histogram: the statistic with species permuted among the leaves of the tree; line: "
-                             "observed.", "latent.plotting.nulls:report_nulls", per_model=True, order=43)),
+                             "observed.", "latent.plotting.nulls:report_nulls", per_model=True, order=43,
+                             section="geometry")),
               evidence=(Evidence("alignment", "cka_taxonomy", {}, "greater", "CKA with the taxonomy kernel", 7),)),
     ProbeSpec("dendrogram", "latent.probes.dendrogram:probe_dendrogram",
               "hierarchical clustering of centroids vs the taxonomy: cophenetic correlation, FMI, ARI, "
@@ -111,7 +113,9 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
               figures=(FigureSpec(
                   "tanglegram", "Dendrogram of centroids against the taxonomy ({model})",
                   "Left: the taxonomy; right: average-linkage clustering of species centroids; lines join the same "
-                  "species.", "latent.plotting.trees:report_tanglegram", per_model=True, order=41),),
+                  "species. Both trees are rotated (never restructured) to cross as few lines as possible; the number "
+                  "of crossings is written under the lines.", "latent.plotting.trees:report_tanglegram", per_model=True, order=41,
+                  section="hierarchy"),),
               evidence=(Evidence("dendrogram", "fmi", {}, "greater", "dendrogram cut vs taxa (Fowlkes-Mallows)", 4),
                         Evidence("dendrogram", "clade_recovery", {}, "greater", "taxa recovered as dendrogram clades",
                                  5),
@@ -126,16 +130,21 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
               figures=(
                   FigureSpec("poincare", "Species in the Poincare disk ({model})",
                              "Two-dimensional Poincare-ball fits of the species-centroid distances (left) and of the "
-                             "taxonomic distances (right), coloured by order.",
-                             "latent.plotting.hyperbolic:report_poincare", per_model=True, order=42),
+                             "taxonomic distances (right), coloured and named by order; dotted circles mark hyperbolic distances "
+                             "from the centre. A panel says when its fit did not converge.",
+                             "latent.plotting.hyperbolic:report_poincare", per_model=True, order=42,
+                             section="tree-likeness"),
                   FigureSpec("distortion", "Poincare vs Euclidean fits at equal dimension",
                              "Average distortion and MAP of fits of the species-centroid distances in the Poincare "
                              "ball and in Euclidean space of the same dimension; the taxonomy's own distances as the "
-                             "reference (a tree: the Poincare ball should win).",
-                             "latent.plotting.hyperbolic:report_distortion", order=60),
+                             "reference (a tree: the Poincare ball should win). Hollow markers: fits that did not converge (loss "
+                             "still falling at the last step), left out of the lines and of the comparison.",
+                             "latent.plotting.hyperbolic:report_distortion", order=60,
+                             section="tree-likeness"),
                   FigureSpec("fit_loss", "Convergence of the fits",
                              "Loss of the Poincare and Euclidean fits of the centroid distances against the "
-                             "optimisation step.", "latent.plotting.hyperbolic:report_fit_loss", order=61))),
+                             "optimisation step. Dashed: the fit did not converge.", "latent.plotting.hyperbolic:report_fit_loss", order=61,
+                             section="tree-likeness"))),
     ProbeSpec("shape", "latent.probes.shape:probe_shape",
               "the shape of the space: norms, anisotropy (mean cosine of image pairs), effective dimensionality "
               "(participation ratio, PCA spectrum), hubness (k-occurrence skew), each before and after centring",
