@@ -30,8 +30,9 @@ COVERAGE_COLUMNS = ["rank", "taxa", "species", "images", "primary test on", "ima
                     "evaluation scored on"]
 
 COVERAGE_NOTE = (
-    "Units per rank. The primary test compares species inside a taxon with species outside it (images inside a "
-    "species at the species rank): a taxon with one species (a species with one image) gives it nothing. Image "
+    "Units per rank. The primary test compares species inside a taxon with species of the other taxa of the same "
+    "parent (images of a species with images of its congeners at the species rank): a taxon with one species, "
+    "or alone in its parent, gives it nothing (a species with one image, or alone in its genus). Image "
     "statistics (silhouette, Calinski-Harabasz, NC1, CDNV) use taxa with at least two images. A trained "
     "predictor is scored at a rank only on test images whose taxon at that rank has a training image.")
 
@@ -122,7 +123,12 @@ def rank_coverage(species: pd.DataFrame, metrics: "pd.DataFrame | None" = None,
         level = _row(metrics, "levels", "rank_distance_ratio", rank)
         if rank == "species":
             one = int((per_taxon_images < 2).sum())
-            missing = f"{_plural(one, 'species')} with one image" if one else ""
+            genus = np.array([p.rsplit(";", 1)[0] for p in labels])
+            congeners = pd.Series(labels).groupby(genus).nunique().reindex(genus).to_numpy()
+            alone = int(((per_taxon_images[inverse] >= 2) & (congeners < 2)).sum())
+            missing = "; ".join(x for x in (f"{_plural(one, 'species')} with one image" if one else "",
+                                            f"{_plural(alone, 'species')} of several images alone in their genus"
+                                            if alone else "") if x)
         else:
             one = int((per_taxon_species < 2).sum())
             missing = f"{one} of {len(taxa)} taxa with one species" if one else ""
@@ -135,7 +141,8 @@ def rank_coverage(species: pd.DataFrame, metrics: "pd.DataFrame | None" = None,
         else:
             n = _count(level.get("n_species", level.get("n")))
             if rank == "species":
-                record["primary test on"] = f"images of {_plural(n or 0, 'species')} with 2 or more images"
+                record["primary test on"] = (f"images of {_plural(n or 0, 'species')} (2 or more images, and "
+                                             f"another species in the genus)")
             else:
                 # taxa whose species took part: 2 or more units (taxa of the next finer partition) inside, and
                 # another taxon in the parent (the contrast)

@@ -780,8 +780,15 @@ def projection_steps(cache: Path, folder: Path, settings: ReportSettings, force:
     return paths
 
 
+def _model_name(provenance: Any, path: Path) -> str:
+    """The model's name for labels: the recorded one, or the cache's file name when none was recorded
+    (``latent import`` without ``--model`` records "unknown")."""
+    name = str(provenance.model or "").strip()
+    return path.stem if name in ("", "unknown") else name
+
+
 def _label(provenance: Any, path: Path, taken: set[str]) -> str:
-    base = str(provenance.model or path.stem)
+    base = _model_name(provenance, path)
     label = base if base not in taken else f"{base} ({path.stem})"
     k = 2
     while label in taken:
@@ -825,7 +832,7 @@ def run_report_steps(caches: "list[Path]", out: Path, settings: ReportSettings, 
     for path in caches:
         with open_cache(path) as cache:
             provenances.append(cache.provenance)
-    names = [str(p.model or path.stem) for p, path in zip(provenances, caches)]
+    names = [_model_name(p, path) for p, path in zip(provenances, caches)]
     # shared parts of the file names of one model's caches ("-dim32-seed0") say nothing: drop them
     tokens = {path: path.stem.split("-") for path in caches}
     common = set.intersection(*(set(t) for t in tokens.values())) if len(caches) > 1 else set()

@@ -228,7 +228,8 @@ def _html_table(frame: pd.DataFrame, verdict_cols: Sequence[str] = ()) -> str:
     for row in frame.itertuples(index=False):
         tds = []
         for col, value in zip(frame.columns, row):
-            cls = f' class="v-{str(value).split(" (")[0].replace(" ", "-")}"' if col in verdict_cols else ""
+            word = str(value).split(":")[0].split(" (")[0].strip()  # "yes: 0.8 ..." / "not testable (why)"
+            cls = f' class="v-{word.replace(" ", "-")}"' if col in verdict_cols else ""
             tds.append(f"<td{cls}>{html.escape(str(value))}</td>")
         cells.append("<tr>" + "".join(tds) + "</tr>")
     cells.append("</tbody></table>")
@@ -424,7 +425,7 @@ th{background:#f2f2f2}.v-yes{background:#d7ecd9}.v-partly{background:#fbf0c9}.v-
 .v-not-testable{color:#888}figure{margin:1.5em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.9em;color:#444}.rule{font-size:.9em;background:#f7f7f7;padding:.6em .8em;border-left:3px solid #999}
 code{background:#f3f3f3;padding:0 .2em}
-.answer{font-size:1.1em;font-weight:600}table.compact td{overflow-wrap:anywhere}figure.key img{max-height:70vh}
+.answer{font-size:1.1em;font-weight:600}table.compact td{overflow-wrap:anywhere}figure.key img{width:100%}
 table.provenance{table-layout:fixed;width:100%}table.provenance td{word-break:break-word;overflow-wrap:anywhere}
 table.provenance td:first-child{width:28%}details{margin:.8em 0}
 """
@@ -695,7 +696,8 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
                 "evaluations": ", ".join(f"{m} ({s})" for m, s in settings.evaluations),
                 "probes": ", ".join(settings.probes) if settings.probes else "all"}
     doc = _Doc(out)
-    doc.h(1, f"{QUESTION} ({names})")
+    doc.h(1, QUESTION)
+    doc.p(f"{'Models' if len(models) > 1 else 'Model'}: {names}.", cls="answer")
     doc.p(f"Each rank is tested with one primary statistic chosen before looking (distance to relatives inside "
           f"the taxon over distance to relatives outside it within the parent; below 1: the rank is visible beyond "
           f"its parent) against a restricted permutation null, Holm-adjusted over the ranks of a model "

@@ -97,9 +97,32 @@ def test_coverage_table_counts_the_units_of_the_primary_test():
     assert table.loc["genus", "taxa_tested"] == 108
     assert table.loc["genus", "primary test on"] == "324 species in 108 taxa"
     assert "216 of 324 taxa with one species" in table.loc["genus", "not testable"]
-    n_multi = int((np.bincount(tax.codes(Rank.SPECIES)) >= 2).sum())
-    assert table.loc["species", "primary test on"] == f"images of {n_multi} species with 2 or more images"
-    assert f"{540 - n_multi} species with one image" == table.loc["species", "not testable"]
+    counts = np.bincount(tax.codes(Rank.SPECIES))
+    n_multi = int((counts >= 2).sum())
+    # at species the units are images: species of 2 or more images with a congener (the contrast)
+    genus_of = np.array([tax.lineage(Rank.SPECIES, s)[Rank.GENUS] for s in range(len(counts))])
+    genus_size = pd.Series(genus_of).value_counts()
+    tested = int(((counts >= 2) & (genus_size.reindex(genus_of).to_numpy() >= 2)).sum())
+    assert levels.loc["species", "n_species"] == tested
+    assert table.loc["species", "primary test on"] == (f"images of {tested} species (2 or more images, and another "
+                                                       "species in the genus)")
+    alone = n_multi - tested
+    assert table.loc["species", "not testable"] == (f"{540 - n_multi} species with one image" + (
+        f"; {alone} species of several images alone in their genus" if alone else ""))
+
+
+def test_coverage_table_hand_case():
+    # genus Aa: two species (3 and 1 images); genus Bb: one species of 2 images, alone in its genus
+    lineage = ["Animalia", "Chordata", "Aves", "Passeriformes", "Paridae"]
+    species = pd.DataFrame([lineage + ["Aa", "Aa x"], lineage + ["Aa", "Aa y"], lineage + ["Bb", "Bb z"]],
+                           columns=list(RANK_NAMES))
+    species["images"] = [3, 1, 2]
+    table = rank_coverage(species).set_index("rank")
+    assert table.loc["genus", ["taxa", "species", "images"]].tolist() == [2, 3, 6]
+    assert table.loc["genus", "not testable"] == "1 of 2 taxa with one species"
+    assert table.loc["species", "not testable"] == ("1 species with one image; 1 species of several images alone "
+                                                    "in their genus")
+    assert table.loc["family", "primary test on"] == "-" and table.loc["family", "evaluation scored on"] == "-"
 
 
 def test_clusters_leave_one_image_taxa_out():
