@@ -253,7 +253,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         evaluations=evaluations, probes=tuple(p.strip() for p in (args.probes or "").split(",") if p.strip()) or None,
         permutations=args.permutations, distance=args.distance, seed=args.seed, n_boot=args.bootstrap,
         projections=tuple(p for p in args.projections.split(",") if p), probe_settings=_probe_settings(args.set),
-        device=args.device, verdict_permutations=args.verdict_permutations, common_dim=not args.no_common_dim)
+        device=args.device, verdict_permutations=args.verdict_permutations, common_dim=not args.no_common_dim,
+        slides=args.slides)
     result = build_report(args.caches, args.out, settings=settings, baseline=args.baseline, force=args.force)
     print(result.summary())
     return 0
@@ -477,6 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="permutations of the supporting statistics' free nulls")
     p.add_argument("--verdict-permutations", type=int, default=999, metavar="N",
                    help="restricted permutations of each rank's primary statistic")
+    p.add_argument("--slides", action="store_true",
+                   help="also write figures/slides.pdf: a 16:9 deck, the data and the answer, then one figure per page")
     p.add_argument("--no-common-dim", action="store_true",
                    help="compare models at their own dimensions (default: PCA to the smallest, stated)")
     p.add_argument("--distance", choices=["cosine", "euclidean"], default="cosine", help="embedding distance")

@@ -134,7 +134,8 @@ def _report_settings(config: Mapping[str, Any]) -> Any:
     probe = dict(config.get("probe") or {})
     report = dict(config.get("report") or {})
     known_probe = {"probes", "permutations", "distance", "max_images", "max_pairs", "settings"}
-    known_report = {"projections", "n_boot", "max_projection_points", "device", "verdict_permutations", "common_dim"}
+    known_report = {"projections", "n_boot", "max_projection_points", "device", "verdict_permutations", "common_dim",
+                    "slides"}
     for key, known, where in ((set(probe) - known_probe, known_probe, "probe"),
                               (set(report) - known_report, known_report, "report")):
         if key:
@@ -150,7 +151,7 @@ def _report_settings(config: Mapping[str, Any]) -> Any:
         kwargs["probe_settings"] = probe["settings"]
     if "projections" in report:
         kwargs["projections"] = tuple(report["projections"])
-    for key in ("n_boot", "max_projection_points", "device", "verdict_permutations", "common_dim"):
+    for key in ("n_boot", "max_projection_points", "device", "verdict_permutations", "common_dim", "slides"):
         if key in report:
             kwargs[key] = report[key]
     return ReportSettings(**kwargs)

@@ -107,6 +107,9 @@ class ReportSettings:
         ``probe_settings["levels"]["permutations"]`` wins when given).
     common_dim
         Compare models at a common dimension (PCA to the smallest), see :mod:`latent.compare`.
+    slides
+        Also write ``figures/slides.pdf`` (16:9, a title page with the data and the answer, then one figure
+        per page; :mod:`latent.slides`). Rendering only: not part of any step's identity.
     """
 
     evaluations: tuple[tuple[str, str], ...] = (("linear", "random"), ("knn", "species-disjoint"))
@@ -123,6 +126,7 @@ class ReportSettings:
     device: str = "auto"
     verdict_permutations: int = 999
     common_dim: bool = True
+    slides: bool = False
 
     def __post_init__(self) -> None:
         # Checked before any step runs (a YAML ``latent run`` config or Python call gets the same one-line

@@ -618,17 +618,11 @@ def _provenance_rows(models: list[ModelRun], run_info: dict[str, Any]) -> pd.Dat
 
 
 def _permutations_used(m: ModelRun) -> str:
-    """Per probe, the permutations its rows used, when a probe used fewer than asked (a stated cap)."""
-    metrics = _read_csv(m.probe / "metrics.csv")
-    if metrics is None or "permutations" not in metrics.columns:
-        return ""
-    used = metrics.dropna(subset=["permutations"])
-    used = used[used["permutations"] > 0]
-    parts = []
-    for probe, table in used.groupby("probe", sort=False):
-        counts = sorted({int(v) for v in table["permutations"]})
-        parts.append(f"{probe} {'/'.join(map(str, counts))}")
-    return ", ".join(parts)
+    """Per probe, the permutations its rows used (:func:`latent.probes.common.permutations_used`)."""
+    from latent.probes.common import permutations_used
+
+    asked = (m.info.get("options") or {}).get("permutations") if m.info else None
+    return permutations_used(_read_csv(m.probe / "metrics.csv"), asked)
 
 
 class _Doc:
@@ -771,7 +765,8 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
 
     doc.h(2, "Provenance", "provenance")
     doc.table(_provenance_rows(models, run_info), cls="provenance")
-    doc.p("Slides (16:9 PDF, one figure per page): figures/slides.pdf. Results tables: "
+    doc.p(("Slides (16:9 PDF, one figure per page): figures/slides.pdf. " if settings.slides else
+           "Slides (16:9 PDF, one figure per page): `latent report --slides`. ") + "Results tables: "
           + ", ".join(d.relative_to(out).as_posix() for m in models for d in [*m.evaluations, m.probe]
                       if d.is_relative_to(out)))
     md_path = atomic_write_text(out / "report.md", "\n".join(doc.md))
@@ -891,11 +886,16 @@ def render_report(out: "str | os.PathLike[str]", models: "Sequence[ModelRun]", s
                                                        "latent_version": __version__, "title": QUESTION,
                                                        "summary_lines": summary_lines, "figures": figure_records},
                                                       indent=2, default=str))
+    if settings.slides:
+        _write_slides(out, figures, summary_lines)
+    return ReportResult(out, html_path, md_path, verdict, [f.png for f in figures], runs, comparisons)
+
+
+def _write_slides(out: Path, figures: list[_Figure], summary_lines: list[str]) -> Path:
+    """``figures/slides.pdf``: the title page (question, data, answer) and the figures in section order."""
+    from latent.figures import SECTIONS
     from latent.slides import Slide, write_slides
 
-    from latent.figures import SECTIONS
-
     in_sections = sorted(figures, key=lambda f: SECTIONS.index(f.section) if f.section in SECTIONS else len(SECTIONS))
-    write_slides(out / "figures" / "slides.pdf", [Slide(f.title, f.png, f.caption) for f in in_sections],
-                 title=QUESTION, subtitle_lines=summary_lines)
-    return ReportResult(out, html_path, md_path, verdict, [f.png for f in figures], runs, comparisons)
+    return write_slides(out / "figures" / "slides.pdf", [Slide(f.title, f.png, f.caption) for f in in_sections],
+                        title=QUESTION, subtitle_lines=summary_lines)

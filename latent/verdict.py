@@ -52,8 +52,9 @@ __all__ = [
     "supporting_table",
 ]
 
-#: Family-wise error rate of the primary tests of one model.
-ALPHA = 0.05
+#: Family-wise error rate of the primary tests of one model, and the level of every "significant" in the
+#: report, figures and captions: defined once, in :mod:`latent.stats`.
+from latent.stats import ALPHA  # noqa: E402
 
 #: The primary statistic of every rank: (probe, metric, direction the taxonomy predicts, plain name).
 PRIMARY = ("levels", "rank_distance_ratio", "less",

@@ -238,3 +238,22 @@ def test_slides_from_report(tmp_path, with_list, monkeypatch):
 def test_slides_from_report_needs_a_report(tmp_path):
     with pytest.raises(InputError, match="report.json"):
         slides_from_report(tmp_path)
+
+
+def test_report_writes_slides_only_when_asked(tmp_path):
+    import re as _re
+
+    from latent.report import ReportSettings, build_report
+    from latent.synthetic import make_hierarchical, write_synthetic
+
+    cache = write_synthetic(tmp_path / "s.h5", make_hierarchical(per_species=4, dim=8, signal=2.0, seed=0))
+    settings = ReportSettings(evaluations=(), probes=("alignment",), permutations=19, n_boot=20, projections=(),
+                              verdict_permutations=99)
+    plain = build_report([cache], tmp_path / "plain", settings=settings)
+    assert not (plain.out / "figures" / "slides.pdf").exists()
+    assert "latent report --slides" in plain.markdown.read_text()
+    deck = build_report([cache], tmp_path / "deck", settings=ReportSettings(**{**settings.__dict__, "slides": True}))
+    pdf = (deck.out / "figures" / "slides.pdf").read_bytes()
+    pages = _re.findall(rb"/Type\s*/Page[^s]", pdf)
+    assert len(pages) == 1 + len(deck.figures)
+    assert "figures/slides.pdf" in deck.markdown.read_text()

@@ -289,3 +289,29 @@ def int_setting(cfg: Mapping[str, Any], key: str, default: "int | None", probe: 
         raise InputError(f"The {key!r} setting of the {probe} probe must be an integer >= {minimum}. "
                          f"Got {value!r}; set it with options.extra={{'{probe}': {{'{key}': ...}}}}.")
     return int(value)
+
+
+def permutations_used(metrics: Any, asked: "int | None" = None) -> str:
+    """What each probe's nulls used, from its rows' ``permutations`` column: ``"levels 999, separability 19"``
+    (several counts of one probe joined by ``/``), with ``"(asked N)"`` when some used fewer than asked.
+
+    Nulls that are expensive use a stated smaller number on large data (:func:`default_permutations`;
+    ``PROBE.permutations`` sets it); this is how the console and the report's provenance say so.
+    Returns ``""`` when no row has a permutation count.
+    """
+    if metrics is None or not len(metrics) or "permutations" not in metrics.columns or "probe" not in metrics.columns:
+        return ""
+    rows = metrics[metrics["features"].fillna("model") == "model"] if "features" in metrics.columns else metrics
+    rows = rows[rows["permutations"].notna() & (rows["permutations"] > 0)]
+    parts, fewer = [], False
+    for probe, table in rows.groupby("probe", sort=False):
+        counts = sorted({int(v) for v in table["permutations"]})
+        fewer = fewer or (asked is not None and probe != "levels" and min(counts) < int(asked))
+        parts.append(f"{probe} {'/'.join(map(str, counts))}")
+    if not parts:
+        return ""
+    note = ", ".join(parts)
+    if fewer:
+        note += (f" (asked {int(asked)}; each row's count is in its 'permutations' column: expensive nulls use "
+                 f"fewer unless PROBE.permutations is set)")
+    return note

@@ -35,6 +35,7 @@ import pandas as pd
 from latent._version import __version__
 from latent.errors import InputError
 from latent.probes import PROBES, get_probe, parse_probes, with_units
+from latent.probes.common import permutations_used
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult
 from latent.ranks import Rank
 from latent.results import begin_output, check_output, finish_output, jsonable, results_frame
@@ -138,6 +139,10 @@ class Probes:
         lines = [f"probes on {source}: {self.info.get('n_images')} images, "
                  f"{self.info.get('n_species')} species" + (f" ({model})" if model else "")]
         lines.extend(probe_console_table(m))  # full metric names, one-taxon ranks marked trivial
+        asked = (self.info.get("options") or {}).get("permutations")
+        used = permutations_used(self.metrics, asked)
+        if used:
+            lines.append(f"  permutations used: {used}")
         for name, reason in self.info.get("skipped", {}).items():
             lines.append(f"  skipped {name}: {reason}")
         if self.out is not None:
