@@ -244,6 +244,17 @@ def cmd_probe(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    from latent.audit.run import audit
+
+    by = [c.strip() for item in (args.by or []) for c in item.split(",") if c.strip()]
+    result = audit(args.source, args.out, trained_on=args.trained_on, near_dup=args.near_dup, by=by, rank=args.rank,
+                   permutations=args.permutations, seed=args.seed, images=args.images, input_size=args.input_size,
+                   force=args.force)
+    print(result.summary())
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from latent.report import ReportSettings, build_report
 
@@ -445,6 +456,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--force", action="store_true", help="replace results of another cache in --out")
     p.set_defaults(func=cmd_evaluate)
+
+    p = _subparser(sub, "audit", "know the data: coverage, image quality, duplicates, training overlap, metadata "
+                                 "versus taxonomy")
+    p.add_argument("source", help="embedding cache (.h5) or a folder of images")
+    p.add_argument("--out", required=True, metavar="DIR", help="audit folder (audit.md, audit.csv, duplicates.csv, ...)")
+    p.add_argument("--trained-on", metavar="FILE", help="taxa a model was trained on (JSON object/list or text, one "
+                                                        "per line): which species are seen and unseen")
+    p.add_argument("--near-dup", type=float, default=0.95, metavar="T",
+                   help="cosine similarity at or above which two embeddings are near duplicates")
+    p.add_argument("--by", action="append", metavar="COLUMN[,COLUMN]",
+                   help="metadata column(s) to set against the taxonomy (e.g. img_type)")
+    p.add_argument("--rank", default="family", choices=["kingdom", "phylum", "class", "order", "family", "genus", "species"],
+                   help="rank of the metadata comparison")
+    p.add_argument("--permutations", type=int, default=199, metavar="N", help="permutations of the metadata nulls")
+    p.add_argument("--seed", type=int, default=0, help="seed of splits, samples and permutations")
+    p.add_argument("--images", metavar="DIR", help="folder the cache's ids are relative to (default: where the cache "
+                                                   "was made from)")
+    p.add_argument("--input-size", type=int, default=224, metavar="PX", help="model input size (what cropping removes)")
+    p.add_argument("--force", action="store_true", help="replace an existing audit in --out")
+    p.set_defaults(func=cmd_audit)
 
     p = _subparser(sub, "probe", "latent-space probes with permutation nulls: does the geometry follow the taxonomy?")
     p.add_argument("cache", nargs="?", help="HDF5 embedding cache")

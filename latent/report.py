@@ -625,6 +625,19 @@ def _permutations_used(m: ModelRun) -> str:
     return permutations_used(_read_csv(m.probe / "metrics.csv"), asked)
 
 
+def _audits(models: list[ModelRun], out: Path) -> list[tuple[str, Path, list[str]]]:
+    """``latent audit`` folders of the report's caches (sub-folders of the report folder or of the cache's
+    folder whose ``audit.json`` names the cache), with their headlines."""
+    from latent.audit.run import find_audits
+
+    found = []
+    for m in models:
+        for folder in find_audits(m.cache, [out, m.cache.parent]):
+            record = json.loads((folder / "audit.json").read_text())
+            found.append((m.label, folder, list(record.get("headlines", []))))
+    return found
+
+
 class _Doc:
     """The report as blocks rendered to Markdown and HTML alike (so both say the same)."""
 
@@ -698,6 +711,8 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
           f"(alpha {ALPHA:g}). Machine-readable: verdicts.csv, supporting.csv, comparisons.csv.")
     doc.h(2, "Data and model", "data")
     doc.table(_data_summary(models), cls="compact")
+    for label, folder, headlines in _audits(models, out):
+        doc.p(f"Audit of the data ({label}): {folder / 'audit.md'}. " + "; ".join(headlines) + ".")
     doc.h(2, "The answer per rank", "answer")
     for model in dict.fromkeys(verdict["model"]):
         doc.p(answer_sentence(verdict, model), cls="answer")

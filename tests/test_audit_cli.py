@@ -1,0 +1,128 @@
+"""`latent audit`: one folder per dataset, found by the report; on real cub10 photos with planted defects,
+every planted problem is found (exact copy and resized copy across two species, grey, tiny, blurred)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image, ImageFilter
+
+from latent.audit.run import audit, coverage_rows
+from latent.cli import main
+from latent.errors import InputError
+from latent.synthetic import make_hierarchical, write_synthetic
+
+
+def test_cli_audit_of_a_cache_and_refusals(planted_cache, tmp_path, capsys):
+    out = tmp_path / "audit"
+    assert main(["audit", str(planted_cache), "--out", str(out), "--near-dup", "0.99"]) == 0
+    printed = capsys.readouterr().out
+    assert "near-duplicate pairs (cosine >= 0.99)" in printed and "image files not found" in printed
+    rows = pd.read_csv(out / "audit.csv")
+    assert list(rows.columns[:8]) == ["section", "rank", "metric", "value", "ci_low", "ci_high", "n", "note"]
+    assert {"coverage", "duplicates"} <= set(rows["section"])
+    record = json.loads((out / "audit.json").read_text())
+    assert record["source"] == str(Path(planted_cache).resolve())
+    splits = pd.read_csv(out / "splits.csv", keep_default_na=False)
+    assert set(splits["stratified"]) <= {"train", "test", ""} and (splits["species_disjoint"] == "test").any()
+    before = (out / "audit.csv").read_bytes()
+    # an existing audit is not replaced without --force; a bad option names itself
+    assert main(["audit", str(planted_cache), "--out", str(out)]) == 2
+    assert "pass --force" in capsys.readouterr().err and (out / "audit.csv").read_bytes() == before
+    assert main(["audit", str(planted_cache), "--out", str(tmp_path / "b"), "--near-dup", "1.5"]) == 2
+    assert "--near-dup" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    assert main(["audit", str(planted_cache), "--out", str(tmp_path / "c"), "--by", "colour"]) == 2
+    assert "colour" in capsys.readouterr().err
+
+
+def test_coverage_rows_hand_case():
+    from latent.taxonomy import Taxonomy
+
+    lineage = ["Animalia", "Chordata", "Aves", "Passeriformes"]
+    rows = [lineage + ["Paridae", "Parus", "Parus major"]] * 3 + [lineage + ["Paridae", "Parus", "Parus ater"]] + \
+           [lineage + ["Corvidae", "Corvus", "Corvus corax"]]
+    cov = coverage_rows(Taxonomy.from_lineages(rows)).set_index(["rank", "metric"])["value"]
+    assert cov[("family", "taxa")] == 2 and cov[("species", "taxa")] == 3
+    assert cov[("species", "taxa_with_one_image")] == 2 and cov[("species", "images_per_taxon_max")] == 3
+    assert cov[("order", "taxa_with_one_child")] == 0 and cov[("family", "taxa_with_one_child")] == 2  # one genus each
+    assert cov[("kingdom", "taxa_with_one_child")] == 1  # one phylum: per-rank metrics there are trivial
+
+
+def test_report_links_the_audit_of_its_cache(tmp_path):
+    from latent.report import ReportSettings, build_report
+
+    cache = write_synthetic(tmp_path / "s.h5", make_hierarchical(per_species=4, dim=8, signal=2.0, seed=0))
+    audit(cache, tmp_path / "s-audit")
+    settings = ReportSettings(evaluations=(), probes=("alignment",), permutations=19, n_boot=20, projections=(),
+                              verdict_permutations=99)
+    md = build_report([cache], tmp_path / "rep", settings=settings).markdown.read_text()
+    assert f"Audit of the data (synthetic): {tmp_path / 's-audit' / 'audit.md'}" in md
+
+
+def _plant(shared, tmp_path: Path) -> tuple[Path, Path]:
+    """Two cub10 species (5 photos each) and planted problems; returns (image folder, taxonomy csv)."""
+    root = shared("cub10")
+    birds = tmp_path / "birds"
+    folders = sorted(p for p in (root / "birds").iterdir() if p.is_dir())[:2]
+    for folder in folders:
+        (birds / folder.name).mkdir(parents=True)
+        for photo in sorted(folder.iterdir())[:5]:
+            shutil.copy(photo, birds / folder.name / photo.name)
+    a, b = (birds / f.name for f in folders)
+    source = sorted(a.iterdir())[0]
+    shutil.copy(source, b / "exact_copy.jpg")  # the same bytes in another species
+    with Image.open(source) as img:
+        img.convert("RGB").resize((img.width // 2, img.height // 2)).save(b / "resized_copy.jpg", quality=95)
+        img.convert("L").convert("RGB").save(a / "grey.jpg", quality=95)
+        img.convert("RGB").resize((40, 30)).save(a / "tiny.jpg", quality=95)
+        img.convert("RGB").filter(ImageFilter.GaussianBlur(6)).save(a / "blurred.jpg", quality=95)
+    return birds, root / "taxonomy.csv"
+
+
+def test_planted_problems_in_real_cub10_photos_are_found(shared, tmp_path):
+    birds, taxonomy = _plant(shared, tmp_path)
+    cache = tmp_path / "birds.h5"
+    assert main(["embed", str(birds), "--taxonomy", str(taxonomy), "--join-on", "folder=cub_class", "--model",
+                 "random-tiny", "--out", str(cache), "--no-progress", "--workers", "0"]) == 0
+    result = audit(cache, tmp_path / "audit", near_dup=0.98)
+    images = result.tables["images"].set_index("id")
+    assert len(images) == 15 and images["readable"].all()
+    flagged = {flag: set(images.index[images[flag]]) for flag in ("greyscale", "tiny", "blurred")}
+    a = sorted(p.name for p in birds.iterdir())[0]
+    assert flagged["greyscale"] == {f"{a}/grey.jpg"} and flagged["tiny"] == {f"{a}/tiny.jpg"}
+    assert f"{a}/blurred.jpg" in flagged["blurred"]
+    exact = result.tables["exact"]
+    assert len(exact) == 1 and {Path(exact["path_a"][0]).name, Path(exact["path_b"][0]).name} >= {"exact_copy.jpg"}
+    near = result.tables["near"]
+    resized = near[(near["id_a"].str.endswith("resized_copy.jpg")) | (near["id_b"].str.endswith("resized_copy.jpg"))]
+    assert len(resized) and resized["crosses_species"].any()
+    dup = pd.read_csv(result.out / "duplicates.csv")
+    assert {"exact", "near", "identical vector"} & set(dup["kind"])
+    rows = result.rows.set_index(["section", "metric"])["value"]
+    assert rows[("images", "greyscale")] == 1 and rows[("images", "tiny")] == 1
+    assert rows[("coverage", "taxa")].max() == 2  # two species
+
+
+def test_audit_of_an_image_folder(tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (80, 120, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    shutil.copy(folder / "0.png", folder / "copy.png")
+    result = audit(folder, tmp_path / "audit")
+    assert len(result.tables["images"]) == 4 and len(result.tables["exact"]) == 1
+    assert (result.out / "figures" / "worst_images.png").exists()
+    with pytest.raises(InputError, match="No images under"):
+        audit(_empty(tmp_path), tmp_path / "x")
+
+
+def _empty(tmp_path: Path) -> Path:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    return empty
