@@ -199,7 +199,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate_cache(
         args.cache, args.out, method=args.method, mode=args.mode, split=args.split, shots=args.shots,
         folds=args.folds, seed=args.seed, clade=args.clade, test_fraction=args.test_fraction,
-        coverage_rank=args.coverage_rank,
+        coverage_rank=args.coverage_rank, split_file=args.split_file, split_column=args.split_column,
         k_neighbors=args.k, temperature=args.temperature, text_form=args.text_form, n_boot=args.bootstrap,
         device=args.device, force=args.force,
     )
@@ -444,6 +444,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clade", metavar="RANK=NAME", help="only this clade's images and taxa (e.g. class=Insecta)")
     p.add_argument("--test-fraction", type=float, default=0.3, metavar="F",
                    help="share of images (or species) held out for testing, in (0, 1)")
+    p.add_argument("--split-file", metavar="CSV", help="use the split in this file (latent audit's splits.csv: "
+                                                       "id and train/test columns) instead of drawing one")
+    p.add_argument("--split-column", default="stratified", metavar="COLUMN",
+                   help="the column of --split-file to use (stratified, species_disjoint, ...)")
     p.add_argument("--coverage-rank", default="kingdom",
                    choices=["genus", "family", "order", "class", "phylum", "kingdom"],
                    help="species-disjoint: hold out species sharing a taxon with training species at this rank "

@@ -283,6 +283,71 @@ def _settings(method: str, mode: "str | None", split: str, clade: Any,
     return mode, (parse_clade(clade) if isinstance(clade, str) else clade)
 
 
+def _split_from_file(split: str, split_file: Any, split_column: str, method: str, ids: np.ndarray,
+                     rows: np.ndarray) -> "tuple[str, tuple[np.ndarray, np.ndarray] | None]":
+    """``(split label, (train, test) rows)`` from ``split_file``, or ``(split, None)`` without one."""
+    if split_file is None:
+        return split, None
+    if method not in ("linear", "knn"):
+        raise InputError(f"--split-file is for the trained predictors (linear, knn); method {method!r} does not "
+                         f"use a train/test split.")
+    if split != "random":
+        raise InputError(f"Give either --split {split} or --split-file, not both: the file decides the split.")
+    return f"file:{Path(split_file).name}:{split_column}", read_split_file(split_file, split_column, ids, rows)
+
+
+def read_split_file(path: "str | os.PathLike[str]", column: str, ids: np.ndarray,
+                    rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test rows from a split file (``latent audit``'s ``splits.csv``: ``id`` and one column per
+    split, values ``train``, ``test`` or empty).
+
+    Parameters
+    ----------
+    path, column
+        The file and the split column to use.
+    ids
+        ``(n,)`` ids of the cache rows.
+    rows
+        The rows being evaluated; rows of the file outside them are left out.
+
+    Returns
+    -------
+    train, test : numpy.ndarray
+        Sorted row indices.
+
+    Raises
+    ------
+    InputError
+        A missing file or column, values other than train/test/empty, or ids the cache does not have.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"--split-file {path} does not exist; write one with `latent audit CACHE --out DIR` "
+                         f"(DIR/splits.csv).")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "id" not in table.columns or column not in table.columns:
+        raise InputError(f"--split-file {path} needs an 'id' column and the split column {column!r}; it has "
+                         f"{', '.join(table.columns)} (choose one with --split-column).")
+    values = table[column].str.strip().str.lower()
+    bad = sorted(set(values) - {"train", "test", ""})
+    if bad:
+        raise InputError(f"--split-file {path}: column {column!r} holds {', '.join(map(repr, bad[:5]))}; only "
+                         f"'train', 'test' or empty are allowed.")
+    position = {str(i): k for k, i in enumerate(ids)}
+    unknown = [i for i in table["id"] if i not in position]
+    if unknown:
+        raise InputError(f"--split-file {path}: {len(unknown)} ids are not in the cache (e.g. {unknown[0]!r}); the "
+                         f"file must be written for this cache.")
+    index = np.array([position[i] for i in table["id"]], dtype=np.int64)
+    keep = np.isin(index, rows)
+    train = np.sort(index[keep & (values == "train").to_numpy()])
+    test = np.sort(index[keep & (values == "test").to_numpy()])
+    if not len(train) or not len(test):
+        raise InputError(f"--split-file {path}: column {column!r} gives {len(train)} training and {len(test)} test "
+                         f"rows among the rows evaluated; both must be non-empty.")
+    return train, test
+
+
 def _evaluated_rows(taxonomy: Any, clade_spec: "tuple[Rank, str] | None", where: str) -> np.ndarray:
     """Rows labelled at kingdom or species (and inside the clade): the rows evaluated."""
     rows = np.flatnonzero(taxonomy.labelled(Rank.KINGDOM) | taxonomy.labelled(Rank.SPECIES))
@@ -314,6 +379,7 @@ def _compute(
     coverage_rank: str = "kingdom",
     k_neighbors: int, temperature: float, n_boot: int, device: str, text: Any, logit_scale: "float | None",
     model: str, text_form: "str | None", source: Mapping[str, Any], start: float,
+    split_rows: "tuple[np.ndarray, np.ndarray] | None" = None,
 ) -> Evaluation:
     """The evaluation itself, on ``X_all`` (unit rows of ``rows`` of ``taxonomy``, in that order)."""
     from latent.metrics import evaluate_predictions
@@ -326,6 +392,9 @@ def _compute(
         return X_all[[position[int(r)] for r in subset]]
 
     predict_species = split != "species-disjoint"
+    if split_rows is not None:  # species can be predicted when every test species has training images
+        sp = taxonomy.row_codes[:, Rank.SPECIES]
+        predict_species = bool(np.isin(sp[split_rows[1]], sp[split_rows[0]]).all())
     seen_codes: "np.ndarray | None" = None  # (n_train, 7) lineage codes of the training rows
     runs: list[tuple[str, Any, int]] = []  # (fold, predictions, test images identical to a training image)
     if method == "zero-shot":
@@ -338,9 +407,12 @@ def _compute(
             runs.append((str(fold), predict_centroid(X_support, support, X_query, query, taxonomy, mode=mode, ids=ids),
                          _duplicates_in_train(X_support, X_query)))
     else:
-        splitter = random_split if split == "random" else species_disjoint_split
-        split_args = {"coverage_rank": coverage_rank} if split == "species-disjoint" else {}
-        train, test = splitter(taxonomy, rows, test_fraction=test_fraction, seed=seed, **split_args)
+        if split_rows is not None:  # a split written by `latent audit` (or by hand): the same for every command
+            train, test = split_rows
+        else:
+            splitter = random_split if split == "random" else species_disjoint_split
+            split_args = {"coverage_rank": coverage_rank} if split == "species-disjoint" else {}
+            train, test = splitter(taxonomy, rows, test_fraction=test_fraction, seed=seed, **split_args)
         X_train, X_test = features(train), features(test)
         if method == "linear":
             pred = predict_linear(X_train, train, X_test, test, taxonomy, mode=mode, seed=seed,
@@ -451,6 +523,8 @@ def evaluate(
     clade: "str | tuple[Rank, str] | None" = None,
     test_fraction: float = 0.3,
     coverage_rank: str = "kingdom",
+    split_file: "str | os.PathLike[str] | None" = None,
+    split_column: str = "stratified",
     k_neighbors: int = 20,
     temperature: float = 0.07,
     n_boot: int = 1000,
@@ -513,11 +587,12 @@ def evaluate(
         logit_scale = float(DEFAULT_LOGIT_SCALE if logit_scale is None else logit_scale)
         text = dict(text)
     rows = _evaluated_rows(tax, clade_spec, "the taxonomy")
+    split, split_rows = _split_from_file(split, split_file, split_column, method, image_ids, rows)
     identity = {"cache": None, "data": data_identity(data), "model": model or None, "pretrained": None,
                 "preprocess": None, "logit_scale_source": scale_source}
     return _compute(data[rows], rows, tax, image_ids, method=method, mode=mode, split=split, shots=shots,
                     folds=folds, seed=seed, clade_spec=clade_spec, test_fraction=test_fraction,
-                    coverage_rank=coverage_rank,
+                    coverage_rank=coverage_rank, split_rows=split_rows,
                     k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device, text=text,
                     logit_scale=logit_scale, model=model, text_form="given" if method == "zero-shot" else None,
                     source=identity, start=start)
@@ -536,6 +611,8 @@ def evaluate_cache(
     clade: "str | tuple[Rank, str] | None" = None,
     test_fraction: float = 0.3,
     coverage_rank: str = "kingdom",
+    split_file: "str | os.PathLike[str] | None" = None,
+    split_column: str = "stratified",
     k_neighbors: int = 20,
     temperature: float = 0.07,
     text_form: str = "taxon",
@@ -560,6 +637,11 @@ def evaluate_cache(
     split
         ``random`` (stratified by species) or ``species-disjoint`` (test species never seen in
         training: the species rank is not predicted, higher ranks are). Not used by zero-shot.
+    split_file, split_column
+        A split written to a file (``latent audit``'s ``splits.csv``: ``id`` and columns ``stratified``,
+        ``species_disjoint`` of ``train``/``test``/empty): the rows marked ``train`` and ``test`` in
+        ``split_column`` are the split (linear, knn), so every command uses the same one. The species rank
+        is predicted only when every test species has training images.
     coverage_rank
         Species-disjoint split: the highest rank at which a held-out species may share its taxon with the
         training species only there (:func:`latent.splits.species_disjoint_split`). The default,
@@ -602,12 +684,14 @@ def evaluate_cache(
         taxonomy = cache.taxonomy()
         rows = _evaluated_rows(taxonomy, clade_spec, str(cache_path))
         ids = cache.ids
+        split, split_rows = _split_from_file(split, split_file, split_column, method, np.asarray(ids).astype(str),
+                                             rows)
         X_all = cache.read(rows, normalize=True)
         text, logit_scale, scale_source = (_text_for_zero_shot(cache, mode, text_form) if method == "zero-shot"
                                            else (None, None, None))
     evaluation = _compute(X_all, rows, taxonomy, ids, method=method, mode=mode, split=split, shots=shots,
                           folds=folds, seed=seed, clade_spec=clade_spec, test_fraction=test_fraction,
-                    coverage_rank=coverage_rank,
+                          coverage_rank=coverage_rank, split_rows=split_rows,
                           k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device,
                           text=text, logit_scale=logit_scale, model=provenance.model, text_form=text_form,
                           source={**source, "logit_scale_source": scale_source}, start=start)

@@ -126,3 +126,30 @@ def _empty(tmp_path: Path) -> Path:
     empty = tmp_path / "empty"
     empty.mkdir()
     return empty
+
+
+def test_evaluate_uses_the_audit_split_file(planted_cache, tmp_path, capsys):
+    from latent.evaluate import evaluate_cache
+
+    audit(planted_cache, tmp_path / "audit")
+    split_file = tmp_path / "audit" / "splits.csv"
+    drawn = evaluate_cache(planted_cache, tmp_path / "drawn", method="knn", split="species-disjoint", n_boot=0)
+    filed = evaluate_cache(planted_cache, tmp_path / "filed", method="knn", split_file=split_file,
+                           split_column="species_disjoint", n_boot=0)
+    # the audit wrote the split by the same rule and seed: the same numbers, and the file is named
+    pd.testing.assert_series_equal(drawn.metrics["value"], filed.metrics["value"])
+    assert filed.info["split"] == "file:splits.csv:species_disjoint"
+    stratified = evaluate_cache(planted_cache, tmp_path / "strat", method="knn", split_file=split_file, n_boot=0)
+    assert (stratified.metrics["rank"] == "species").any()  # every test species has training images
+    # refusals: one line, naming the option
+    bad = pd.read_csv(split_file, dtype=str, keep_default_na=False)
+    bad.loc[0, "id"] = "nope.jpg"
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    for args, message in (
+            (["--split-file", str(tmp_path / "bad.csv")], "ids are not in the cache"),
+            (["--split-file", str(split_file), "--split-column", "colour"], "split column 'colour'"),
+            (["--split-file", str(split_file), "--split", "species-disjoint"], "not both"),
+            (["--split-file", str(tmp_path / "missing.csv")], "does not exist")):
+        assert main(["evaluate", str(planted_cache), "--method", "knn", "--out", str(tmp_path / "x"), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
