@@ -153,3 +153,19 @@ def test_evaluate_uses_the_audit_split_file(planted_cache, tmp_path, capsys):
         assert main(["evaluate", str(planted_cache), "--method", "knn", "--out", str(tmp_path / "x"), *args]) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_tol1k_audit_with_image_type_against_taxonomy(shared, tmp_path, capsys):
+    cache = tmp_path / "tol1k.h5"
+    assert main(["import", str(shared("tol1k_bioclip2", "example_1k.parquet")), "--out", str(cache)]) == 0
+    assert main(["audit", str(cache), "--out", str(tmp_path / "audit"), "--by", "img_type", "--permutations",
+                 "99"]) == 0
+    printed = capsys.readouterr().out
+    assert "img_type: R^2" in printed and "beyond the taxonomy at family" in printed
+    rows = pd.read_csv(tmp_path / "audit" / "audit.csv")
+    meta = rows[rows["section"] == "metadata vs taxonomy"].set_index("metric")
+    assert {"r2_column", "r2_taxonomy", "r2_both", "r2_column_given_taxonomy"} <= set(meta.index)
+    # the taxonomy explains more of the geometry than image type; image type adds a little beyond it
+    assert meta.loc["r2_taxonomy", "value"] > meta.loc["r2_column", "value"] > meta.loc["r2_column_given_taxonomy",
+                                                                                         "value"] > 0
+    assert (tmp_path / "audit" / "figures" / "metadata_vs_taxonomy.png").exists()

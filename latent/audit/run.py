@@ -38,7 +38,7 @@ from latent._version import __version__
 from latent.errors import InputError
 from latent.ranks import RANK_NAMES
 
-__all__ = ["AuditResult", "audit", "coverage_rows", "find_audits", "AUDIT_COLUMNS"]
+__all__ = ["AuditResult", "audit", "coverage_rows", "draw_duplicate_pairs", "find_audits", "AUDIT_COLUMNS"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,48 @@ def _figure_images_per_taxon(taxonomy: Any, path: Path) -> Path:
     written = save_figure(fig, path)
     plt.close(fig)
     return next(p for p in written if p.suffix == ".png")
+
+
+def draw_duplicate_pairs(pairs: pd.DataFrame, paths: dict[str, str], n: int = 8) -> Any:
+    """The ``n`` closest pairs side by side (``pairs``: ``id_a, id_b`` and ``cosine`` or ``kind``), each
+    captioned with its ids, its cosine or kind, and "across species" when it crosses two species.
+
+    Returns
+    -------
+    matplotlib.figure.Figure or None
+        None when no pair has both images on disk.
+    """
+    import matplotlib.pyplot as plt
+
+    from latent.audit.images import _caption_path, _display_thumbnail
+
+    shown = []
+    for r in pairs.itertuples(index=False):
+        a, b = paths.get(str(r.id_a)), paths.get(str(r.id_b))
+        if a is None or b is None:
+            continue
+        images = (_display_thumbnail(a), _display_thumbnail(b))
+        if images[0] is None or images[1] is None:
+            continue
+        shown.append((r, images))
+        if len(shown) == n:
+            break
+    if not shown:
+        return None
+    fig, axes = plt.subplots(len(shown), 2, figsize=(5.0, 2.4 * len(shown)), squeeze=False)
+    for (r, images), row in zip(shown, axes):
+        cosine = getattr(r, "cosine", float("nan"))
+        what = f"cosine {cosine:.4f}" if isinstance(cosine, float) and np.isfinite(cosine) else str(getattr(r, "kind", ""))
+        if bool(getattr(r, "crosses_species", False)):
+            what += ", across species"
+        for ax, image, name in zip(row, images, (r.id_a, r.id_b)):
+            ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+            ax.set_axis_off()
+            ax.set_title(_caption_path(str(name)), fontsize=7)
+        row[0].text(1.05, -0.06, what, transform=row[0].transAxes, ha="center", va="top", fontsize=8)
+    fig.suptitle(f"Closest duplicate pairs ({len(shown)} of {len(pairs)})", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def _figure_metadata(table: pd.DataFrame, path: Path) -> "Path | None":
@@ -321,6 +363,18 @@ def audit(source: "str | os.PathLike[str]", out: "str | os.PathLike[str]", *, tr
             exact = exact_duplicates(props, as_pairs=True)
             tables["exact"] = exact
             figures.append(contact_sheet(props, tmp / "figures" / "worst_images.png"))
+            frames = [t for t in (exact.rename(columns={"path_a": "id_a", "path_b": "id_b"}) if len(exact) else None,
+                                  tables.get("near")) if t is not None and len(t)]
+            if frames:
+                by_id = dict(zip(props["id"].astype(str), props["path"].astype(str)))
+                by_id.update({p: p for p in props["path"].astype(str)})
+                fig = draw_duplicate_pairs(pd.concat(frames, ignore_index=True), by_id)
+                if fig is not None:
+                    import matplotlib.pyplot as plt
+
+                    fig.savefig(tmp / "figures" / "duplicate_pairs.png", dpi=150)
+                    plt.close(fig)
+                    figures.append(tmp / "figures" / "duplicate_pairs.png")
             flags = {k: int(props[k].sum()) for k in ("greyscale", "tiny", "blurred") if k in props}
             headlines.append(f"{int((~props['readable']).sum())} unreadable images; " + ", ".join(
                 f"{v} {k}" for k, v in flags.items()) + f"; {len(exact)} exact duplicate files")
