@@ -200,6 +200,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.cache, args.out, method=args.method, mode=args.mode, split=args.split, shots=args.shots,
         folds=args.folds, seed=args.seed, clade=args.clade, test_fraction=args.test_fraction,
         coverage_rank=args.coverage_rank, split_file=args.split_file, split_column=args.split_column,
+        groups=args.groups, group_column=args.group_column,
         k_neighbors=args.k, temperature=args.temperature, text_form=args.text_form, n_boot=args.bootstrap,
         device=args.device, force=args.force,
     )
@@ -448,6 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                        "id and train/test columns) instead of drawing one")
     p.add_argument("--split-column", default="stratified", metavar="COLUMN",
                    help="the column of --split-file to use (stratified, species_disjoint, ...)")
+    p.add_argument("--groups", metavar="CSV", help="also score per group of species: a CSV with 'species' and a "
+                                                   "group column (latent audit --trained-on writes overlap.csv)")
+    p.add_argument("--group-column", default="seen", metavar="COLUMN", help="the group column of --groups")
     p.add_argument("--coverage-rank", default="kingdom",
                    choices=["genus", "family", "order", "class", "phylum", "kingdom"],
                    help="species-disjoint: hold out species sharing a taxon with training species at this rank "

@@ -163,6 +163,9 @@ class Evaluation:
         from latent.tables import evaluation_console_table, n_test_text
 
         m = self.metrics
+        grouped = m[m["group"].notna()] if "group" in m.columns else m.iloc[0:0]
+        if "group" in m.columns:
+            m = m[m["group"].isna()]
         if "fold" in m.columns:
             m = m[m["fold"].astype(str) == "mean"]
         info = self.info
@@ -202,6 +205,11 @@ class Evaluation:
             lines.append(f"  wrote {', '.join(str(p.name) for p in self.files)} to {self.out}")
         if leaks:
             lines.append(f"  WARNING: {leak_note} (see above)")
+        for group, table in grouped.groupby("group", sort=False):
+            top1 = table[table["metric"] == "top1"].set_index("rank")
+            cells = [f"{rank} {top1.loc[rank, 'value']:.3f} (n {int(top1.loc[rank, 'n'])})" for rank in RANK_NAMES
+                     if rank in top1.index]
+            lines.append(f"  {group}: top1 " + ", ".join(cells))
         return "\n".join(lines)
 
 
@@ -281,6 +289,27 @@ def _settings(method: str, mode: "str | None", split: str, clade: Any,
         raise InputError("A species-disjoint split cannot use --mode flat: the test species were never seen, so "
                          "a species classifier cannot be mapped up the tree. Use --mode per-rank.")
     return mode, (parse_clade(clade) if isinstance(clade, str) else clade)
+
+
+def _groups(groups: Any, column: str, method: str) -> "tuple[str, dict[str, str]] | None":
+    """``(column, {species name: group})`` from a table with ``species`` and ``column`` (``latent audit``'s
+    ``overlap.csv``: ``seen`` True/False) or a mapping; None without one."""
+    if groups is None:
+        return None
+    if method == "centroid":
+        raise InputError("--groups scores one test set per group; the centroid method averages folds: use linear, "
+                         "knn or zero-shot.")
+    if isinstance(groups, Mapping):
+        return column, {str(k): str(v) for k, v in groups.items()}
+    path = Path(groups)
+    if not path.is_file():
+        raise InputError(f"--groups {path} does not exist; write one with `latent audit CACHE --trained-on FILE` "
+                         f"(overlap.csv) or give a CSV with 'species' and the group column.")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if "species" not in table.columns or column not in table.columns:
+        raise InputError(f"--groups {path} needs a 'species' column and the group column {column!r}; it has "
+                         f"{', '.join(table.columns)} (choose one with --group-column).")
+    return column, dict(zip(table["species"], table[column]))
 
 
 def _split_from_file(split: str, split_file: Any, split_column: str, method: str, ids: np.ndarray,
@@ -380,6 +409,7 @@ def _compute(
     k_neighbors: int, temperature: float, n_boot: int, device: str, text: Any, logit_scale: "float | None",
     model: str, text_form: "str | None", source: Mapping[str, Any], start: float,
     split_rows: "tuple[np.ndarray, np.ndarray] | None" = None,
+    groups: "tuple[str, Mapping[str, str]] | None" = None,
 ) -> Evaluation:
     """The evaluation itself, on ``X_all`` (unit rows of ``rows`` of ``taxonomy``, in that order)."""
     from latent.metrics import evaluate_predictions
@@ -468,6 +498,19 @@ def _compute(
         tables["divergence"].append(result.divergence.assign(**extra))
         tables["confusions"].append(result.confusions.assign(**extra))
         tables["predictions"].append(pred.to_frame().assign(**extra))
+    if groups is not None:  # the same predictions scored per group of species (e.g. seen / unseen in training)
+        name, group_of = groups
+        pred = runs[0][1]
+        scored = (pred if seen_codes is None
+                  else replace(pred, true=predictable_truth(pred.true, seen_codes, scored_ranks)))
+        labels = np.array([group_of.get(str(n), "") for n in taxonomy.labels(Rank.SPECIES)[pred.rows]])
+        for value in sorted(set(labels) - {""}):
+            keep = labels == value
+            part = replace(scored, rows=scored.rows[keep], ids=scored.ids[keep], true=scored.true[keep],
+                           topk=scored.topk[keep], scores=scored.scores[keep])
+            tables["metrics"].append(evaluate_predictions(part, n_boot=n_boot, seed=seed).metrics
+                                     .assign(group=f"{name}={value}"))
+        log.info("evaluate: %d of %d test images in a group of %r", int((labels != "").sum()), len(labels), name)
     metrics = pd.concat(tables["metrics"], ignore_index=True)
     if method == "centroid":
         # Mean over folds (each fold has its own bootstrap CI; the mean row averages values and bounds,
@@ -525,6 +568,8 @@ def evaluate(
     coverage_rank: str = "kingdom",
     split_file: "str | os.PathLike[str] | None" = None,
     split_column: str = "stratified",
+    groups: "str | os.PathLike[str] | Mapping[str, Any] | None" = None,
+    group_column: str = "seen",
     k_neighbors: int = 20,
     temperature: float = 0.07,
     n_boot: int = 1000,
@@ -593,6 +638,7 @@ def evaluate(
     return _compute(data[rows], rows, tax, image_ids, method=method, mode=mode, split=split, shots=shots,
                     folds=folds, seed=seed, clade_spec=clade_spec, test_fraction=test_fraction,
                     coverage_rank=coverage_rank, split_rows=split_rows,
+                    groups=_groups(groups, group_column, method),
                     k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device, text=text,
                     logit_scale=logit_scale, model=model, text_form="given" if method == "zero-shot" else None,
                     source=identity, start=start)
@@ -613,6 +659,8 @@ def evaluate_cache(
     coverage_rank: str = "kingdom",
     split_file: "str | os.PathLike[str] | None" = None,
     split_column: str = "stratified",
+    groups: "str | os.PathLike[str] | Mapping[str, Any] | None" = None,
+    group_column: str = "seen",
     k_neighbors: int = 20,
     temperature: float = 0.07,
     text_form: str = "taxon",
@@ -637,6 +685,10 @@ def evaluate_cache(
     split
         ``random`` (stratified by species) or ``species-disjoint`` (test species never seen in
         training: the species rank is not predicted, higher ranks are). Not used by zero-shot.
+    groups, group_column
+        Score the same predictions again per group of species: a table (path) with ``species`` and
+        ``group_column`` (``latent audit --trained-on``'s ``overlap.csv``: ``seen``), or a mapping species ->
+        group. Extra rows with ``group = "<column>=<value>"``; the main rows have none.
     split_file, split_column
         A split written to a file (``latent audit``'s ``splits.csv``: ``id`` and columns ``stratified``,
         ``species_disjoint`` of ``train``/``test``/empty): the rows marked ``train`` and ``test`` in
@@ -692,6 +744,7 @@ def evaluate_cache(
     evaluation = _compute(X_all, rows, taxonomy, ids, method=method, mode=mode, split=split, shots=shots,
                           folds=folds, seed=seed, clade_spec=clade_spec, test_fraction=test_fraction,
                           coverage_rank=coverage_rank, split_rows=split_rows,
+                          groups=_groups(groups, group_column, method),
                           k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device,
                           text=text, logit_scale=logit_scale, model=provenance.model, text_form=text_form,
                           source={**source, "logit_scale_source": scale_source}, start=start)

@@ -169,3 +169,27 @@ def test_tol1k_audit_with_image_type_against_taxonomy(shared, tmp_path, capsys):
     assert meta.loc["r2_taxonomy", "value"] > meta.loc["r2_column", "value"] > meta.loc["r2_column_given_taxonomy",
                                                                                          "value"] > 0
     assert (tmp_path / "audit" / "figures" / "metadata_vs_taxonomy.png").exists()
+
+
+def test_evaluation_scored_per_group_of_species(planted, tmp_path, capsys, planted_cache):
+    import latent
+
+    names = sorted(set(planted.taxonomy.labels("species")))
+    groups = {name: ("seen" if i % 2 else "unseen") for i, name in enumerate(names)}
+    ev = latent.evaluate(planted.embeddings, planted.taxonomy, method="knn", n_boot=0, groups=groups)
+    top1 = ev.metrics[(ev.metrics["metric"] == "top1") & (ev.metrics["rank"] == "genus")]
+    main_row = top1[top1["group"].isna()].iloc[0]
+    parts = top1[top1["group"].notna()].set_index("group")
+    assert set(parts.index) == {"seen=seen", "seen=unseen"}
+    # the groups split the same test images: counts add up, and the accuracy is their weighted mean
+    assert parts["n"].sum() == main_row["n"]
+    assert (parts["value"] * parts["n"]).sum() / parts["n"].sum() == pytest.approx(main_row["value"])
+    assert "seen=unseen: top1" in ev.summary()
+    table = pd.DataFrame({"species": names, "seen": [groups[n] for n in names]})
+    table.to_csv(tmp_path / "overlap.csv", index=False)
+    assert main(["evaluate", str(planted_cache), "--method", "centroid", "--groups", str(tmp_path / "overlap.csv"),
+                 "--out", str(tmp_path / "c")]) == 2
+    assert "centroid" in capsys.readouterr().err
+    assert main(["evaluate", str(planted_cache), "--method", "knn", "--groups", str(tmp_path / "overlap.csv"),
+                 "--group-column", "kind", "--out", str(tmp_path / "k")]) == 2
+    assert "group column 'kind'" in capsys.readouterr().err
