@@ -208,7 +208,7 @@ class Evaluation:
         for group, table in grouped.groupby("group", sort=False):
             top1 = table[table["metric"] == "top1"].set_index("rank")
             cells = [f"{rank} {top1.loc[rank, 'value']:.3f} (n {int(top1.loc[rank, 'n'])})" for rank in RANK_NAMES
-                     if rank in top1.index]
+                     if rank in top1.index and top1.loc[rank, "n"] > 0]
             lines.append(f"  {group}: top1 " + ", ".join(cells))
         return "\n".join(lines)
 
