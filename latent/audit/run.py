@@ -146,6 +146,31 @@ def _figure_images_per_taxon(taxonomy: Any, path: Path) -> Path:
     return next(p for p in written if p.suffix == ".png")
 
 
+def _figure_sizes(props: pd.DataFrame, path: Path, input_size: int) -> "Path | None":
+    """Histograms of the shortest side, the aspect ratio and the share a centre crop removes."""
+    import matplotlib.pyplot as plt
+
+    from latent.plotting.style import new_figure, save_figure
+
+    ok = props[props["readable"]]
+    if ok.empty:
+        return None
+    fig, axes = new_figure(1, 3, panel=(3.0, 2.4))
+    axes = np.ravel(axes)
+    axes[0].hist(np.minimum(ok["width"], ok["height"]), bins=30, color="#4477AA")
+    axes[0].axvline(input_size, color="black", linestyle="--", linewidth=1)
+    axes[0].set_xlabel(f"shortest side (px; dashed: model input {input_size})")
+    axes[1].hist(ok["aspect"], bins=30, color="#4477AA")
+    axes[1].set_xlabel("aspect ratio (width / height)")
+    axes[2].hist(ok["crop_loss"], bins=np.linspace(0, 1, 21), color="#4477AA")
+    axes[2].set_xlabel("share cut by the centre crop")
+    axes[0].set_ylabel("images")
+    fig.suptitle(f"Image sizes ({len(ok)} readable images)")
+    written = save_figure(fig, path)
+    plt.close(fig)
+    return next(p for p in written if p.suffix == ".png")
+
+
 def draw_duplicate_pairs(pairs: pd.DataFrame, paths: dict[str, str], n: int = 8) -> Any:
     """The ``n`` closest pairs side by side (``pairs``: ``id_a, id_b`` and ``cosine`` or ``kind``), each
     captioned with its ids, its cosine or kind, and "across species" when it crosses two species.
@@ -363,6 +388,9 @@ def audit(source: "str | os.PathLike[str]", out: "str | os.PathLike[str]", *, tr
             exact = exact_duplicates(props, as_pairs=True)
             tables["exact"] = exact
             figures.append(contact_sheet(props, tmp / "figures" / "worst_images.png"))
+            sizes = _figure_sizes(props, tmp / "figures" / "image_sizes", input_size)
+            if sizes is not None:
+                figures.append(sizes)
             frames = [t for t in (exact.rename(columns={"path_a": "id_a", "path_b": "id_b"}) if len(exact) else None,
                                   tables.get("near")) if t is not None and len(t)]
             if frames:
