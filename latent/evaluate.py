@@ -205,7 +205,7 @@ class Evaluation:
             lines.append(f"  wrote {', '.join(str(p.name) for p in self.files)} to {self.out}")
         if leaks:
             lines.append(f"  WARNING: {leak_note} (see above)")
-        for group, table in grouped.groupby("group", sort=False):
+        for group, table in (grouped.groupby("group", sort=False) if len(grouped) else []):
             top1 = table[table["metric"] == "top1"].set_index("rank")
             cells = [f"{rank} {top1.loc[rank, 'value']:.3f} (n {int(top1.loc[rank, 'n'])})" for rank in RANK_NAMES
                      if rank in top1.index and top1.loc[rank, "n"] > 0]
