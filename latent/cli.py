@@ -251,7 +251,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     by = [c.strip() for item in (args.by or []) for c in item.split(",") if c.strip()]
     result = audit(args.source, args.out, trained_on=args.trained_on, near_dup=args.near_dup, by=by, rank=args.rank,
                    permutations=args.permutations, seed=args.seed, images=args.images, input_size=args.input_size,
-                   force=args.force)
+                   taxonomy_table=args.taxonomy, join_on=args.join_on, path_column=args.path_column, force=args.force)
     print(result.summary())
     return 0
 
@@ -467,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subparser(sub, "audit", "know the data: coverage, image quality, duplicates, training overlap, metadata "
                                  "versus taxonomy")
-    p.add_argument("source", help="embedding cache (.h5) or a folder of images")
+    p.add_argument("source", help="embedding cache (.h5), a folder of images, or a manifest table")
     p.add_argument("--out", required=True, metavar="DIR", help="audit folder (audit.md, audit.csv, duplicates.csv, ...)")
     p.add_argument("--trained-on", metavar="FILE", help="taxa a model was trained on (JSON object/list or text, one "
                                                         "per line): which species are seen and unseen")
@@ -482,6 +482,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", metavar="DIR", help="folder the cache's ids are relative to (default: where the cache "
                                                    "was made from)")
     p.add_argument("--input-size", type=int, default=224, metavar="PX", help="model input size (what cropping removes)")
+    p.add_argument("--taxonomy", metavar="TABLE", help="folder or manifest source: the taxonomy table (as latent embed)")
+    p.add_argument("--join-on", metavar="KEY=TAXCOL", help="folder or manifest source: how images join the taxonomy "
+                                                            "(e.g. folder=cub_class)")
+    p.add_argument("--path-column", metavar="COLUMN", help="manifest source: the column of image paths")
     p.add_argument("--force", action="store_true", help="replace an existing audit in --out")
     p.set_defaults(func=cmd_audit)
 

@@ -193,3 +193,15 @@ def test_evaluation_scored_per_group_of_species(planted, tmp_path, capsys, plant
     assert main(["evaluate", str(planted_cache), "--method", "knn", "--groups", str(tmp_path / "overlap.csv"),
                  "--group-column", "kind", "--out", str(tmp_path / "k")]) == 2
     assert "group column 'kind'" in capsys.readouterr().err
+
+
+def test_audit_of_the_cub10_photo_folder_with_its_taxonomy(shared, tmp_path):
+    root = shared("cub10")
+    result = audit(root / "birds", tmp_path / "audit", taxonomy_table=root / "taxonomy.csv", join_on="folder=cub_class")
+    cov = result.rows[result.rows["section"] == "coverage"].set_index(["rank", "metric"])["value"]
+    assert cov[("species", "taxa")] == 10 and cov[("genus", "taxa")] == 7 and cov[("family", "taxa")] == 4
+    assert cov[("species", "unlabelled_rows")] == 6  # eagle, parrot, sparrow: no row in the taxonomy table
+    images = result.tables["images"]
+    assert len(images) == 306 and images["readable"].all() and not images["blurred"].any()
+    with pytest.raises(InputError, match="--taxonomy needs --join-on"):
+        audit(root / "birds", tmp_path / "b", taxonomy_table=root / "taxonomy.csv")

@@ -245,13 +245,14 @@ def _figure_metadata(table: pd.DataFrame, path: Path) -> "Path | None":
 def audit(source: "str | os.PathLike[str]", out: "str | os.PathLike[str]", *, trained_on: Any = None,
           near_dup: float = 0.95, by: Sequence[str] = (), rank: str = "family", permutations: int = 199,
           seed: int = 0, images: "str | os.PathLike[str] | None" = None, input_size: int = 224,
-          force: bool = False) -> AuditResult:
+          taxonomy_table: "str | os.PathLike[str] | None" = None, join_on: "str | None" = None,
+          path_column: "str | None" = None, force: bool = False) -> AuditResult:
     """Audit an embedding cache (or an image folder) and write the audit folder ``out``.
 
     Parameters
     ----------
     source
-        An embedding cache (``.h5``) or a folder of images.
+        An embedding cache (``.h5``), a folder of images or a manifest table (as ``latent embed`` takes them).
     out
         The audit folder (created). One that holds an audit is replaced only with ``force``.
     trained_on
@@ -269,6 +270,9 @@ def audit(source: "str | os.PathLike[str]", out: "str | os.PathLike[str]", *, tr
         Folder the cache's ids are relative to (default: the folder the cache was made from, or its parent).
     input_size
         The model's input size, for what the preprocessing cuts away.
+    taxonomy_table, join_on, path_column
+        For a folder or a manifest: the labels, as ``latent embed`` reads them (``--taxonomy``,
+        ``--join-on KEY=TAXCOL``, ``--path-column``); coverage is audited when some image is labelled.
     force
         Replace an existing audit in ``out``.
 
@@ -285,7 +289,8 @@ def audit(source: "str | os.PathLike[str]", out: "str | os.PathLike[str]", *, tr
     source, out = Path(source), Path(out)
     number_range("--near-dup", near_dup, 0, 1, low_open=True, hint="Use e.g. 0.95 (cosine similarity).")
     if not source.exists():
-        raise InputError(f"The audit source {source} does not exist: give an embedding cache (.h5) or an image folder.")
+        raise InputError(f"The audit source {source} does not exist: give an embedding cache (.h5), an image folder "
+                         f"or a manifest table.")
     if (out / "audit.json").exists() and not force:
         raise InputError(f"{out} already holds an audit; pass --force to replace it (nothing was changed).")
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -299,15 +304,26 @@ def audit(source: "str | os.PathLike[str]", out: "str | os.PathLike[str]", *, tr
                               "near_dup": near_dup, "by": list(by), "rank": rank, "permutations": permutations,
                               "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     try:
-        if source.is_dir():
-            from latent.images import find_images
+        if source.is_dir() or source.suffix.lower() in (".csv", ".tsv", ".parquet", ".json"):
+            from latent.extract import collect_inputs
+            from latent.taxonomy import Taxonomy
 
-            paths = [Path(r.path) for r in find_images(source)]
-            if not paths:
-                raise InputError(f"No images under {source} (suffixes: .jpg, .jpeg, .png, ...).")
+            records, lineages = collect_inputs(source, path_column=path_column, taxonomy=taxonomy_table,
+                                               join_on=join_on)
             record["kind"] = "images"
-            ids = np.array([str(p.relative_to(source)) for p in paths])
-            X = taxonomy = None
+            paths = [Path(r.path) for r in records]
+            ids = np.array([str(r.id) for r in records])
+            X = None
+            labelled = (np.asarray(lineages) != "").any(axis=1)
+            if labelled.any():
+                taxonomy = Taxonomy.from_lineages(np.asarray(lineages, dtype=object).tolist(), on_conflict="warn")
+                cov = coverage_rows(taxonomy)
+                parts.append(cov)
+                headlines.append(f"{len(ids)} images, {int(labelled.sum())} labelled; " + ", ".join(
+                    f"{int(v)} {r}" for r, v in cov[cov["metric"] == "taxa"][["rank", "value"]].itertuples(index=False)))
+                figures.append(_figure_images_per_taxon(taxonomy, tmp / "figures" / "images_per_taxon"))
+            else:
+                headlines.append(f"{len(ids)} images, none labelled (give --taxonomy TABLE --join-on KEY=TAXCOL)")
         else:
             from latent.cache import open_cache
 
