@@ -118,7 +118,7 @@ def test_audit_of_an_image_folder(tmp_path):
     result = audit(folder, tmp_path / "audit")
     assert len(result.tables["images"]) == 4 and len(result.tables["exact"]) == 1
     assert (result.out / "figures" / "worst_images.png").exists()
-    with pytest.raises(InputError, match="No images under"):
+    with pytest.raises(InputError, match="No images found in"):
         audit(_empty(tmp_path), tmp_path / "x")
 
 
