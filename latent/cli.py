@@ -239,8 +239,14 @@ def cmd_probe(args: argparse.Namespace) -> int:
     options = ProbeOptions(distance=args.distance, permutations=args.permutations, max_pairs=args.max_pairs,
                            max_images=args.max_images, seed=args.seed, device=args.device,
                            extra=_probe_settings(args.set))
+    from latent.probes.run import species_subset
+
+    if (args.subset is None) != (args.where is None):
+        raise InputError("--subset CSV and --where COLUMN=VALUE go together (e.g. --subset overlap.csv --where "
+                         "seen=False).")
+    subset = species_subset(args.subset, args.where) if args.subset else None
     report = probe_cache(args.cache, args.out, probes=args.probes, options=options, baseline=args.baseline,
-                         clade=args.clade, force=args.force)
+                         clade=args.clade, subset=subset, force=args.force)
     print(report.summary())
     return 0
 
@@ -251,7 +257,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
     by = [c.strip() for item in (args.by or []) for c in item.split(",") if c.strip()]
     result = audit(args.source, args.out, trained_on=args.trained_on, near_dup=args.near_dup, by=by, rank=args.rank,
                    permutations=args.permutations, seed=args.seed, images=args.images, input_size=args.input_size,
-                   taxonomy_table=args.taxonomy, join_on=args.join_on, path_column=args.path_column, force=args.force)
+                   taxonomy_table=args.taxonomy, join_on=args.join_on, path_column=args.path_column,
+                   split_by=[c.strip() for item in (args.split_by or []) for c in item.split(",") if c.strip()],
+                   force=args.force)
     print(result.summary())
     return 0
 
@@ -486,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--join-on", metavar="KEY=TAXCOL", help="folder or manifest source: how images join the taxonomy "
                                                             "(e.g. folder=cub_class)")
     p.add_argument("--path-column", metavar="COLUMN", help="manifest source: the column of image paths")
+    p.add_argument("--split-by", action="append", metavar="COLUMN", help="also write a split holding out whole "
+                                                                         "values of this metadata column (by_COLUMN)")
     p.add_argument("--force", action="store_true", help="replace an existing audit in --out")
     p.set_defaults(func=cmd_audit)
 
@@ -504,6 +514,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of samples and permutations")
     p.add_argument("--baseline", metavar="CACHE", help="random-features baseline cache with the same image ids")
     p.add_argument("--clade", metavar="RANK=NAME", help="only this clade's images (e.g. class=Aves)")
+    p.add_argument("--subset", metavar="CSV", help="probe only some species: a CSV with 'species' (latent audit "
+                                                   "--trained-on writes overlap.csv); with --where")
+    p.add_argument("--where", metavar="COLUMN=VALUE", help="which species of --subset (e.g. seen=False)")
     p.add_argument("--set", action="append", metavar="PROBE.SETTING=VALUE",
                    help="probe-specific setting, repeatable (e.g. dendrogram.method=ward; see --list)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then CPU), cpu, cuda, cuda:1, mps")

@@ -205,3 +205,37 @@ def test_audit_of_the_cub10_photo_folder_with_its_taxonomy(shared, tmp_path):
     assert len(images) == 306 and images["readable"].all() and not images["blurred"].any()
     with pytest.raises(InputError, match="--taxonomy needs --join-on"):
         audit(root / "birds", tmp_path / "b", taxonomy_table=root / "taxonomy.csv")
+
+
+def test_probe_a_subset_of_species(planted, planted_cache, tmp_path, capsys):
+    names = sorted(set(planted.taxonomy.labels("species")))
+    unseen = set(names[::2])
+    pd.DataFrame({"species": names, "seen": [n not in unseen for n in names]}).to_csv(tmp_path / "o.csv", index=False)
+    out = tmp_path / "p"
+    assert main(["probe", str(planted_cache), "--probes", "levels", "--subset", str(tmp_path / "o.csv"), "--where",
+                 "seen=False", "--out", str(out)]) == 0
+    record = json.loads((out / "run.json").read_text())
+    assert record["n_species"] == len(unseen) and record["subset"] == "o.csv:seen=False"
+    species = pd.read_csv(out / "species.csv")
+    assert set(species["species"]) == unseen
+    capsys.readouterr()
+    for args, message in ((["--subset", str(tmp_path / "o.csv")], "go together"),
+                          (["--subset", str(tmp_path / "o.csv"), "--where", "seen=maybe"], "no species with seen='maybe'"),
+                          (["--subset", str(tmp_path / "none.csv"), "--where", "seen=False"], "does not exist")):
+        assert main(["probe", str(planted_cache), "--out", str(tmp_path / "q"), *args]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_split_by_a_metadata_column_holds_out_whole_values():
+    from latent.audit.run import _split_by_values
+
+    values = np.array(["a"] * 50 + ["b"] * 20 + ["c"] * 20 + ["d"] * 10 + [""] * 5, dtype=object)
+    rows = np.arange(100)  # the last 5 rows are not evaluated
+    split = _split_by_values(values, rows, 105, seed=0)
+    assert (split[100:] == "").all()
+    for v in "abcd":  # each value entirely on one side
+        assert len(set(split[values == v][:50 if v == "a" else None])) == 1
+    test_share = (split == "test").sum() / 100
+    assert 0 < test_share <= 0.3 and (split == "train").sum() >= 50
+    with pytest.raises(InputError, match="at least 2 values"):
+        _split_by_values(np.array(["a"] * 10, dtype=object), np.arange(10), 10, seed=0)

@@ -68,6 +68,32 @@ def _row(section: str, metric: str, value: Any, n: Any = np.nan, rank: str = "al
             "ci_high": np.nan, "n": n, "note": note, **extra}
 
 
+def _split_by_values(values: np.ndarray, rows: np.ndarray, n: int, seed: int,
+                     test_fraction: float = 0.3) -> np.ndarray:
+    """``(n,)`` ``"train"``/``"test"``/``""``: whole values of a column go to test, in a seeded order, each
+    when it keeps the test share at most ``test_fraction`` of ``rows`` (the smallest value when none does; at
+    least one value stays in train); rows outside ``rows`` or with an empty value are ``""``."""
+    out = np.full(n, "", dtype=object)
+    usable = rows[np.array([str(values[r]).strip() not in ("", "nan", "None") for r in rows], dtype=bool)]
+    if not len(usable):
+        return out
+    distinct, counts = np.unique(values[usable], return_counts=True)
+    if len(distinct) < 2:
+        raise InputError(f"--split-by needs a column with at least 2 values among the labelled rows; it has "
+                         f"{len(distinct)}.")
+    order = np.random.default_rng(seed).permutation(len(distinct))
+    target = test_fraction * len(usable)
+    test_values, total = [], 0
+    for i in order:  # values in a seeded order, each taken when it keeps the test share within the target
+        if total + counts[i] <= target and len(test_values) < len(distinct) - 1:
+            test_values.append(distinct[i])
+            total += counts[i]
+    if not test_values:  # every value alone is above the target: the smallest one
+        test_values = [distinct[int(np.argmin(counts))]]
+    out[usable] = np.where(np.isin(values[usable], test_values), "test", "train")
+    return out
+
+
 def coverage_rows(taxonomy: Any) -> pd.DataFrame:
     """Coverage of a taxonomy (one row per image): taxa per rank, images per taxon, one-child ranks, empty
     ranks, unlabelled rows and homonyms, in the long format of ``audit.csv`` (``section = "coverage"``).
@@ -246,7 +272,7 @@ def audit(source: "str | os.PathLike[str]", out: "str | os.PathLike[str]", *, tr
           near_dup: float = 0.95, by: Sequence[str] = (), rank: str = "family", permutations: int = 199,
           seed: int = 0, images: "str | os.PathLike[str] | None" = None, input_size: int = 224,
           taxonomy_table: "str | os.PathLike[str] | None" = None, join_on: "str | None" = None,
-          path_column: "str | None" = None, force: bool = False) -> AuditResult:
+          path_column: "str | None" = None, split_by: Sequence[str] = (), force: bool = False) -> AuditResult:
     """Audit an embedding cache (or an image folder) and write the audit folder ``out``.
 
     Parameters
@@ -270,6 +296,9 @@ def audit(source: "str | os.PathLike[str]", out: "str | os.PathLike[str]", *, tr
         Folder the cache's ids are relative to (default: the folder the cache was made from, or its parent).
     input_size
         The model's input size, for what the preprocessing cuts away.
+    split_by
+        Metadata columns to split by: whole values go to test (``splits.csv`` column ``by_<column>``), e.g.
+        train on some source datasets and test on another.
     taxonomy_table, join_on, path_column
         For a folder or a manifest: the labels, as ``latent embed`` reads them (``--taxonomy``,
         ``--join-on KEY=TAXCOL``, ``--path-column``); coverage is audited when some image is labelled.
@@ -367,6 +396,12 @@ def audit(source: "str | os.PathLike[str]", out: "str | os.PathLike[str]", *, tr
                 splits["species_disjoint"] = disjoint
             except InputError as e:
                 log.warning("audit: no split written: %s", e)
+            for column in split_by:  # whole values of a metadata column held out (e.g. one source dataset)
+                if column not in meta.columns:
+                    raise InputError(f"The --split-by column {column!r} is not in {source}; its metadata columns "
+                                     f"are: {', '.join(meta.columns) or 'none'} (see latent info).")
+                splits[f"by_{column}"] = _split_by_values(meta[column].astype(str).to_numpy(), labelled_rows,
+                                                          len(ids), seed)
             tables["splits"] = splits
             pairs = near_duplicates(X, ids, threshold=near_dup, species=species, split=split)
             parts.append(duplicate_summary(pairs, len(ids)).assign(section="duplicates"))

@@ -160,9 +160,39 @@ def list_probes() -> str:
     return "\n".join(f"{name:<{width}}  {spec.description}" for name, spec in PROBES.items())
 
 
-def load_probe_data(cache_path: "str | os.PathLike[str]", *, clade: "tuple[Rank, str] | None" = None
-                    ) -> tuple[ProbeData, Any]:
-    """Probe data from a cache: L2-normalised embeddings of the rows labelled at species.
+def species_subset(path: "str | os.PathLike[str]", where: str) -> tuple[str, set[str]]:
+    """The species of a table (``species`` column) whose ``COLUMN`` equals ``VALUE`` (``where = "COLUMN=VALUE"``):
+    e.g. ``latent audit --trained-on``'s ``overlap.csv`` with ``seen=False`` for the species a model never saw.
+
+    Returns
+    -------
+    tuple
+        ``("<file>:<COLUMN>=<VALUE>", species names)``.
+    """
+    import pandas as pd
+
+    path = Path(path)
+    column, sep, value = where.partition("=")
+    if not sep or not column.strip():
+        raise InputError(f"--where must look like COLUMN=VALUE (e.g. seen=False). Got {where!r}.")
+    if not path.is_file():
+        raise InputError(f"--subset {path} does not exist; write one with `latent audit CACHE --trained-on FILE` "
+                         f"(overlap.csv) or give a CSV with a 'species' column.")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    column = column.strip()
+    if "species" not in table.columns or column not in table.columns:
+        raise InputError(f"--subset {path} needs a 'species' column and {column!r}; it has {', '.join(table.columns)}.")
+    chosen = set(table.loc[table[column].str.strip() == value.strip(), "species"])
+    if not chosen:
+        raise InputError(f"--subset {path}: no species with {column}={value.strip()!r} (values: "
+                         f"{', '.join(sorted(set(table[column]))[:10])}).")
+    return f"{path.name}:{column}={value.strip()}", chosen
+
+
+def load_probe_data(cache_path: "str | os.PathLike[str]", *, clade: "tuple[Rank, str] | None" = None,
+                    species: "set[str] | None" = None) -> tuple[ProbeData, Any]:
+    """Probe data from a cache: L2-normalised embeddings of the rows labelled at species (of the clade and of
+    the ``species`` given, when given).
 
     Returns
     -------
@@ -176,9 +206,12 @@ def load_probe_data(cache_path: "str | os.PathLike[str]", *, clade: "tuple[Rank,
         keep = taxonomy.labelled(Rank.SPECIES)
         if clade is not None:
             keep &= taxonomy.clade_mask(*clade)
+        if species is not None:
+            keep &= np.isin(taxonomy.labels(Rank.SPECIES), sorted(species))
         rows = np.flatnonzero(keep)
         if not len(rows):
             where = "" if clade is None else f" in the clade {clade[0].label}={clade[1]}"
+            where += "" if species is None else " among the species of the subset"
             raise InputError(f"{cache_path} has no images labelled at species{where}: nothing to probe "
                              f"(see `latent info {cache_path}`).")
         X, norms = _read_normalised(cache, rows)
@@ -386,6 +419,7 @@ def probe_cache(
     options: "ProbeOptions | None" = None,
     baseline: "str | os.PathLike[str] | None" = None,
     clade: "str | tuple[Rank, str] | None" = None,
+    subset: "tuple[str, set[str]] | None" = None,
     force: bool = False,
 ) -> Probes:
     """Run probes on a cache and write the tables (read, :func:`run_probes`' computation, save).
@@ -405,6 +439,9 @@ def probe_cache(
         Optional cache of baseline features (same image ids), probed the same way.
     clade
         ``"RANK=NAME"`` or ``(Rank, name)``: probe only this clade's images.
+    subset
+        ``(label, species names)`` (:func:`species_subset`): probe only these species' images, e.g. the
+        species a model never saw in training.
     force
         Replace the results of another cache in ``out``.
 
@@ -431,9 +468,10 @@ def probe_cache(
     source: dict[str, Any] = {
         "cache": str(Path(cache_path).resolve()), "model": provenance.model, "pretrained": provenance.pretrained,
         "preprocess": provenance.preprocess, "baseline": None if baseline is None else str(Path(baseline).resolve()),
-        "clade": None if clade_spec is None else f"{clade_spec[0].label}={clade_spec[1]}"}
+        "clade": None if clade_spec is None else f"{clade_spec[0].label}={clade_spec[1]}",
+        "subset": None if subset is None else subset[0]}
     check_output(out, {"command": "probe", **source}, force=force)
-    data, provenance = load_probe_data(cache_path, clade=clade_spec)
+    data, provenance = load_probe_data(cache_path, clade=clade_spec, species=None if subset is None else subset[1])
     feature_sets = [("model", data, "")]
     if baseline is not None:
         feature_sets.append(("baseline", _aligned_baseline(data, baseline), "_baseline"))
