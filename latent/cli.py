@@ -132,10 +132,10 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from latent.models import list_models
 
-    print(f"{'name':<22} {'dim':>5}  {'open_clip':<32} {'weights':<20} description")
+    print(f"{'name':<22} {'dim':>5}  {'open_clip / timm':<40} {'weights':<20} description")
     for spec in list_models():
         weights = "untrained (random)" if spec.untrained else (spec.pretrained or "hub")
-        print(f"{spec.name:<22} {spec.embed_dim or '?':>5}  {spec.open_clip_name:<32} {weights:<20} {spec.description}")
+        print(f"{spec.name:<22} {spec.embed_dim or '?':>5}  {spec.open_clip_name:<40} {weights:<20} {spec.description}")
     print("\nAlso: any open_clip architecture with --pretrained TAG|FILE|FOLDER, 'random:<arch>' for a random "
           "initialisation of any architecture, 'hf-hub:org/repo', or a local Hugging Face snapshot folder.")
     return 0
@@ -143,6 +143,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_embed(args: argparse.Namespace) -> int:
     from latent.extract import embed_images
+
+    if getattr(args, "text", False):  # an image-only model has no text tower: say so before embedding images
+        from latent.models import default_model_name, require_text_tower
+
+        require_text_tower(args.model or default_model_name(), args.pretrained)
 
     report = embed_images(
         args.source, args.out, model=args.model, pretrained=args.pretrained, preprocess=args.preprocess,
@@ -246,7 +251,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
                          "seen=False).")
     subset = species_subset(args.subset, args.where) if args.subset else None
     report = probe_cache(args.cache, args.out, probes=args.probes, options=options, baseline=args.baseline,
-                         clade=args.clade, subset=subset, force=args.force)
+                         clade=args.clade, subset=subset, attribute=args.attribute, force=args.force)
     print(report.summary())
     return 0
 
@@ -517,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subset", metavar="CSV", help="probe only some species: a CSV with 'species' (latent audit "
                                                    "--trained-on writes overlap.csv); with --where")
     p.add_argument("--where", metavar="COLUMN=VALUE", help="which species of --subset (e.g. seen=False)")
+    p.add_argument("--attribute", metavar="COLUMN", help="metadata column of the intra_species probe (life stage, "
+                                                         "sex, image type, ...)")
     p.add_argument("--set", action="append", metavar="PROBE.SETTING=VALUE",
                    help="probe-specific setting, repeatable (e.g. dendrogram.method=ward; see --list)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then CPU), cpu, cuda, cuda:1, mps")

@@ -251,8 +251,10 @@ def _check(name: str, value: Any, allowed: tuple[str, ...]) -> None:
 
 def _text_for_zero_shot(cache, mode: str, form: str) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float, str]:
     """Text embeddings per rank, and the logit scale recorded with them (and where it came from)."""
+    from latent.models import require_text_tower
     from latent.text import text_logit_scale
 
+    require_text_tower(cache.provenance.model)
     groups = set(cache.text_groups())
     ranks = ["species"] if mode == "flat" else list(RANK_NAMES)
     missing = [f"{r}/{form}" for r in ranks if f"{r}/{form}" not in groups]

@@ -13,6 +13,14 @@ random CLIP used by tests and dry runs). Beyond the registry, any open_clip arch
   ``open_clip_model.safetensors`` or ``open_clip_pytorch_model.bin``), also ``local-dir:<dir>``;
 * ``hf-hub:<org>/<repo>``          an open_clip model on the Hugging Face Hub.
 
+Image-only models come from timm (installed with open_clip): the registry entries with ``"backend":
+"timm"`` (``dinov2-vit-l-14``, ``vit-l-16-in21k``, ``random-dinov2-vit-l-14``, ``random-timm-tiny``)
+are built by ``timm.create_model(..., num_classes=0)`` and embed with the pooled (class-token) output.
+Their weights follow the same offline rules (the timm repository on the Hugging Face Hub, looked up in
+the local cache first; ``--pretrained`` a weights file or a snapshot folder), their preprocessing is
+timm's own evaluation transform (``resolve_data_config`` / ``create_transform``), recorded in full. They
+have no text tower: :meth:`LoadedModel.encode_texts` (``latent embed-text``, zero-shot) refuses them.
+
 Offline use is first class. Hub weights are looked up in the local Hugging Face cache first and, when
 they are there, loaded without any network access (the cached snapshot of ``main`` is used as is).
 When they are missing, :class:`ModelUnavailableError` says at once (offline mode) or after one fast
@@ -58,6 +66,7 @@ __all__ = [
     "list_models",
     "resolve_model",
     "load_model",
+    "require_text_tower",
 ]
 
 log = logging.getLogger(__name__)
@@ -78,6 +87,8 @@ _DIR_WEIGHTS = (
 # what open_clip fetches from an hf-hub repo: the safetensors alternative first, then the pickle
 _HUB_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+# what a timm repository on the Hub holds, safetensors first
+_TIMM_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 _HUB_PROBE_TIMEOUT_S = 5.0
 _RANDOM_INIT_WARNING = "No pretrained weights loaded for model"
 _SHA256_RE = re.compile(r"[0-9a-f]{64}")
@@ -128,6 +139,13 @@ class ModelSpec:
         config without them).
     default : bool
         True for the registry's default model.
+    backend : str
+        ``"open_clip"`` (CLIP models, image and text towers) or ``"timm"`` (image-only models).
+    timm_name : str or None
+        timm model name with its pretrained tag (``"vit_large_patch14_dinov2.lvd142m"``); timm only.
+        ``open_clip_name`` is then ``"timm:<timm_name>"`` (for display).
+    hub_repo : str or None
+        Hugging Face repository holding a timm model's weights (``"timm/vit_large_patch14_dinov2.lvd142m"``).
     """
 
     name: str
@@ -142,18 +160,28 @@ class ModelSpec:
     tag: str | None = None
     quick_gelu: bool = False
     default: bool = False
+    backend: str = "open_clip"
+    timm_name: str | None = None
+    hub_repo: str | None = None
 
     @property
     def hf_repo(self) -> str | None:
-        """``org/repo`` of an hf-hub model, else None."""
+        """``org/repo`` of an hf-hub model (open_clip or timm), else None."""
+        if self.backend == "timm":
+            return self.hub_repo if self.source == "hf-hub" else None
         return self.open_clip_name[len("hf-hub:"):] if self.open_clip_name.startswith("hf-hub:") else None
+
+    @property
+    def has_text(self) -> bool:
+        """True when the model has a text tower (open_clip CLIP models); False for image-only models."""
+        return self.backend == "open_clip"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-JSON description (for ``latent models``)."""
         return {"name": self.name, "open_clip": self.open_clip_name, "pretrained": self.pretrained,
                 "arch": self.arch, "embed_dim": self.embed_dim, "untrained": self.untrained,
                 "description": self.description, "download": list(self.download), "source": self.source,
-                "default": self.default}
+                "default": self.default, "backend": self.backend, "timm": self.timm_name, "text": self.has_text}
 
 
 def _data_path(*parts: str) -> Path:
@@ -168,6 +196,9 @@ def _registry() -> tuple[dict[str, ModelSpec], str]:
         default = data["default"]
         specs: dict[str, ModelSpec] = {}
         for name, e in data["models"].items():
+            if e.get("backend", "open_clip") == "timm":
+                specs[name] = _timm_entry(name, e, default=(name == default))
+                continue
             pretrained = e["pretrained"]
             specs[name] = ModelSpec(
                 name=name, open_clip_name=e["open_clip"], pretrained=pretrained, arch=e["arch"],
@@ -183,6 +214,16 @@ def _registry() -> tuple[dict[str, ModelSpec], str]:
     return specs, default
 
 
+def _timm_entry(name: str, e: Mapping[str, Any], *, default: bool) -> ModelSpec:
+    """A registry entry of an image-only timm model -> ModelSpec (raises KeyError/TypeError/ValueError)."""
+    timm_name, untrained = str(e["timm"]), bool(e["untrained"])
+    return ModelSpec(
+        name=name, open_clip_name=f"timm:{timm_name}", pretrained=None, arch=e["arch"],
+        embed_dim=int(e["embed_dim"]), untrained=untrained, description=e["description"],
+        download=tuple(e.get("download", ())), source="random" if untrained else "hf-hub", default=default,
+        backend="timm", timm_name=timm_name, hub_repo=None if untrained else str(e["hf_hub"]))
+
+
 def default_model_name() -> str:
     """Name of the registry's default model (``"bioclip-2"``)."""
     return _registry()[1]
@@ -195,7 +236,8 @@ def list_models() -> list[ModelSpec]:
     -------
     list of ModelSpec
         ``bioclip-2`` (default), ``bioclip``, ``clip-vit-l-14``, ``clip-vit-l-14-laion2b``,
-        ``random-tiny``, ``random-vit-l-14``.
+        ``random-tiny``, ``random-vit-l-14``, and the image-only timm models ``dinov2-vit-l-14``,
+        ``vit-l-16-in21k``, ``random-dinov2-vit-l-14``, ``random-timm-tiny``.
     """
     return list(_registry()[0].values())
 
@@ -433,7 +475,17 @@ def resolve_model(name: str, pretrained: str | os.PathLike[str] | None = None) -
         pretrained = os.fspath(pretrained).strip()
     registry = _registry()[0]
     if name in registry:
-        return registry[name] if pretrained is None else _entry_with_pretrained(registry[name], pretrained)
+        if pretrained is None:
+            return registry[name]
+        if registry[name].backend == "timm":
+            return _timm_with_pretrained(registry[name], pretrained)
+        return _entry_with_pretrained(registry[name], pretrained)
+    if name.startswith("timm:"):  # a registry timm model by its timm name (the hub entry before the random one)
+        entries = sorted((e for e in registry.values() if e.open_clip_name == name), key=lambda e: e.untrained)
+        if not entries:
+            known = sorted({e.open_clip_name for e in registry.values() if e.backend == "timm"})
+            raise _bad("name", "resolve_model", f"timm:<name> of a registry timm model ({format_list(known)})", name)
+        return entries[0] if pretrained is None else _timm_with_pretrained(entries[0], pretrained)
     if name.startswith("random:"):
         if pretrained is not None:
             raise _bad("pretrained", "resolve_model", f"None for the random initialisation {name}", pretrained,
@@ -508,6 +560,8 @@ def _unavailable(spec: ModelSpec, repo: str, files: Sequence[str], reason: str) 
     files = [f for f in files if f.endswith(_WEIGHT_SUFFIXES)] or list(_HUB_WEIGHTS)
     hints = spec.download or _download_hints(repo, files if spec.source == "tag" else ())
     what = spec.open_clip_name + (f" pretrained={spec.tag!r}" if spec.tag else "")
+    folder_files = (f"{_CONFIG_NAME} and {_HUB_WEIGHTS[0]}" if spec.backend != "timm" else
+                    f"{_TIMM_WEIGHTS[0]} or {_TIMM_WEIGHTS[1]}, as in the repository")
     env = ", ".join(f"{k}={os.environ[k]}" for k in ("HF_HOME", "HF_HUB_CACHE", "HF_HUB_OFFLINE") if k in os.environ)
     return ModelUnavailableError(
         f"The weights of model {spec.name!r} ({what}, from the Hugging Face repository {repo}) are not available: "
@@ -518,7 +572,7 @@ def _unavailable(spec: ModelSpec, repo: str, files: Sequence[str], reason: str) 
         f"HF_HOME/hub; {env or 'neither is set'}), which must hold models--{repo.replace('/', '--')}.\n"
         f"Or use weights you already have: --pretrained /path/to/{files[0]} "
         f"(a weights file; pretrained= in Python), or --pretrained /path/to/snapshot-folder (holding "
-        f"{_CONFIG_NAME} and {_HUB_WEIGHTS[0]}).")
+        f"{folder_files}).")
 
 
 def _hub_fetch(spec: ModelSpec, repo: str, candidates: Sequence[str], *, required: bool = True) -> Path | None:
@@ -722,12 +776,15 @@ class LoadedModel:
     ----------
     spec : ModelSpec
     model : torch.nn.Module
-        The open_clip model (``encode_image`` / ``encode_text``), eval mode, gradients off.
+        The open_clip model (``encode_image`` / ``encode_text``), or for ``backend == "timm"`` the timm
+        model built with ``num_classes=0`` (``model(x)`` is the pooled embedding; ``forward_features``,
+        ``forward_intermediates`` as timm defines them); eval mode, gradients off.
     transform : callable
         PIL image -> ``(3, H, W)`` float tensor, as recorded in ``preprocess_info``. Picklable (for
         DataLoader workers).
     tokenizer : callable
-        list of str -> ``(T, context_length)`` int64 tensor (open_clip's tokenizer for the model).
+        list of str -> ``(T, context_length)`` int64 tensor (open_clip's tokenizer for the model); for
+        an image-only model, a callable that raises :class:`~latent.errors.InputError`.
     device : torch.device
     precision : str
         Resolved precision: ``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"amp"`` (bf16 autocast).
@@ -748,6 +805,8 @@ class LoadedModel:
         sha256 of that file.
     seed : int or None
         Seed of a random initialisation (None for trained weights).
+    backend : str
+        ``"open_clip"`` or ``"timm"`` (image-only: :meth:`encode_texts` refuses).
     """
 
     spec: ModelSpec
@@ -764,6 +823,12 @@ class LoadedModel:
     weights_file: str | None = None
     weights_sha256: str | None = None
     seed: int | None = None
+    backend: str = "open_clip"
+
+    @property
+    def has_text(self) -> bool:
+        """True when the model can embed text (open_clip CLIP models); False for image-only timm models."""
+        return self.backend == "open_clip"
 
     @property
     def input_dtype(self) -> torch.dtype:
@@ -803,7 +868,8 @@ class LoadedModel:
             return torch.empty((0, self.embed_dim), dtype=torch.float32)
         with torch.inference_mode(), self._autocast():
             x = batch.to(self.device, dtype=self.input_dtype, non_blocking=True)
-            out = self.model.encode_image(x)
+            # timm (num_classes=0): the pooled output, the class token after the final norm
+            out = self.model(x) if self.backend == "timm" else self.model.encode_image(x)
         return out.float().cpu()
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
@@ -818,9 +884,16 @@ class LoadedModel:
         -------
         torch.Tensor, shape (T, D), float32, on CPU
             Not L2-normalised.
+
+        Raises
+        ------
+        InputError
+            The model is image-only (no text tower).
         """
         import torch
 
+        if not self.has_text:
+            raise _no_text(self.spec.name)
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
             raise _bad("texts", "encode_texts", "a list of strings (wrap a single prompt in a list)",
                        texts if isinstance(texts, str) else [type(t).__name__ for t in texts])
@@ -862,6 +935,184 @@ class LoadedModel:
                 "weights_sha256": self.weights_sha256, "precision": self.precision}
 
 
+# ---------------------------------------------------------------------------- image-only models (timm)
+def _no_text(name: str) -> InputError:
+    return InputError(
+        f"Model {name!r} is image-only (timm, no text tower): text embeddings (latent embed-text, embed --text) and "
+        "zero-shot evaluation need a CLIP model with a text encoder (bioclip-2, clip-vit-l-14, ...); use the other "
+        "evaluation methods and probes on its image embeddings.")
+
+
+def require_text_tower(model: ModelSpec | str | None, pretrained: str | os.PathLike[str] | None = None) -> None:
+    """Refuse, before any work, a text task (embed-text, ``embed --text``, zero-shot) on an image-only model.
+
+    Cheap: reads the registry only, imports no torch or timm.
+
+    Parameters
+    ----------
+    model : ModelSpec, str or None
+        The model (a spec, or a name as :func:`resolve_model` takes it; the cache's recorded model name).
+        None, or a name that does not resolve (an imported cache's ``"unknown"``), passes: only a model
+        known to be image-only is refused.
+    pretrained : str or path-like, optional
+        As for :func:`resolve_model`.
+
+    Raises
+    ------
+    InputError
+        One line: the model is image-only (timm, no text tower), and what to use instead.
+    """
+    spec = model
+    if isinstance(model, str):
+        registry = _registry()[0]
+        if model in registry:
+            spec = registry[model]
+        elif model.startswith("timm:"):
+            try:
+                spec = resolve_model(model, pretrained)
+            except InputError:
+                return
+        else:
+            return
+    if isinstance(spec, ModelSpec) and not spec.has_text:
+        raise _no_text(spec.name)
+
+
+class _NoTokenizer:
+    """The tokenizer of an image-only model: refuses every call with a one-line InputError (picklable)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise _no_text(self.name)
+
+    def __repr__(self) -> str:
+        return f"NoTokenizer({self.name!r})"
+
+
+def _timm_with_pretrained(entry: ModelSpec, pretrained: str) -> ModelSpec:
+    """A timm registry entry with local weights: a weights file, or a snapshot folder of its Hub repository."""
+    path = Path(pretrained).expanduser()
+    if path.is_dir():
+        folder = path.resolve()
+        found = next((folder / f for f in _TIMM_WEIGHTS if (folder / f).is_file()), None)
+        if found is None:
+            others = sorted(p.name for p in folder.iterdir() if p.suffix in _WEIGHT_SUFFIXES)
+            if len(others) != 1:
+                raise InputError(f"The folder {folder} holds no timm weights file {' or '.join(_TIMM_WEIGHTS)} "
+                                 f"(weight-like files: {format_list(others) or 'none'}); pass the file itself.")
+            found = folder / others[0]
+        path = found
+    elif not path.is_file():
+        raise _bad("pretrained", "resolve_model", f"an existing weights file or snapshot folder for the timm model "
+                   f"{entry.name} ({entry.timm_name})", pretrained, " (No such file or folder exists.)")
+    path = path.resolve()
+    if path.suffix.lower() not in _WEIGHT_SUFFIXES:
+        raise InputError(f"The weights file {path} must end in one of {', '.join(_WEIGHT_SUFFIXES)} "
+                         "(.safetensors preferred; the others are read with torch.load(weights_only=True)).")
+    return ModelSpec(name=entry.name if not entry.untrained else f"timm:{entry.timm_name}",
+                     open_clip_name=entry.open_clip_name, pretrained=str(path), arch=entry.arch,
+                     embed_dim=entry.embed_dim, description=f"timm {entry.timm_name} with weights from {path}",
+                     source="file", backend="timm", timm_name=entry.timm_name)
+
+
+def _timm_preprocess_info(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """timm's resolved data config -> the JSON record of its evaluation transform."""
+    _, h, w = (int(v) for v in cfg["input_size"])
+    crop_pct = float(cfg.get("crop_pct") or 0.875)
+    crop_mode = str(cfg.get("crop_mode") or "center")
+    return {"name": "timm", "image_size": [h, w], "resize_mode": "shortest", "resize_on": "PIL",
+            "interpolation": str(cfg.get("interpolation") or "bilinear"), "antialias": True,
+            "crop_pct": crop_pct, "crop_mode": crop_mode, "crop": crop_mode,
+            "mean": [float(v) for v in cfg["mean"]], "std": [float(v) for v in cfg["std"]],
+            "reference": "timm resolve_data_config(model=...) + create_transform(is_training=False), RGB first"}
+
+
+def _load_timm(spec: ModelSpec, dev: Any, *, precision: str, preprocess: str, seed: int) -> LoadedModel:
+    """Build an image-only timm model (``num_classes=0``) with its weights and evaluation transform."""
+    import pickle
+
+    import torch
+
+    try:
+        import timm
+        from timm.data import create_transform, resolve_data_config
+    except ImportError as e:  # pragma: no cover - timm comes with open_clip
+        raise LatentError(f"Model {spec.name!r} needs timm (pip install timm): {e}") from e
+    assert spec.timm_name is not None
+    weights: Path | None = None
+    if spec.source == "hf-hub":
+        assert spec.hub_repo is not None
+        weights = _hub_weights(spec, spec.hub_repo, _TIMM_WEIGHTS)
+    elif spec.source == "file":
+        weights = Path(spec.pretrained or "")
+        if not weights.is_file():
+            raise InputError(f"The weights file {weights} of model {spec.name!r} does not exist (any more).")
+    elif spec.source != "random":
+        raise _bad("spec_or_name", "load_model", "a timm ModelSpec with source 'hf-hub', 'file' or 'random'",
+                   spec.source)
+    kwargs: dict[str, Any] = {"num_classes": 0}
+    if weights is not None:  # timm loads the file itself: its filters (position embeddings, classifier) apply
+        kwargs.update(pretrained=True, pretrained_cfg_overlay={"file": str(weights), "custom_load": False,
+                                                               "hf_hub_id": None, "url": None, "source": ""})
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    log.info("building %s (timm %s) on CPU, seed %d", spec.name, spec.timm_name, seed)
+    try:
+        with torch.random.fork_rng(devices=devices), _weights_only_loads():
+            torch.manual_seed(seed)
+            model = timm.create_model(spec.timm_name, **kwargs)
+    except pickle.UnpicklingError as e:
+        raise InputError(f"Refused to load {weights}: it is a pickle holding more than tensors, and latent reads "
+                         "pickled checkpoints only with torch.load(weights_only=True). Use model.safetensors. "
+                         f"({e})") from e
+    except Exception as e:  # unknown timm name, wrong architecture (missing/unexpected keys), corrupt file...
+        if weights is not None and "weights_only" in str(e):  # timm's wording of an unsafe pickle
+            raise InputError(f"Refused to load {weights}: it is a pickle holding more than tensors, and latent reads "
+                             "pickled checkpoints only with torch.load(weights_only=True), never unpickling code. "
+                             f"Use model.safetensors. ({type(e).__name__}: {str(e).splitlines()[0]})") from e
+        what = f" with weights {weights}" if weights is not None else ""
+        raise (InputError if weights is not None else LatentError)(
+            f"timm could not build {spec.timm_name} for model {spec.name!r}{what}: {type(e).__name__}: {e}") from e
+    sha = _sha256(weights) if weights is not None else None
+    model.requires_grad_(False)
+    if precision in ("fp16", "bf16"):
+        model = model.to(torch.float16 if precision == "fp16" else torch.bfloat16)
+    model = model.to(dev).eval()
+    data_cfg = resolve_data_config({}, model=model)
+    transform = _TimmTransform(create_transform(**data_cfg, is_training=False))
+    info = _timm_preprocess_info(data_cfg)
+    if spec.source == "random":
+        provenance = f"random-init seed={seed}"
+    else:
+        provenance = f"{spec.hub_repo if spec.source == 'hf-hub' else weights} sha256:{sha}"
+    dim = int(getattr(model, "num_features", 0) or 0)
+    if spec.embed_dim is not None and dim != spec.embed_dim:
+        raise LatentError(f"Model {spec.name!r} produces {dim}-d embeddings, but its spec says {spec.embed_dim}-d.")
+    loaded = LoadedModel(
+        spec=spec, model=model, transform=transform, tokenizer=_NoTokenizer(spec.name), device=dev,
+        precision=precision, embed_dim=dim, image_size=(info["image_size"][0], info["image_size"][1]),
+        preprocess_info=info, untrained=spec.untrained, pretrained=provenance,
+        weights_file=str(weights) if weights else None, weights_sha256=sha,
+        seed=seed if spec.source == "random" else None, backend="timm")
+    log.info("loaded %s: %d-d, %s, %s, preprocess %s, weights %s", spec.name, dim, dev, precision, preprocess,
+             provenance)
+    return loaded
+
+
+class _TimmTransform:
+    """RGB conversion, then timm's evaluation transform (picklable, for DataLoader workers)."""
+
+    def __init__(self, inner: Callable[[Any], Any]) -> None:
+        self.inner = inner
+
+    def __call__(self, img: Any) -> Any:
+        return self.inner(img.convert("RGB") if hasattr(img, "convert") else img)
+
+    def __repr__(self) -> str:
+        return f"ToRGB() + {self.inner!r}"
+
+
 def load_model(
     spec_or_name: ModelSpec | str,
     *,
@@ -888,7 +1139,9 @@ def load_model(
         ``"openclip"``: open_clip's validation transform for the model (resize the shorter side,
         centre crop; what the BioCLIP papers evaluate with). ``"squash"``: pybioclip's transform
         (resize to the model's image size without cropping, bilinear with antialias on the tensor,
-        OpenAI CLIP normalisation). Embeddings from the two differ: never mix them.
+        OpenAI CLIP normalisation). Embeddings from the two differ: never mix them. Image-only timm
+        models take only ``"openclip"``, which for them means timm's own evaluation transform
+        (``resolve_data_config`` + ``create_transform``; recorded with ``name: "timm"``).
     seed : int, default 0
         Seed of a random initialisation (the same seed gives bit-identical weights). The global torch
         RNG state is restored afterwards.
@@ -896,11 +1149,14 @@ def load_model(
     Returns
     -------
     LoadedModel
+        For a timm model (``backend == "timm"``): ``encode_images`` gives the pooled ``(B, D)``
+        class-token embedding (``num_classes=0``), ``encode_texts`` raises InputError (no text tower).
 
     Raises
     ------
     InputError
-        Bad parameters, unknown model, unreadable or unsafe weights file.
+        Bad parameters, unknown model, unreadable or unsafe weights file, ``preprocess="squash"`` with
+        a timm model.
     ModelUnavailableError
         Hub weights neither in the local cache nor downloadable now; the message says how to get them.
     """
@@ -923,11 +1179,17 @@ def load_model(
         spec = resolve_model(spec_or_name, pretrained)
     else:
         raise _bad("spec_or_name", "load_model", "a model name or a ModelSpec", spec_or_name)
+    if spec.backend == "timm" and preprocess != "openclip":
+        raise _bad("preprocess", "load_model", f"'openclip' (the model's own evaluation transform) for the image-only "
+                   f"timm model {spec.name!r}: 'squash' is pybioclip's transform for CLIP models", preprocess)
     dev = resolve_device(device, function="load_model")
     if precision == "auto":
         precision = "amp" if dev.type == "cuda" else "fp32"
     if precision == "fp16" and dev.type == "cpu":
         log.warning("fp16 weights on CPU are slow and some ops may be missing: prefer precision='fp32' or 'bf16'")
+
+    if spec.backend == "timm":
+        return _load_timm(spec, dev, precision=precision, preprocess=preprocess, seed=seed)
 
     import torch
 

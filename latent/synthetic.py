@@ -13,6 +13,25 @@ default unit scales): distance rises with taxonomic distance, one step per rank.
 no taxonomic structure at all (every image is pure noise around the origin). The default (signal 1,
 noise 1, 64 dimensions) is a clear hierarchy in which species are separable by a nearest-neighbour
 probe. Every later probe is tested against this: strong signal must be found, zero signal must not.
+
+Planted attribute (within-species variation)
+--------------------------------------------
+``make_hierarchical(..., attribute="orthogonal" | "inside", attribute_scale=a)`` also gives every image a
+binary attribute (a life stage, a sex) and moves it along one unit direction ``u``::
+
+    x(image) = v(species) + noise * e(image) + a * (attribute(image) - 1/2) * u
+
+Within each species the attribute is 1 for ``per_species // 2`` images chosen at random (0 for the
+others), so with an even ``per_species`` a species' mean is unchanged. ``u`` is orthogonal to the span
+of the species offsets (the centred planted species vectors, ``species_means - their mean``) for
+``"orthogonal"`` (it needs ``dim`` greater than that span's dimension), or a random Gaussian combination
+of those offsets (normalised) for ``"inside"``. The attribute draws come from a generator of their own
+(seeded by ``[seed, 0xA77B]``), after every other draw: with ``attribute=None`` (the default) the output
+is bit for bit what it was before the attribute existed, and with an attribute the embeddings minus the
+attribute offset are those without it (up to float32 rounding). The labels are
+:attr:`SyntheticData.attribute`, ``u`` is ``params["attribute_direction"]``; the cache written by
+:func:`write_synthetic` keeps the labels as the row metadata column ``attribute``.
+:mod:`latent.probes.intra_species` is tested against them.
 """
 
 from __future__ import annotations
@@ -29,10 +48,14 @@ import numpy as np
 from latent.ranks import RANKS
 from latent.taxonomy import Taxonomy
 
-__all__ = ["SyntheticData", "builtin_taxonomy_path", "builtin_taxonomy", "balanced_taxonomy", "make_hierarchical",
-           "write_synthetic"]
+__all__ = ["ATTRIBUTES", "SyntheticData", "builtin_taxonomy_path", "builtin_taxonomy", "balanced_taxonomy",
+           "make_hierarchical", "write_synthetic"]
 
 log = logging.getLogger(__name__)
+
+#: Where a planted attribute direction lies relative to the span of the species offsets.
+ATTRIBUTES = ("orthogonal", "inside")
+_ATTRIBUTE_TAG = 0xA77B
 
 
 def builtin_taxonomy_path() -> Path:
@@ -82,6 +105,8 @@ class SyntheticData:
         ``(n_species, dim)`` the planted species vectors ``v(species)``.
     params : dict
         The generation parameters (recorded in the cache provenance).
+    attribute : numpy.ndarray or None
+        ``(n_images,)`` int64 planted binary attribute of each image (0 or 1), None when none was planted.
     """
 
     embeddings: np.ndarray
@@ -89,6 +114,7 @@ class SyntheticData:
     taxonomy: Taxonomy
     species_means: np.ndarray
     params: dict = field(default_factory=dict)
+    attribute: "np.ndarray | None" = None
 
 
 def _check_number(name: str, value: float, *, minimum: float, integer: bool = False) -> None:
@@ -107,6 +133,8 @@ def make_hierarchical(
     noise: float = 1.0,
     rank_scales: "Sequence[float] | None" = None,
     seed: int = 0,
+    attribute: "str | None" = None,
+    attribute_scale: float = 1.0,
 ) -> SyntheticData:
     """Embeddings with a planted hierarchy (see the module docstring for the model).
 
@@ -128,6 +156,12 @@ def make_hierarchical(
         it to plant structure at some ranks only.
     seed
         Seed of the generator: the same arguments give the same array, bit for bit.
+    attribute
+        None (default: no attribute, output unchanged), ``"orthogonal"`` or ``"inside"``: plant a binary
+        per-image attribute along a direction orthogonal to, or inside, the span of the species offsets
+        (module docstring, "Planted attribute").
+    attribute_scale
+        Length ``a`` of the attribute offset (the distance between the two attribute means), >= 0.
 
     Returns
     -------
@@ -150,6 +184,11 @@ def make_hierarchical(
         )
     if taxonomy.n_species == 0:
         raise ValueError("The taxonomy given to make_hierarchical has no species: nothing to generate.")
+    if attribute is not None and attribute not in ATTRIBUTES:
+        raise ValueError(f"The 'attribute' parameter of make_hierarchical must be None or one of "
+                         f"{', '.join(ATTRIBUTES)}. Got {attribute!r} instead.")
+    if attribute is not None:
+        _check_number("attribute_scale", attribute_scale, minimum=0)
 
     rng = np.random.default_rng(seed)
     vectors = np.zeros((1, dim))  # the root
@@ -170,9 +209,47 @@ def make_hierarchical(
         "per_species": int(per_species), "dim": int(dim), "signal": float(signal), "noise": float(noise),
         "rank_scales": [float(s) for s in scales], "seed": int(seed),
     }
+    labels_attr = None
+    if attribute is not None:
+        labels_attr, direction = _plant_attribute(species_means, n_species, per_species, attribute, seed)
+        offsets = float(attribute_scale) * (labels_attr - 0.5)[:, None] * direction[None, :]
+        images = ((species_means[:, None, :] + noise * eps).reshape(-1, dim) + offsets).astype(np.float32)
+        params.update(attribute=attribute, attribute_scale=float(attribute_scale),
+                      attribute_direction=[float(v) for v in direction])
+        log.info("synthetic attribute: %s, scale %g", attribute, attribute_scale)
     log.info("synthetic embeddings: %d species x %d images, dim %d, signal %g, noise %g, seed %d",
              n_species, per_species, dim, signal, noise, seed)
-    return SyntheticData(images, ids, image_taxonomy, species_means.astype(np.float32), params)
+    return SyntheticData(images, ids, image_taxonomy, species_means.astype(np.float32), params, labels_attr)
+
+
+def _plant_attribute(species_means: np.ndarray, n_species: int, per_species: int, where: str,
+                     seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels, u)``: ``(n_species * per_species,)`` int64 0/1 labels (``per_species // 2`` ones per species,
+    at random) and the ``(dim,)`` unit direction, orthogonal to or inside the span of the centred species
+    vectors (:func:`make_hierarchical`, ``attribute``; ``"inside"``: a random Gaussian combination of the
+    species offsets, so it leans on their large directions as species differences do)."""
+    rng = np.random.default_rng([int(seed), _ATTRIBUTE_TAG])
+    dim = species_means.shape[1]
+    offsets = species_means - species_means.mean(axis=0)
+    _, s, vt = np.linalg.svd(offsets, full_matrices=False)
+    basis = vt[s > max(offsets.shape) * np.finfo(np.float64).eps * (s[0] if s.size else 0.0)]
+    if where == "orthogonal":
+        if basis.shape[0] >= dim:
+            raise ValueError(f"The species offsets span all {dim} dimensions: no direction is orthogonal to them. "
+                             f"Use make_hierarchical(dim > {basis.shape[0]}) or attribute='inside'.")
+        z = rng.standard_normal(dim)
+        u = z - basis.T @ (basis @ z)
+    else:
+        if basis.shape[0] == 0:
+            raise ValueError("The species offsets are all zero (one species or signal=0): nothing to lie inside; "
+                             "use make_hierarchical(signal > 0) with at least 2 species.")
+        u = offsets.T @ rng.standard_normal(n_species)  # a random combination of species offsets
+    u = u / np.linalg.norm(u)
+    ones = per_species // 2
+    labels = np.zeros((n_species, per_species), dtype=np.int64)
+    for s_ in range(n_species):
+        labels[s_, rng.permutation(per_species)[:ones]] = 1
+    return labels.reshape(-1), u
 
 
 def write_synthetic(
@@ -194,6 +271,8 @@ def write_synthetic(
         f"signal={p['signal']:g},noise={p['noise']:g},dim={p['dim']},seed={p['seed']},"
         f"rank_scales={'/'.join(f'{s:g}' for s in p['rank_scales'])}"
     )
+    if data.attribute is not None:  # other embeddings: never mixed with attribute-free ones by an append
+        pretrained += f",attribute={p['attribute']}/{p['attribute_scale']:g}"
     provenance = Provenance(
         model="synthetic",
         pretrained=pretrained,
@@ -207,4 +286,8 @@ def write_synthetic(
     frame = {rank.label: data.taxonomy.labels(rank) for rank in RANKS}
     with CacheWriter.open(out, provenance, force=force) as writer:
         writer.append(list(data.ids), data.embeddings, frame)
+        if data.attribute is not None:  # row metadata column "attribute" (0/1), for --attribute attribute
+            import pandas as pd
+
+            writer.write_metadata(pd.DataFrame({"attribute": np.asarray(data.attribute, dtype=np.int64)}))
     return Path(out)

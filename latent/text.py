@@ -197,7 +197,7 @@ class TextReport:
 
 def _load_cache_model(cache, *, device: str, model: "str | None", pretrained: "str | None"):
     """Reload the model that made ``cache`` and check it is the same weights."""
-    from latent.models import load_model
+    from latent.models import load_model, require_text_tower
 
     load = (cache.provenance.extra or {}).get("load")
     if model is not None:
@@ -207,6 +207,7 @@ def _load_cache_model(cache, *, device: str, model: "str | None", pretrained: "s
             f"{cache.path} does not record how to reload its model (it was imported or synthesised); "
             "pass --model (and --pretrained) naming the model that made its embeddings."
         )
+    require_text_tower(load["model"], load.get("pretrained"))
     loaded = load_model(load["model"], pretrained=load.get("pretrained"), device=device,
                         preprocess=load.get("preprocess", "openclip"), seed=int(load.get("seed") or 0))
     if model is None and loaded.pretrained != cache.provenance.pretrained:

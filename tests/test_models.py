@@ -88,7 +88,8 @@ def test_registry_is_data_and_cheap_to_read():
     out, _ = _run(code, {})
     assert out["torch"] is False and out["open_clip"] is False  # the CLI can list models without torch
     assert out["names"] == ["bioclip-2", "bioclip", "clip-vit-l-14", "clip-vit-l-14-laion2b", "random-tiny",
-                            "random-vit-l-14"]
+                            "random-vit-l-14", "dinov2-vit-l-14", "vit-l-16-in21k", "random-dinov2-vit-l-14",
+                            "random-timm-tiny"]  # the image-only timm models (issue 16) last
     assert out["default"] == "bioclip-2"
     b2 = out["bioclip2"]
     assert b2["open_clip"] == "hf-hub:imageomics/bioclip-2" and b2["embed_dim"] == 768 and b2["arch"] == "ViT-L-14"
@@ -103,7 +104,8 @@ def test_registry_entries_match_open_clip():
     assert default_model_name() == "bioclip-2" and specs["bioclip-2"].default
     assert sum(s.default for s in specs.values()) == 1
     assert specs["bioclip"].open_clip_name == "hf-hub:imageomics/bioclip" and specs["bioclip"].embed_dim == 512
-    assert [s.name for s in specs.values() if s.untrained] == ["random-tiny", "random-vit-l-14"]
+    assert [s.name for s in specs.values() if s.untrained and s.backend == "open_clip"] == \
+        ["random-tiny", "random-vit-l-14"]
     pretrained = set(open_clip.list_pretrained())
     for name in ("clip-vit-l-14", "clip-vit-l-14-laion2b"):
         s = specs[name]
@@ -431,7 +433,7 @@ def test_squash_matches_pybioclip_transform_exactly(tiny):
 # ---------------------------------------------------------------------------- bad parameters
 def test_bad_parameters_have_clear_messages(tiny):
     with pytest.raises(InputError, match=r"The 'name' parameter of resolve_model must be a registry model "
-                                         r"\(bioclip-2, bioclip, .*random-vit-l-14\).*any open_clip architecture.*"
+                                         r"\(bioclip-2, bioclip, .*random-vit-l-14, .*random-timm-tiny\).*any open_clip architecture.*"
                                          r"Got 'bioclip-3000' instead"):
         load_model("bioclip-3000")
     with pytest.raises(InputError, match=r"The 'precision' parameter of load_model must be one of 'auto', 'fp32', "

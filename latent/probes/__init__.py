@@ -145,6 +145,30 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
                              "Loss of the Poincare and Euclidean fits of the centroid distances against the "
                              "optimisation step. Dashed: the fit did not converge.", "latent.plotting.hyperbolic:report_fit_loss", order=61,
                              section="tree-likeness"))),
+    ProbeSpec("intra_species", "latent.probes.intra_species:probe_intra_species",
+              "within-species attribute (--attribute COL): angle between its direction and the species-centroid "
+              "subspace, share of its norm outside it, leave-one-out separability within species; null: the "
+              "attribute permuted within species",
+              default=False,
+              settings=("attribute", "attribute_name", "permutations", "n_boot", "variance", "min_per_value"),
+              units=(("*", "species"),),
+              figures=(FigureSpec(
+                  "intra_species", "Within-species attribute against the species structure ({model})",
+                  "Left: images of up to 8 species on the species axis (inside the span of the species centroids) "
+                  "and the attribute axis (the mean attribute direction outside it); colour: species, marker: "
+                  "attribute value. Right: each species' angle between its attribute direction and the species "
+                  "subspace (filled: its within-species permutation p <= " + f"{ALPHA:g}" + ", two-sided) beside "
+                  "its null mean (grey); the median over species is written in the panel.",
+                  "latent.plotting.intra_species:report_intra_species", per_model=True, order=70,
+                  section="geometry"),)),
+    ProbeSpec("text_geometry", "latent.probes.text_side:probe_text_geometry",
+              "does the text encoder's space of species names follow the taxonomy: Spearman Mantel r of text cosine "
+              "distances vs LCA heights, beside a control of random tokens with the same tree (shared prefixes alone)",
+              default=False, settings=("texts", "encode_text", "n_boot", "form"), units=(("*", "species pair"),)),
+    ProbeSpec("image_text_alignment", "latent.probes.text_side:probe_image_text_alignment",
+              "per rank: each image's cosine to its own taxon's text minus the best sibling's (margin), its rank "
+              "among siblings, and the Mantel r of image-centroid vs text distances",
+              default=False, settings=("texts", "n_boot", "n_boot_rank", "form"), units=(("*", "species"),)),
     ProbeSpec("shape", "latent.probes.shape:probe_shape",
               "the shape of the space: norms, anisotropy (mean cosine of image pairs), effective dimensionality "
               "(participation ratio, PCA spectrum), hubness (k-occurrence skew), each before and after centring",

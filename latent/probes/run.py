@@ -310,7 +310,7 @@ def _compute(names: list[str], feature_sets: list[tuple[str, ProbeData, str]], o
     species.insert(0, "label", data.taxonomy.species_labels())
     species["images"] = data.counts
     info = {
-        "command": "probe", **source, "probes": names, "options": jsonable(asdict(options)),
+        "command": "probe", **source, "probes": names, "options": jsonable(_recorded_options(options)),
         "n_images": int(len(data.X)), "n_species": data.n_species, "dim": int(data.X.shape[1]),
         "latent_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - start, 2), "probe_seconds": timings, "skipped": skipped,
@@ -320,6 +320,24 @@ def _compute(names: list[str], feature_sets: list[tuple[str, ProbeData, str]], o
     probes = Probes(metrics=metrics, species=species, results=results, info=info)
     log.info("%s", probes.summary())
     return probes
+
+
+def _recorded_options(options: ProbeOptions) -> dict[str, Any]:
+    """The options as ``run.json`` records them: a per-image array setting (``intra_species.attribute``) is
+    recorded by its name, not its values."""
+    recorded = asdict(options)
+    extra = dict(recorded.get("extra") or {})
+    for probe, cfg in extra.items():
+        if isinstance(cfg, dict) and "attribute" in cfg and not isinstance(cfg["attribute"], str):
+            extra[probe] = {**cfg, "attribute": str(cfg.get("attribute_name", "given per image"))}
+        cfg = extra[probe]
+        if isinstance(cfg, dict) and "texts" in cfg and not isinstance(cfg["texts"], str):
+            extra[probe] = {**cfg, "texts": f"/text/<rank>/{cfg.get('form', 'taxon')}: "
+                                            + ", ".join(map(str, cfg["texts"]))}
+        if isinstance(cfg, dict) and cfg.get("encode_text") is not None and not isinstance(cfg["encode_text"], str):
+            extra[probe] = {**extra[probe], "encode_text": getattr(cfg["encode_text"], "__name__", "given")}
+    recorded["extra"] = extra
+    return recorded
 
 
 def run_probes(
@@ -420,6 +438,7 @@ def probe_cache(
     baseline: "str | os.PathLike[str] | None" = None,
     clade: "str | tuple[Rank, str] | None" = None,
     subset: "tuple[str, set[str]] | None" = None,
+    attribute: "str | None" = None,
     force: bool = False,
 ) -> Probes:
     """Run probes on a cache and write the tables (read, :func:`run_probes`' computation, save).
@@ -442,6 +461,8 @@ def probe_cache(
     subset
         ``(label, species names)`` (:func:`species_subset`): probe only these species' images, e.g. the
         species a model never saw in training.
+    attribute
+        A metadata column of the cache: the per-image attribute of the ``intra_species`` probe.
     force
         Replace the results of another cache in ``out``.
 
@@ -472,6 +493,31 @@ def probe_cache(
         "subset": None if subset is None else subset[0]}
     check_output(out, {"command": "probe", **source}, force=force)
     data, provenance = load_probe_data(cache_path, clade=clade_spec, species=None if subset is None else subset[1])
+    text_probes = [n for n in names if n in ("text_geometry", "image_text_alignment")]
+    if text_probes:  # the text embeddings of the taxon names stored in the cache (latent embed-text)
+        from dataclasses import replace as _replace
+
+        from latent.probes.text_side import texts_by_rank
+
+        extra = dict(options.extra or {})
+        for name in text_probes:
+            cfg = dict(extra.get(name) or {})
+            if "texts" not in cfg:
+                with open_cache(cache_path) as cache:
+                    cfg["texts"] = texts_by_rank(cache, str(cfg.get("form", "taxon")))
+            extra[name] = cfg
+        options = _replace(options, extra=extra)
+    if attribute is not None:
+        from dataclasses import replace as _replace
+
+        from latent.probes.intra_species import attribute_from_cache
+
+        values = attribute_from_cache(cache_path, data, attribute)
+        extra = dict(options.extra or {})
+        extra["intra_species"] = {**dict(extra.get("intra_species") or {}), "attribute": values,
+                                  "attribute_name": attribute}
+        options = _replace(options, extra=extra)
+        source["attribute"] = attribute
     feature_sets = [("model", data, "")]
     if baseline is not None:
         feature_sets.append(("baseline", _aligned_baseline(data, baseline), "_baseline"))
