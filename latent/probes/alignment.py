@@ -809,6 +809,10 @@ class _PairRanks:
         return np.column_stack([np.clip(r, -1.0, 1.0), rho])
 
 
+
+#: Public name of :class:`_PairRanks` (used by the text-side probes).
+PairRanks = _PairRanks
+
 class _PairTau:
     """Weights ``(c, S)`` -> ``(c,)`` Kendall tau-a of condensed ``x`` (at most 255 levels) and ``y`` over
     each resample's pairs (weighted as in :class:`_PairRanks`): ``sum_{p<q} W_p W_q sign(x_p - x_q)

@@ -61,7 +61,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from latent.errors import InputError
-from latent.probes.alignment import TIE_TOL, _PairRanks, centroid_distances, condensed, mantel, species_cis
+from latent.probes.alignment import TIE_TOL, PairRanks, centroid_distances, condensed, mantel, species_cis
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult, null_row, species_permutations
 from latent.probes.common import DEFAULT_N_BOOT, DEFAULT_N_BOOT_EXPENSIVE, int_setting, tie_null
 from latent.ranks import RANK_NAMES, Rank, parse_rank
@@ -252,7 +252,7 @@ def _taxonomic_distances(keys: list[str], taxonomy: Any) -> np.ndarray:
 # ---------------------------------------------------------------------- text geometry
 def _mantel_rows(metric: str, D_tax: np.ndarray, D_emb: np.ndarray, perms: np.ndarray, n_boot: int, seed: int,
                  rank: str, unit: str, extra: Mapping[str, Any], ci_unit: str = "species"
-                 ) -> tuple[dict[str, Any], "_PairRanks | None"]:
+                 ) -> tuple[dict[str, Any], "PairRanks | None"]:
     """A Spearman Mantel row (null: ``perms`` of the first matrix; CI: bootstrap over its ``ci_unit``)."""
     S = D_tax.shape[0]
     tc, dc = condensed(D_tax).astype(np.float64), condensed(D_emb)
@@ -262,7 +262,7 @@ def _mantel_rows(metric: str, D_tax: np.ndarray, D_emb: np.ndarray, perms: np.nd
         low, high, note = np.nan, np.nan, "no CI: a distance matrix is constant"
         ranks = None
     else:
-        ranks = _PairRanks(tc, dc, S)
+        ranks = PairRanks(tc, dc, S)
         low, high, note = (cluster_ci(lambda w: ranks(w)[:, 0], S, n_boot=n_boot, seed=seed, unit=ci_unit)
                            if n_boot >= 0 else (np.nan, np.nan, ""))  # n_boot < 0: the caller's CI
     null = tie_null(res.null, res.r, atol=TIE_TOL) if perms.shape[0] and not degenerate else None
