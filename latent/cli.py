@@ -312,10 +312,14 @@ def cmd_synth(args: argparse.Namespace) -> int:
                          f"{args.dim} dimensions = {values:,} values, above the limit of "
                          f"{validate.MAX_SYNTH_VALUES:,} (about 2.4 GB of memory while generating); use a smaller "
                          f"--per-species or --dim.")
-    data = make_hierarchical(
-        taxonomy, per_species=args.per_species, dim=args.dim, signal=args.signal, noise=args.noise,
-        seed=args.seed,
-    )
+    try:
+        data = make_hierarchical(
+            taxonomy, per_species=args.per_species, dim=args.dim, signal=args.signal, noise=args.noise,
+            seed=args.seed, **({"attribute": args.attribute, "attribute_scale": args.attribute_scale}
+                               if args.attribute else {}),
+        )
+    except ValueError as e:  # e.g. no direction orthogonal to the species offsets at this dimension
+        raise InputError(f"--attribute {args.attribute}: {e}") from None
     write_synthetic(args.out, data, source=str(args.taxonomy or "builtin"), force=args.force)
     print(
         f"wrote {len(data.ids)} synthetic embeddings ({data.taxonomy.n_species} species x {args.per_species}, "
@@ -575,6 +579,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signal", type=float, default=1.0, metavar="S", help="hierarchy strength; 0 = none")
     p.add_argument("--noise", type=float, default=1.0, help="within-species noise scale")
     p.add_argument("--seed", type=int, default=0, metavar="K", help="seed of the generator")
+    p.add_argument("--attribute", choices=["orthogonal", "inside"], help="plant a within-species binary attribute "
+                   "(metadata column 'attribute') orthogonal to or inside the species subspace")
+    p.add_argument("--attribute-scale", type=float, default=1.0, metavar="A", help="size of the attribute offset")
     p.add_argument("--force", action="store_true", help="replace an existing cache")
     p.set_defaults(func=cmd_synth)
     return parser

@@ -371,3 +371,16 @@ def test_cli_attribute_from_cache_metadata(tmp_path, capsys):
     assert main(["probe", str(cache), "--probes", "intra_species", "--attribute", "colour", "--out",
                  str(tmp_path / "q")]) == 2
     assert "colour" in capsys.readouterr().err
+
+
+def test_cli_synth_plants_an_attribute(tmp_path, capsys):
+    from latent.cache import open_cache
+    from latent.cli import main
+
+    out = tmp_path / "a.h5"
+    assert main(["synth", "--out", str(out), "--per-species", "4", "--attribute", "inside"]) == 0
+    with open_cache(out) as cache:
+        values = cache.metadata(["attribute"])["attribute"]
+    assert set(map(int, values)) == {0, 1}
+    assert main(["synth", "--out", str(tmp_path / "b.h5"), "--dim", "8", "--attribute", "orthogonal"]) == 2
+    assert "no direction is orthogonal" in capsys.readouterr().err and not (tmp_path / "b.h5").exists()
