@@ -505,7 +505,8 @@ def _data_summary(models: list[ModelRun]) -> pd.DataFrame:
         row = {"model": m.label,
                "model name": name if name and name != "unknown" else
                "not recorded (imported without --model)",
-               "weights": (getattr(p, "pretrained", "") or "not recorded") if p is not None else "-",
+               "weights": (getattr(p, "pretrained", "") if getattr(p, "pretrained", "") not in ("", "unknown", None)
+                           else "not recorded") if p is not None else "-",
                "images": m.info.get("n_images", "-"), "species": m.info.get("n_species", "-")}
         if species is not None:
             images = pd.to_numeric(species.get("images"), errors="coerce")
