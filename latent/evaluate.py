@@ -44,6 +44,7 @@ from latent.errors import InputError
 from latent.figures import FigureSpec
 from latent.ranks import RANK_NAMES, Rank, parse_rank
 from latent.results import begin_output, check_output, finish_output, jsonable, results_frame
+from latent.tables import read_option_csv
 
 __all__ = ["METHODS", "SPLITS", "FIGURES", "Evaluation", "EvaluateReport", "evaluate", "evaluate_cache", "parse_clade"]
 
@@ -303,14 +304,11 @@ def _groups(groups: Any, column: str, method: str) -> "tuple[str, dict[str, str]
                          "knn or zero-shot.")
     if isinstance(groups, Mapping):
         return column, {str(k): str(v) for k, v in groups.items()}
-    path = Path(groups)
-    if not path.is_file():
-        raise InputError(f"--groups {path} does not exist; write one with `latent audit CACHE --trained-on FILE` "
-                         f"(overlap.csv) or give a CSV with 'species' and the group column.")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "species" not in table.columns or column not in table.columns:
-        raise InputError(f"--groups {path} needs a 'species' column and the group column {column!r}; it has "
-                         f"{', '.join(table.columns)} (choose one with --group-column).")
+    table = read_option_csv(groups, ["species", column], option="--groups",
+                            needs=f"a 'species' column and the group column {column!r}",
+                            absent="write one with `latent audit CACHE --trained-on FILE` (overlap.csv) or give a "
+                                   "CSV with 'species' and the group column.",
+                            choose=" (choose one with --group-column)")
     return column, dict(zip(table["species"], table[column]))
 
 
@@ -352,13 +350,10 @@ def read_split_file(path: "str | os.PathLike[str]", column: str, ids: np.ndarray
         A missing file or column, values other than train/test/empty, or ids the cache does not have.
     """
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"--split-file {path} does not exist; write one with `latent audit CACHE --out DIR` "
-                         f"(DIR/splits.csv).")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
-    if "id" not in table.columns or column not in table.columns:
-        raise InputError(f"--split-file {path} needs an 'id' column and the split column {column!r}; it has "
-                         f"{', '.join(table.columns)} (choose one with --split-column).")
+    table = read_option_csv(path, ["id", column], option="--split-file",
+                            needs=f"an 'id' column and the split column {column!r}",
+                            absent="write one with `latent audit CACHE --out DIR` (DIR/splits.csv).",
+                            choose=" (choose one with --split-column)")
     values = table[column].str.strip().str.lower()
     bad = sorted(set(values) - {"train", "test", ""})
     if bad:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from latent.errors import InputError
 
-__all__ = ["read_table", "TABLE_SUFFIXES", "metric_names", "format_console_table", "probe_console_table",
+__all__ = ["read_table", "read_option_csv", "TABLE_SUFFIXES", "metric_names", "format_console_table", "probe_console_table",
            "evaluation_console_table", "n_test_text", "fold_counts", "is_trivial", "TRIVIAL_MARK"]
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,32 @@ def read_table(source: "str | os.PathLike[str] | pd.DataFrame", *, what: str = "
         _refuse_duplicates([str(c) for c in frame.columns], where)
     log.debug("read %s %s: %d rows, columns %s", what, path, len(frame), list(frame.columns))
     return frame.reset_index(drop=True)
+
+
+def read_option_csv(path: "str | os.PathLike[str]", columns: "list[str]", *, option: str, needs: str,
+                    absent: str, choose: str = "") -> pd.DataFrame:
+    """A CSV given to a command-line option (``--split-file``, ``--groups``, ``--subset``), as text, with its
+    required ``columns``; a one-line :class:`InputError` naming the option otherwise.
+
+    Parameters
+    ----------
+    path
+        The file.
+    columns
+        Columns it must have.
+    option
+        The option's name, e.g. ``"--groups"``.
+    needs, absent, choose
+        Message parts: what it needs (``"a 'species' column and the group column 'seen'"``), how to get one
+        when the file is absent, and how to choose another column (``" (choose one with --group-column)"``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{option} {path} does not exist; {absent}")
+    table = pd.read_csv(path, dtype=str, keep_default_na=False)
+    if any(c not in table.columns for c in columns):
+        raise InputError(f"{option} {path} needs {needs}; it has {', '.join(map(str, table.columns))}{choose}.")
+    return table
 
 
 def _header(path: Path, sep: str) -> list[str]:

@@ -251,21 +251,17 @@ def near_duplicates(X: Any, ids: Sequence[Any], *, threshold: float = 0.95, bloc
         "row_a": a,
         "row_b": b,
     })
-    if species_arr is not None:
-        sa, sb = species_arr[a], species_arr[b]
-        labelled = np.array([x is not None and y is not None for x, y in zip(sa, sb)], dtype=bool)
-        equal = np.array([x == y for x, y in zip(sa, sb)], dtype=bool) if len(a) else np.zeros(0, dtype=bool)
-        pairs["species_a"] = pd.Series(sa, dtype=object)
-        pairs["species_b"] = pd.Series(sb, dtype=object)
-        pairs["same_species"] = labelled & equal
-        pairs["crosses_species"] = labelled & ~equal
-    if split_arr is not None:
-        pa, pb = split_arr[a], split_arr[b]
-        labelled = np.array([x is not None and y is not None for x, y in zip(pa, pb)], dtype=bool)
-        equal = np.array([x == y for x, y in zip(pa, pb)], dtype=bool) if len(a) else np.zeros(0, dtype=bool)
-        pairs["split_a"] = pd.Series(pa, dtype=object)
-        pairs["split_b"] = pd.Series(pb, dtype=object)
-        pairs["crosses_split"] = labelled & ~equal
+    for name, labels, same in (("species", species_arr, "same_species"), ("split", split_arr, None)):
+        if labels is None:
+            continue
+        la, lb = labels[a], labels[b]
+        labelled = np.array([x is not None and y is not None for x, y in zip(la, lb)], dtype=bool)
+        equal = np.array([x == y for x, y in zip(la, lb)], dtype=bool) if len(a) else np.zeros(0, dtype=bool)
+        pairs[f"{name}_a"] = pd.Series(la, dtype=object)
+        pairs[f"{name}_b"] = pd.Series(lb, dtype=object)
+        if same:
+            pairs[same] = labelled & equal
+        pairs[f"crosses_{name}"] = labelled & ~equal
     pairs.attrs["threshold"] = threshold
     pairs.attrs["n"] = n
     log.info("near_duplicates: %d pair(s) with cosine >= %g among %d rows", len(pairs), threshold, n)

@@ -169,19 +169,17 @@ def species_subset(path: "str | os.PathLike[str]", where: str) -> tuple[str, set
     tuple
         ``("<file>:<COLUMN>=<VALUE>", species names)``.
     """
-    import pandas as pd
+    from latent.tables import read_option_csv
 
     path = Path(path)
     column, sep, value = where.partition("=")
     if not sep or not column.strip():
         raise InputError(f"--where must look like COLUMN=VALUE (e.g. seen=False). Got {where!r}.")
-    if not path.is_file():
-        raise InputError(f"--subset {path} does not exist; write one with `latent audit CACHE --trained-on FILE` "
-                         f"(overlap.csv) or give a CSV with a 'species' column.")
-    table = pd.read_csv(path, dtype=str, keep_default_na=False)
     column = column.strip()
-    if "species" not in table.columns or column not in table.columns:
-        raise InputError(f"--subset {path} needs a 'species' column and {column!r}; it has {', '.join(table.columns)}.")
+    table = read_option_csv(path, ["species", column], option="--subset",
+                            needs=f"a 'species' column and {column!r}",
+                            absent="write one with `latent audit CACHE --trained-on FILE` (overlap.csv) or give a "
+                                   "CSV with a 'species' column.")
     chosen = set(table.loc[table[column].str.strip() == value.strip(), "species"])
     if not chosen:
         raise InputError(f"--subset {path}: no species with {column}={value.strip()!r} (values: "
