@@ -16,6 +16,11 @@ File format (``format_version`` 1), a contract that other tools read::
                        "datetime64[ns]"); the group's attribute ``order`` lists the dataset names in column
                        order (JSON). Missing values: NaN in float columns; elsewhere "" / 0 / False with
                        /metadata_missing/<column> (bool, (N,), True = missing) beside it.
+    /layers/<k>/class, /layers/<k>/patch_mean   optional, (N, W) each, same dtype as /embeddings: the class
+                       token and the mean patch token after transformer block k (1-based), through the
+                       tower's final LayerNorm (``latent embed --layers``); written with every row, in the same
+                       commit. Which blocks, the width and the token rule are in ``extra["layers"]``, part of
+                       the provenance identity (a cache with layers never takes rows without them).
     root attributes    format_version, latent_version, model, pretrained, preprocess (JSON), embed_dim,
                        normalized, created (ISO 8601 UTC), source, extra (JSON), complete,
                        rows_committed, failed_committed
@@ -60,7 +65,7 @@ from latent.errors import CacheError, InputError, ProvenanceError, ResourceError
 from latent.ranks import RANK_NAMES, Rank, parse_rank
 from latent.taxonomy import Taxonomy
 
-__all__ = ["FORMAT_VERSION", "Provenance", "CacheWriter", "EmbeddingCache", "open_cache", "check_out_path"]
+__all__ = ["FORMAT_VERSION", "LAYER_TOKENS", "Provenance", "CacheWriter", "EmbeddingCache", "open_cache", "check_out_path"]
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +131,17 @@ class Provenance:
 
     def identity(self) -> dict[str, Any]:
         """The fields that must be equal for rows to share a cache (``preprocess`` as canonical JSON)."""
-        return {"model": self.model, "pretrained": self.pretrained,
-                "preprocess": _json(self.preprocess, "preprocess"), "embed_dim": self.embed_dim,
-                "normalized": self.normalized, "store_dtype": self.store_dtype}
+        identity = {"model": self.model, "pretrained": self.pretrained,
+                    "preprocess": _json(self.preprocess, "preprocess"), "embed_dim": self.embed_dim,
+                    "normalized": self.normalized, "store_dtype": self.store_dtype}
+        if self.extra.get("layers"):  # per-block embeddings: rows without them never join
+            identity["layers"] = _json(self.extra["layers"], "layers")
+        return identity
+
+    @property
+    def layers(self) -> dict[str, Any] | None:
+        """The per-block embeddings the cache holds: ``{"blocks": [k, ...], "width": W, "n_blocks": L, ...}``."""
+        return self.extra.get("layers") or None
 
     def describe(self) -> str:
         """One line for humans: model, weights, preprocessing, dimension, dtype, normalisation."""
@@ -153,7 +166,8 @@ class Provenance:
 
 
 def _mismatch(where: Path, old: Provenance, new: Provenance, what: str) -> ProvenanceError:
-    differ = [k for k, v in old.identity().items() if new.identity()[k] != v]
+    a, b = old.identity(), new.identity()
+    differ = [k for k in dict.fromkeys([*a, *b]) if a.get(k) != b.get(k)]
     return ProvenanceError(
         f"{what} {where} holds embeddings made by\n  {old.describe()}\nbut this run makes\n  {new.describe()}\n"
         f"(they differ in {', '.join(differ)}). Embeddings of different provenance are never mixed: "
@@ -330,21 +344,41 @@ def _create_file(target: Path, dim: int, dtype: Any, chunk_rows: int, attrs: Map
         f.attrs.update(attrs)
 
 
+_LAYERS = "layers"
+#: The tokens stored after each block: ``/layers/<k>/<token>``.
+LAYER_TOKENS = ("class", "patch_mean")
+
+
+def _layer_names(spec: Mapping[str, Any] | None) -> list[str]:
+    """Dataset names of the per-block embeddings described by ``extra["layers"]``."""
+    if not spec:
+        return []
+    return [f"{_LAYERS}/{int(k)}/{token}" for k in spec["blocks"] for token in LAYER_TOKENS]
+
+
+def _create_layers(f: h5py.File, spec: Mapping[str, Any] | None, dtype: Any, chunk_rows: int) -> None:
+    width = int(spec["width"]) if spec else 0
+    for name in _layer_names(spec):
+        f.create_dataset(name, shape=(0, width), maxshape=(None, width), chunks=(chunk_rows, width), dtype=dtype)
+
+
 def _copy_committed(src: h5py.File, target: Path) -> None:
     """Write at ``target`` a clean copy of the committed rows, failures, text groups and attrs of ``src``."""
     n, m = int(src.attrs["rows_committed"]), int(src.attrs["failed_committed"])
     emb = src["embeddings"]
     _create_file(target, emb.shape[1], emb.dtype, emb.chunks[0], {**src.attrs, "complete": False})
     step = max(emb.chunks[0], _MAX_BLOCK_BYTES // (emb.shape[1] * emb.dtype.itemsize))
+    layers = _layer_names(json.loads(_decode(src.attrs.get("extra", "{}"))).get("layers"))
     counts = [("embeddings", n), ("ids", n), *((f"taxonomy/{r}", n) for r in RANK_NAMES),
-              ("failed/ids", m), ("failed/reasons", m)]
+              ("failed/ids", m), ("failed/reasons", m), *((name, n) for name in layers)]
     with h5py.File(target, "r+") as dst:
+        _create_layers(dst, json.loads(_decode(src.attrs.get("extra", "{}"))).get("layers"), emb.dtype, emb.chunks[0])
         for name, count in counts:
             source, copy = src[name], dst[name]
             if source.shape[0] < count:
                 raise CacheError(f"/{name} holds {source.shape[0]} rows, fewer than the {count} committed")
             copy.resize(count, axis=0)
-            reader = source if name == "embeddings" else source.asstr()
+            reader = source if source.dtype.kind == "f" else source.asstr()
             for a in range(0, count, step):
                 copy[a:min(count, a + step)] = reader[a:min(count, a + step)]
         for group in ("text", _META, _META_MISSING):
@@ -491,7 +525,8 @@ def _refuse_replacement(path: Path, partial: Path, mode: str) -> None:
 
 
 def _row_datasets(f: h5py.File) -> list[h5py.Dataset]:
-    return [f["embeddings"], f["ids"], *(f["taxonomy"][r] for r in RANK_NAMES)]
+    layers = _layer_names(json.loads(_decode(f.attrs.get("extra", "{}"))).get("layers"))
+    return [f["embeddings"], f["ids"], *(f["taxonomy"][r] for r in RANK_NAMES), *(f[name] for name in layers)]
 
 
 def _str_list(values: Sequence[str], what: str) -> list[str]:
@@ -653,6 +688,9 @@ class CacheWriter:
                  "complete": False, "rows_committed": 0, "failed_committed": 0, _REPLACES: path.exists()}
         _check_room(tmp, 2**20, path)
         _create_file(tmp, provenance.embed_dim, provenance.store_dtype, chunk_rows, attrs)
+        if provenance.layers:
+            with h5py.File(tmp, "r+") as f:
+                _create_layers(f, provenance.layers, provenance.store_dtype, chunk_rows)
         os.replace(tmp, partial)
         return _open_for_write(partial)
 
@@ -710,7 +748,9 @@ class CacheWriter:
         f = self._h5()
         emb = f["embeddings"]
         string_chunk = f["ids"].chunks[0] * 16
-        return ((k + 2 * emb.chunks[0]) * emb.shape[1] * emb.dtype.itemsize + 20 * string_chunk
+        spec = self.provenance.layers
+        width = len(_layer_names(spec)) * int(spec["width"]) if spec else 0
+        return ((k + 2 * emb.chunks[0]) * (emb.shape[1] + width) * emb.dtype.itemsize + 20 * string_chunk
                 + _string_bytes(strings) + 2**20)
 
     def _commit(self, attr: str, value: int) -> None:
@@ -720,7 +760,8 @@ class CacheWriter:
         f.flush()
 
     def append(self, ids: Sequence[str], embeddings: np.ndarray,
-               taxonomy: Mapping[str | Rank, Sequence[str]] | None = None) -> None:
+               taxonomy: Mapping[str | Rank, Sequence[str]] | None = None,
+               layers: Mapping[int, Mapping[str, np.ndarray]] | None = None) -> None:
         """Validate and commit one block of rows; nothing is written if any check fails.
 
         Parameters
@@ -731,6 +772,8 @@ class CacheWriter:
             Finite values (also after the cast to the store dtype); ``D == provenance.embed_dim``.
         taxonomy : mapping rank name -> sequence of str (k,), optional
             Labels per rank; missing ranks, None and NaN are stored as "" (unknown).
+        layers : mapping block -> {"class": (k, W), "patch_mean": (k, W)}, optional
+            Required exactly when the provenance has ``extra["layers"]``: every block it lists, both tokens.
         """
         f = self._h5()
         if _META in f:
@@ -761,6 +804,7 @@ class CacheWriter:
             raise InputError(f"embeddings hold NaN or infinite values (or values too large for "
                              f"{self.provenance.store_dtype}) in {bad.size} rows: "
                              f"{format_list(f'{i} (id {ids[i]!r})' for i in bad)}; nothing was written.")
+        layer_data = self._layer_data(layers, ids)
         if k == 0:
             return
         n0 = self._n
@@ -771,9 +815,42 @@ class CacheWriter:
             _write_strings(f["ids"], n0, ids)
             for r in RANK_NAMES:
                 _write_strings(f["taxonomy"][r], n0, labels[r])
+            for name, values in layer_data.items():
+                f[name][n0:n0 + k] = values
             self._commit("rows_committed", n0 + k)
         self._n += k
         self._ids.update(ids)
+
+    def _layer_data(self, layers: Mapping[int, Mapping[str, np.ndarray]] | None, ids: list[str]) -> dict[str, np.ndarray]:
+        """Check ``layers`` against the provenance and cast it: dataset name -> (k, W) in the store dtype."""
+        spec, k = self.provenance.layers, len(ids)
+        if not spec:
+            if layers:
+                raise InputError(f"The 'layers' parameter of append was given, but {self.path} was opened without "
+                                 f"layers (Provenance.extra['layers']); open it with the blocks to store.")
+            return {}
+        width = int(spec["width"])
+        blocks = [int(b) for b in spec["blocks"]]
+        if not isinstance(layers, Mapping) or sorted(int(b) for b in layers) != blocks:
+            got = "nothing" if not layers else sorted(layers) if isinstance(layers, Mapping) else type(layers).__name__
+            raise InputError(f"The 'layers' parameter of append must hold blocks {blocks} of {self.path}, each with "
+                             f"{' and '.join(LAYER_TOKENS)} arrays of shape ({k}, {width}). Got {got}.")
+        out: dict[str, np.ndarray] = {}
+        for block, tokens in layers.items():
+            for token in LAYER_TOKENS:
+                value = np.asarray(tokens.get(token) if isinstance(tokens, Mapping) else None)
+                if value.shape != (k, width) or not np.issubdtype(value.dtype, np.number):
+                    raise InputError(f"The 'layers' parameter of append must give block {block} a {token!r} array of "
+                                     f"shape ({k}, {width}). Got {value.dtype} shape {value.shape} instead.")
+                with np.errstate(over="ignore", invalid="ignore"):
+                    data = value.astype(self.provenance.store_dtype)
+                bad = np.flatnonzero(~np.isfinite(data).all(axis=1))
+                if bad.size:
+                    raise InputError(f"block {block} {token} embeddings hold NaN or infinite values (or values too "
+                                     f"large for {self.provenance.store_dtype}) in {bad.size} rows: "
+                                     f"{format_list(f'{i} (id {ids[i]!r})' for i in bad)}; nothing was written.")
+                out[f"{_LAYERS}/{int(block)}/{token}"] = data
+        return out
 
     def add_failed(self, ids: Sequence[str], reasons: Sequence[str] | str) -> None:
         """Record inputs that could not be embedded, ``reasons`` (k,) or one reason for all."""
@@ -906,7 +983,8 @@ def _read_text_group(f: h5py.File, name: str) -> tuple[np.ndarray, np.ndarray, d
 class EmbeddingCache:
     """Read-only view of a cache file; the HDF5 file is opened once and reopened after a fork."""
 
-    def __init__(self, path: str | os.PathLike, *, allow_incomplete: bool = False) -> None:
+    def __init__(self, path: str | os.PathLike, *, allow_incomplete: bool = False, layer: int | None = None,
+                 token: str = "class") -> None:
         path = Path(os.fspath(path))
         partial = _partial_path(path)
         if not path.exists() and partial.exists():
@@ -925,6 +1003,9 @@ class EmbeddingCache:
         self._labels: dict[str, np.ndarray] = {}
         self._taxonomy: Taxonomy | None = None
         self._ids: np.ndarray | None = None
+        self.layer: int | None = None
+        self.token = "class"
+        self._emb = "embeddings"  # the dataset read() reads: /embeddings, or /layers/<k>/<token> for a layer view
         f = self._h5()
         try:
             if "embeddings" not in f or "ids" not in f or "format_version" not in f.attrs:
@@ -941,9 +1022,30 @@ class EmbeddingCache:
             self._n = min(int(f.attrs.get("rows_committed", stored)), stored)
             if f["ids"].shape[0] < self._n:
                 raise CacheError(f"{path} is damaged: /ids is shorter than /embeddings.")
+            if layer is not None:
+                self._select_layer(layer, token)
         except BaseException:
             self.close()
             raise
+
+    @property
+    def layers(self) -> list[int]:
+        """Blocks whose embeddings the cache holds (1-based, ``latent embed --layers``); [] when none."""
+        spec = self.provenance.layers
+        return [int(k) for k in spec["blocks"]] if spec else []
+
+    def _select_layer(self, layer: Any, token: str) -> None:
+        stored = self.layers
+        if not stored:
+            raise InputError(f"The 'layer' parameter (--layer) was {layer!r}, but {self.path} holds no per-layer "
+                             f"embeddings; make a cache with them: latent embed ... --layers all.")
+        if isinstance(layer, bool) or not isinstance(layer, (int, np.integer)) or int(layer) not in stored:
+            raise InputError(f"The 'layer' parameter (--layer) must be one of the blocks {self.path} holds "
+                             f"({block_ranges(stored)}). Got {layer!r} instead.")
+        if token not in LAYER_TOKENS:
+            raise InputError(f"The 'token' parameter must be one of {', '.join(LAYER_TOKENS)}. Got {token!r} instead.")
+        self.layer, self.token = int(layer), token
+        self._emb = f"{_LAYERS}/{int(layer)}/{token}"
 
     def _h5(self) -> h5py.File:
         if self._file is None or self._pid != os.getpid():
@@ -982,7 +1084,8 @@ class EmbeddingCache:
         return self._n
 
     def __repr__(self) -> str:
-        return f"EmbeddingCache({str(self.path)!r}, rows={self._n}, dim={self.dim}, dtype={self.dtype.name})"
+        view = "" if self.layer is None else f", layer={self.layer}, token={self.token!r}"
+        return f"EmbeddingCache({str(self.path)!r}, rows={self._n}, dim={self.dim}, dtype={self.dtype.name}{view})"
 
     @property
     def n_rows(self) -> int:
@@ -992,12 +1095,12 @@ class EmbeddingCache:
     @property
     def dim(self) -> int:
         """Embedding dimension D."""
-        return int(self._h5()["embeddings"].shape[1])
+        return int(self._h5()[self._emb].shape[1])
 
     @property
     def dtype(self) -> np.dtype:
         """Stored dtype of ``/embeddings`` (float16 or float32)."""
-        return self._h5()["embeddings"].dtype
+        return self._h5()[self._emb].dtype
 
     @property
     def attrs(self) -> dict[str, Any]:
@@ -1099,7 +1202,7 @@ class EmbeddingCache:
     def text_groups(self) -> list[str]:
         """Names of the text-embedding groups under ``/text``, nested names included (``"species/taxon"``), sorted."""
         f = self._h5()
-        if "text" not in f:
+        if "text" not in f or self.layer is not None:  # text lives in the final embedding space, not a layer's
             return []
         names: list[str] = []
         f["text"].visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Group) and "embeddings" in obj else None)
@@ -1107,6 +1210,9 @@ class EmbeddingCache:
 
     def read_text_group(self, name: str) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """Labels (T,), embeddings (T, D') as float32 and attrs of ``/text/<name>``."""
+        if self.layer is not None:
+            raise InputError(f"Text embeddings live in the final embedding space of {self.path}, not in layer "
+                             f"{self.layer}: run text probes without --layer.")
         return _read_text_group(self._h5(), name)
 
     def _rows(self, rows: Any) -> slice | np.ndarray:
@@ -1133,7 +1239,7 @@ class EmbeddingCache:
 
     def _gather(self, idx: np.ndarray) -> np.ndarray:
         """Rows ``idx`` in order, read as sorted contiguous blocks (scattered h5py reads are slow)."""
-        ds = self._h5()["embeddings"]
+        ds = self._h5()[self._emb]
         uniq, inverse = np.unique(idx, return_inverse=True)
         out = np.empty((uniq.size, ds.shape[1]), dtype=ds.dtype)
         gap = ds.chunks[0] if ds.chunks else CHUNK_ROWS  # read through gaps shorter than a chunk
@@ -1163,7 +1269,7 @@ class EmbeddingCache:
         """
         sel = self._rows(rows)
         with self._reading():
-            data = self._h5()["embeddings"][sel] if isinstance(sel, slice) else self._gather(sel)
+            data = self._h5()[self._emb][sel] if isinstance(sel, slice) else self._gather(sel)
         return _finish(data, dtype, normalize)
 
     def iter_blocks(self, block_rows: int = 4096, *, dtype: Any = np.float32,
@@ -1171,7 +1277,7 @@ class EmbeddingCache:
         """Yield ``(rows, embeddings)`` for consecutive blocks: a slice and its (b, D) array."""
         if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
             raise InputError(f"The 'block_rows' parameter must be a positive int. Got {block_rows!r} instead.")
-        ds = self._h5()["embeddings"]
+        ds = self._h5()[self._emb]
         for start in range(0, self._n, int(block_rows)):
             rows = slice(start, min(self._n, start + int(block_rows)))
             with self._reading():
@@ -1254,8 +1360,14 @@ def _finish(data: np.ndarray, dtype: Any, normalize: bool) -> np.ndarray:
     return data.astype(target, copy=False)
 
 
-def open_cache(path: str | os.PathLike, *, allow_incomplete: bool = False) -> EmbeddingCache:
+def open_cache(path: str | os.PathLike, *, allow_incomplete: bool = False, layer: int | None = None,
+               token: str = "class") -> EmbeddingCache:
     """Open the cache at ``path`` for reading (also a context manager).
+
+    With ``layer`` (a block the cache holds, see :attr:`EmbeddingCache.layers`), :meth:`~EmbeddingCache.read`,
+    :meth:`~EmbeddingCache.iter_blocks`, ``dim`` and ``dtype`` are those of ``/layers/<layer>/<token>``
+    (``token`` "class" or "patch_mean"); ids, taxonomy and metadata are the same rows, and there are no
+    text groups (text lives in the final space).
 
     Raises
     ------
@@ -1263,4 +1375,15 @@ def open_cache(path: str | os.PathLike, *, allow_incomplete: bool = False) -> Em
         No cache (or only an interrupted write, unless ``allow_incomplete``), an incomplete file,
         a file that is not a latent cache, or a newer format.
     """
-    return EmbeddingCache(path, allow_incomplete=allow_incomplete)
+    return EmbeddingCache(path, allow_incomplete=allow_incomplete, layer=layer, token=token)
+
+
+def block_ranges(values: Sequence[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``"1-3, 5"``."""
+    out: list[str] = []
+    for v in sorted(values):
+        if out and out[-1].split("-")[-1] == str(v - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        else:
+            out.append(str(v))
+    return ", ".join(out)

@@ -90,6 +90,12 @@ def _format_summary(s: dict) -> str:
     lines.append(f"failed      {s['failed']} inputs")
     if s.get("text_groups"):
         lines.append(f"text        {', '.join(s['text_groups'])}")
+    layers = extra.get("layers")
+    if layers:
+        from latent.cache import block_ranges
+
+        lines.append(f"layers      blocks {block_ranges(layers['blocks'])} of {layers['n_blocks']} ({layers['width']}-d class "
+                     f"and mean patch tokens): latent probe --layer K")
     return "\n".join(lines)
 
 
@@ -154,6 +160,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         taxonomy=args.taxonomy, join_on=args.join_on, path_column=args.path_column, batch_size=args.batch_size,
         workers=args.workers, device=args.device, precision=args.precision, store_dtype=args.store_dtype,
         seed=args.seed, force=args.force, progress=not args.no_progress, commit_every=args.commit_every,
+        layers=args.layers,
     )
     print(report.summary())
     if args.text and not report.already_complete:
@@ -207,7 +214,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         coverage_rank=args.coverage_rank, split_file=args.split_file, split_column=args.split_column,
         groups=args.groups, group_column=args.group_column,
         k_neighbors=args.k, temperature=args.temperature, text_form=args.text_form, n_boot=args.bootstrap,
-        device=args.device, force=args.force,
+        device=args.device, layer=args.layer, force=args.force,
     )
     print(report.summary())
     return 0
@@ -251,7 +258,8 @@ def cmd_probe(args: argparse.Namespace) -> int:
                          "seen=False).")
     subset = species_subset(args.subset, args.where) if args.subset else None
     report = probe_cache(args.cache, args.out, probes=args.probes, options=options, baseline=args.baseline,
-                         clade=args.clade, subset=subset, attribute=args.attribute, force=args.force)
+                         clade=args.clade, subset=subset, attribute=args.attribute, layer=args.layer,
+                         force=args.force)
     print(report.summary())
     return 0
 
@@ -429,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing cache (once the new one is complete)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--commit-every", type=int, default=1024, metavar="ROWS", help="rows between commits")
+    p.add_argument("--layers", metavar="all|LIST", help="also store the class token and mean patch token after "
+                   "these transformer blocks (1-based: 'all', '12,24', '1-6'), as /layers/<k> in the cache")
     p.add_argument("--text", action="store_true", help="also embed the taxon names (see latent embed-text)")
     p.add_argument("--templates", choices=["single", "openai"], default="openai",
                    help="with --text: 'a photo of {}.' (single) or the 80 OpenAI ImageNet templates averaged")
@@ -449,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subparser(sub, "evaluate", "per-rank and hierarchical evaluation of a predictor on a cache")
     p.add_argument("cache", help="HDF5 embedding cache")
+    p.add_argument("--layer", type=int, metavar="K", help="evaluate the class tokens after transformer block K "
+                   "(a cache made with latent embed --layers) instead of the final embeddings")
     p.add_argument("--method", required=True, choices=["zero-shot", "linear", "knn", "centroid"],
                    help="predictor (zero-shot needs latent embed-text)")
     p.add_argument("--out", required=True, metavar="DIR", help="results folder")
@@ -510,6 +522,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _subparser(sub, "probe", "latent-space probes with permutation nulls: does the geometry follow the taxonomy?")
     p.add_argument("cache", nargs="?", help="HDF5 embedding cache")
+    p.add_argument("--layer", type=int, metavar="K", help="probe the class tokens after transformer block K "
+                   "(a cache made with latent embed --layers) instead of the final embeddings")
     p.add_argument("--out", metavar="DIR", help="results folder")
     p.add_argument("--list", action="store_true", help="list the probes and exit")
     p.add_argument("--probes", metavar="NAME,...", help="probes to run (default: all; see --list)")

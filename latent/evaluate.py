@@ -663,6 +663,7 @@ def evaluate_cache(
     text_form: str = "taxon",
     n_boot: int = 1000,
     device: str = "auto",
+    layer: "int | None" = None,
     force: bool = False,
 ) -> Evaluation:
     """Evaluate one predictor on a cache and write the tables (read, :func:`evaluate`'s computation, save).
@@ -707,6 +708,9 @@ def evaluate_cache(
     n_boot
         Bootstrap resamples for the 95% confidence intervals. Each resample draws whole species (a
         cluster bootstrap); below :data:`latent.stats.MIN_CLUSTERS` test species no CI is given.
+    layer
+        Evaluate the class tokens after this transformer block (``latent embed --layers``) instead of the
+        final embeddings (linear, knn, centroid; zero-shot is refused: the text is in the final space).
     force
         Replace the results of another cache in ``out``.
 
@@ -723,12 +727,17 @@ def evaluate_cache(
     from latent.cache import open_cache
 
     mode, clade_spec = _settings(method, mode, split, clade, coverage_rank)
+    if layer is not None and method == "zero-shot":
+        raise InputError(f"zero-shot compares images with taxon names in the final embedding space; it cannot run "
+                         f"on --layer {layer}. Use --method linear, knn or centroid, or drop --layer.")
     start = time.perf_counter()
     out = Path(out)
-    with open_cache(cache_path) as cache:
+    with open_cache(cache_path, layer=layer) as cache:
         provenance = cache.provenance
         source = {"cache": str(Path(cache_path).resolve()), "model": provenance.model,
                   "pretrained": provenance.pretrained, "preprocess": provenance.preprocess}
+        if layer is not None:
+            source["layer"] = int(layer)
         check_output(out, {"command": "evaluate", **source}, force=force)
         taxonomy = cache.taxonomy()
         rows = _evaluated_rows(taxonomy, clade_spec, str(cache_path))

@@ -176,6 +176,7 @@ def embed_images(
     force: bool = False,
     progress: bool = True,
     commit_every: int = 1024,
+    layers: "str | Sequence[int] | None" = None,
 ) -> EmbedReport:
     """Embed every image of ``source`` into the cache ``out``.
 
@@ -198,6 +199,13 @@ def embed_images(
         Show a progress bar (images/s and ETA) on stderr.
     commit_every
         Rows buffered between commits to the cache (a crash loses at most this many).
+    layers
+        Also store, per image, the class token and the mean patch token after these transformer blocks of
+        the image tower (``"all"``, or 1-based numbers and ranges such as ``"6,12"`` or ``"1-24"``; see
+        :func:`latent.models.parse_blocks` and :meth:`latent.models.LoadedModel.encode_layers`) under
+        ``/layers/<k>/class`` and ``/layers/<k>/patch_mean``, in ``store_dtype``, committed with the rows
+        (resumable like them). The blocks are part of the provenance: a cache made without them is not
+        extended with them (pass ``force`` to rebuild it).
 
     Returns
     -------
@@ -223,6 +231,7 @@ def embed_images(
 
     loaded = load_model(model, pretrained=pretrained, device=device, precision=precision, preprocess=preprocess, seed=seed)
     fields = loaded.provenance_fields()
+    layer_spec = None if layers is None else _layer_spec(loaded, layers)
     provenance = Provenance(
         model=fields["model"], pretrained=fields["pretrained"], preprocess=fields["preprocess"],
         embed_dim=int(fields["embed_dim"]), normalized=False, source=str(Path(source).resolve()),
@@ -233,6 +242,7 @@ def embed_images(
             # how to load the same model again (used by embed-text)
             "load": {"model": model, "pretrained": None if pretrained is None else str(pretrained),
                      "preprocess": preprocess, "seed": seed},
+            **({"layers": layer_spec} if layer_spec else {}),
         },
     )
     mode = "create"
@@ -266,7 +276,7 @@ def embed_images(
                 log.warning("skipped %s: %s", ids[i], BAD_NAME_REASON)
             todo = [i for i in todo if i not in bad_names]
         loop_start = time.perf_counter()
-        embedded, failures = _run(loaded, records, todo, labels, writer, batch_size=batch_size,
+        embedded, failures = _run(loaded, records, todo, labels, writer, batch_size=batch_size, layer_spec=layer_spec,
                                   workers=_default_workers() if workers is None else workers,
                                   progress=progress, commit_every=commit_every)
         failures = [(ids[i], BAD_NAME_REASON) for i in named_badly] + failures
@@ -278,8 +288,22 @@ def embed_images(
     return report
 
 
+def _layer_spec(loaded, layers: "str | Sequence[int]") -> dict:
+    """What ``extra["layers"]`` of the cache records: blocks, their count and width, and the token rule."""
+    from latent.models import parse_blocks
+
+    n = loaded.n_blocks
+    if n is None:
+        raise InputError(f"The '--layers' option needs a ViT image tower with a class token; model "
+                         f"{loaded.spec.name!r} has none. Embed without --layers.")
+    return {"blocks": parse_blocks(layers, n), "n_blocks": n, "width": loaded.layer_width,
+            "tokens": ["class", "patch_mean"],
+            "rule": "class token and mean patch token after each block, through the tower's final LayerNorm"}
+
+
 def _run(loaded, records: Sequence[ImageRecord], todo: list[int], labels: dict[str, np.ndarray], writer, *,
-         batch_size: int, workers: int, progress: bool, commit_every: int) -> tuple[int, list[tuple[str, str]]]:
+         batch_size: int, workers: int, progress: bool, commit_every: int,
+         layer_spec: "dict | None" = None) -> tuple[int, list[tuple[str, str]]]:
     """Stream ``records[todo]`` through the model into ``writer``; returns (rows embedded, failures)."""
     import torch
     from torch.utils.data import DataLoader
@@ -297,6 +321,8 @@ def _run(loaded, records: Sequence[ImageRecord], todo: list[int], labels: dict[s
     )
     buffer_rows: list[int] = []
     buffer_emb: list[np.ndarray] = []
+    blocks = [] if not layer_spec else list(layer_spec["blocks"])
+    buffer_layers: dict[int, dict[str, list[np.ndarray]]] = {k: {"class": [], "patch_mean": []} for k in blocks}
     failures: list[tuple[str, str]] = []
     embedded = 0
     store = np.float16 if writer.provenance.store_dtype == "float16" else np.float32
@@ -306,11 +332,16 @@ def _run(loaded, records: Sequence[ImageRecord], todo: list[int], labels: dict[s
         if not buffer_rows:
             return
         rows = np.asarray(buffer_rows)
+        layers = {k: {t: np.concatenate(v).astype(store, copy=False) for t, v in tokens.items()}
+                  for k, tokens in buffer_layers.items()} if blocks else None
         writer.append([records[i].id for i in rows], np.concatenate(buffer_emb).astype(store, copy=False),
-                      {name: values[rows] for name, values in labels.items()})
+                      {name: values[rows] for name, values in labels.items()}, layers=layers)
         embedded += len(rows)
         buffer_rows.clear()
         buffer_emb.clear()
+        for tokens in buffer_layers.values():
+            for values in tokens.values():
+                values.clear()
 
     with tqdm(total=len(todo), unit="img", desc="embed", disable=not progress, dynamic_ncols=True) as bar:
         for batch in loader:
@@ -323,7 +354,16 @@ def _run(loaded, records: Sequence[ImageRecord], todo: list[int], labels: dict[s
                     log.warning("skipped %s: %s", records[i].id, reason)
             good = batch["indices"].tolist()
             if good:
-                emb = loaded.encode_images(batch["images"])
+                if blocks:
+                    emb, layers = loaded.encode_layers(batch["images"], blocks)
+                    for k, tokens in layers.items():
+                        for t, value in tokens.items():
+                            if not torch.isfinite(value).all():
+                                raise RuntimeError(f"the model produced NaN or inf values after block {k}; "
+                                                   f"try --precision fp32")
+                            buffer_layers[k][t].append(value.numpy())
+                else:
+                    emb = loaded.encode_images(batch["images"])
                 if not torch.isfinite(emb).all():
                     raise RuntimeError("the model produced NaN or inf embeddings; try --precision fp32")
                 buffer_rows.extend(todo[i] for i in good)

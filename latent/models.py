@@ -57,6 +57,7 @@ __all__ = [
     "ModelUnavailableError",
     "ModelSpec",
     "LoadedModel",
+    "parse_blocks",
     "PRECISIONS",
     "PREPROCESS_MODES",
     "SOURCES",
@@ -844,6 +845,15 @@ class LoadedModel:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def _check_batch(self, batch: Any, function: str) -> None:
+        import torch
+
+        if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or batch.shape[1] != 3 or \
+                tuple(batch.shape[-2:]) != self.image_size:
+            got = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
+            raise _bad("batch", function, f"a (B, 3, {self.image_size[0]}, {self.image_size[1]}) tensor "
+                       "made by the model's transform", got)
+
     def encode_images(self, batch: torch.Tensor) -> torch.Tensor:
         """Image embeddings of a preprocessed batch.
 
@@ -859,11 +869,7 @@ class LoadedModel:
         """
         import torch
 
-        if not isinstance(batch, torch.Tensor) or batch.ndim != 4 or batch.shape[1] != 3 or \
-                tuple(batch.shape[-2:]) != self.image_size:
-            got = tuple(batch.shape) if isinstance(batch, torch.Tensor) else type(batch).__name__
-            raise _bad("batch", "encode_images", f"a (B, 3, {self.image_size[0]}, {self.image_size[1]}) tensor "
-                       "made by the model's transform", got)
+        self._check_batch(batch, "encode_images")
         if batch.shape[0] == 0:
             return torch.empty((0, self.embed_dim), dtype=torch.float32)
         with torch.inference_mode(), self._autocast():
@@ -871,6 +877,87 @@ class LoadedModel:
             # timm (num_classes=0): the pooled output, the class token after the final norm
             out = self.model(x) if self.backend == "timm" else self.model.encode_image(x)
         return out.float().cpu()
+
+    def _image_tower(self) -> Any:
+        """The module whose ``forward_intermediates`` walks the transformer blocks (None: it has none)."""
+        tower = self.model if self.backend == "timm" else getattr(self.model, "visual", None)
+        if tower is None or not hasattr(tower, "forward_intermediates"):
+            return None
+        if self.backend == "timm" and getattr(tower, "cls_token", None) is None:
+            return None  # a class token is what each layer stores
+        return tower
+
+    @property
+    def n_blocks(self) -> int | None:
+        """Transformer blocks of the image tower whose outputs :meth:`encode_layers` reads (None: not a ViT)."""
+        tower = self._image_tower()
+        if tower is None:
+            return None
+        blocks = getattr(tower, "blocks", None) if self.backend == "timm" else \
+            getattr(getattr(tower, "transformer", None), "resblocks", None)
+        return None if blocks is None else len(blocks)
+
+    @property
+    def layer_width(self) -> int | None:
+        """Width of the tokens between blocks (e.g. 1024 for ViT-L), None when :attr:`n_blocks` is None."""
+        tower = self._image_tower()
+        if tower is None:
+            return None
+        if self.backend == "timm":
+            return int(tower.embed_dim)
+        return int(tower.transformer.width)
+
+    def encode_layers(self, batch: torch.Tensor, blocks: Sequence[int]) -> tuple[torch.Tensor, dict[int, dict[str, torch.Tensor]]]:
+        """The final embeddings and, after each block in ``blocks``, the class token and the mean patch token.
+
+        One forward pass gives both (open_clip's ``visual.forward_intermediates``, timm's
+        ``forward_intermediates``). Each block's tokens go through the tower's final LayerNorm (``ln_post``
+        in open_clip, ``norm`` in timm) before they are read, so every layer is on the scale the final
+        embedding is read from (after the last block the class token is the final embedding before the
+        projection) and fits float16.
+
+        Parameters
+        ----------
+        batch : torch.Tensor, shape (B, 3, H, W)
+            As for :meth:`encode_images`.
+        blocks : sequence of int
+            1-based block numbers (1 = after the first transformer block, :attr:`n_blocks` = after the last).
+
+        Returns
+        -------
+        final : torch.Tensor, shape (B, D), float32, CPU
+            Equal to :meth:`encode_images` of the batch.
+        layers : dict
+            ``layers[k]["class"]`` and ``layers[k]["patch_mean"]``, each ``(B, W)`` float32 on CPU, with
+            ``W`` = :attr:`layer_width`.
+        """
+        import torch
+
+        n = self.n_blocks
+        if n is None:
+            raise InputError(f"Model {self.spec.name!r} has no transformer blocks with a class token to read "
+                             f"layers from; --layers works with ViT models (open_clip ViTs, timm ViTs).")
+        blocks = [int(k) for k in blocks]
+        bad = [k for k in blocks if not 1 <= k <= n]
+        if bad or not blocks:
+            raise _bad("blocks", "encode_layers", f"block numbers from 1 to {n}", bad or blocks)
+        self._check_batch(batch, "encode_layers")
+        indices = [k - 1 for k in blocks]
+        tower = self._image_tower()
+        with torch.inference_mode(), self._autocast():
+            x = batch.to(self.device, dtype=self.input_dtype, non_blocking=True)
+            if self.backend == "timm":
+                out = tower.forward_intermediates(x, indices=indices, return_prefix_tokens=True, norm=True,
+                                                  output_fmt="NLC", output_dict=True)
+                final = tower.forward_head(out["image_features"])
+            else:
+                out = tower.forward_intermediates(x, indices=indices, normalize_intermediates=True,
+                                                  output_fmt="NLC", output_extra_tokens=True)
+                final = out["image_features"]
+            layers = {k: {"class": prefix[:, 0].float().cpu(), "patch_mean": patches.float().mean(dim=1).cpu()}
+                      for k, prefix, patches in zip(blocks, out["image_intermediates_prefix"],
+                                                    out["image_intermediates"])}
+        return final.float().cpu(), layers
 
     def encode_texts(self, texts: Sequence[str]) -> torch.Tensor:
         """Text embeddings.
@@ -933,6 +1020,38 @@ class LoadedModel:
         return {"model": self.spec.name, "pretrained": self.pretrained, "preprocess": dict(self.preprocess_info),
                 "embed_dim": self.embed_dim, "untrained": self.untrained, "seed": self.seed,
                 "weights_sha256": self.weights_sha256, "precision": self.precision}
+
+
+def parse_blocks(value: "str | Sequence[int]", n_blocks: int, *, param: str = "--layers") -> list[int]:
+    """The block numbers named by ``value``: ``"all"``, or 1-based numbers and ranges (``"4,8,12"``, ``"1-6,12"``).
+
+    Returns the sorted distinct block numbers, each in ``1..n_blocks``; anything else is an
+    :class:`~latent.errors.InputError` naming ``param``.
+    """
+    what = (f"The {param!r} parameter must be 'all' or block numbers from 1 to {n_blocks} (e.g. '1-{n_blocks}' or "
+            f"'{max(1, n_blocks // 2)},{n_blocks}')")
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text == "all":
+            return list(range(1, n_blocks + 1))
+        out: list[int] = []
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            match = re.fullmatch(r"(-?\d+)(?:\s*-\s*(\d+))?", part)
+            if match is None:
+                raise InputError(f"{what}. Got {value!r} instead.")
+            lo, hi = int(match.group(1)), int(match.group(2) or match.group(1))
+            out.extend(range(lo, hi + 1) if lo <= hi else [lo, hi])
+    else:
+        try:
+            out = [int(v) for v in value if not isinstance(v, bool) and float(v) == int(v)]
+        except (TypeError, ValueError):
+            raise InputError(f"{what}. Got {value!r} instead.") from None
+        if len(out) != len(list(value)):
+            raise InputError(f"{what}. Got {value!r} instead.")
+    bad = sorted({k for k in out if not 1 <= k <= n_blocks})
+    if bad or not out:
+        raise InputError(f"{what}. Got {value!r} instead" + (f" ({', '.join(map(str, bad))} out of range)." if bad else "."))
+    return sorted(set(out))
 
 
 # ---------------------------------------------------------------------------- image-only models (timm)

@@ -12,10 +12,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,8 @@ from PIL import Image
 from latent.cache import open_cache
 from latent.errors import CacheError, InputError, ProvenanceError
 from latent.extract import collect_inputs, embed_images
+
+from _kill import _kill_after_writes, _partial_inode, _wait_for_new_partial
 
 REPO = Path(__file__).resolve().parents[1]
 ALBATROSS = "001.Black_footed_Albatross"  # Phoebastria nigripes
@@ -170,53 +170,6 @@ def _start_embed(src: Path, out: Path) -> subprocess.Popen:
             "--commit-every", "4", "--store-dtype", "float32", "--no-progress"]
     return subprocess.Popen([sys.executable, "-m", "latent.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, PYTHONPATH=str(REPO)))
-
-
-def _partial_inode(partial: Path) -> "int | None":
-    try:
-        return partial.stat().st_ino
-    except FileNotFoundError:
-        return None
-
-
-def _wait_for_new_partial(proc: subprocess.Popen, partial: Path, old_inode: "int | None", *,
-                          or_copy: bool = False) -> None:
-    """Wait until the writer has (re)created ``partial`` (a resume renames a clean copy onto it), or with
-    ``or_copy`` until that copy (``partial.tmp``) is being written."""
-    copy = Path(str(partial) + ".tmp")
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        inode = _partial_inode(partial)
-        if (inode is not None and inode != old_inode) or (or_copy and copy.exists()):
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"embed ended before writing {partial}:\n{proc.communicate()}")
-        time.sleep(0.002)
-    proc.kill()
-    raise AssertionError(f"{partial} did not appear within 60 s")
-
-
-def _kill_after_writes(proc: subprocess.Popen, partial: Path, writes: int) -> None:
-    """SIGKILL ``proc`` once the partial file has been written ``writes`` times (seen by its mtime).
-
-    Each commit flushes the file twice (rows, then the counter that makes them count), so the kill
-    lands after some commits, at a point set by ``writes`` whatever the machine's load.
-    """
-    last, seen = partial.stat().st_mtime_ns, 0
-    deadline = time.monotonic() + 60
-    while seen < writes and time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"embed ended before it could be killed:\n{proc.communicate()}")
-        try:
-            mtime = partial.stat().st_mtime_ns
-        except FileNotFoundError:  # renamed into place: the run is complete
-            break
-        if mtime != last:
-            last, seen = mtime, seen + 1
-        time.sleep(0.001)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
 
 
 def test_kill_9_at_several_points_then_resume_equals_one_uninterrupted_run(shared, tmp_path):

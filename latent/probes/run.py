@@ -188,9 +188,10 @@ def species_subset(path: "str | os.PathLike[str]", where: str) -> tuple[str, set
 
 
 def load_probe_data(cache_path: "str | os.PathLike[str]", *, clade: "tuple[Rank, str] | None" = None,
-                    species: "set[str] | None" = None) -> tuple[ProbeData, Any]:
+                    species: "set[str] | None" = None, layer: "int | None" = None) -> tuple[ProbeData, Any]:
     """Probe data from a cache: L2-normalised embeddings of the rows labelled at species (of the clade and of
-    the ``species`` given, when given).
+    the ``species`` given, when given); with ``layer``, the class tokens after that block
+    (:func:`latent.cache.open_cache`).
 
     Returns
     -------
@@ -199,7 +200,7 @@ def load_probe_data(cache_path: "str | os.PathLike[str]", *, clade: "tuple[Rank,
     """
     from latent.cache import open_cache
 
-    with open_cache(cache_path) as cache:
+    with open_cache(cache_path, layer=layer) as cache:
         taxonomy = cache.taxonomy()
         keep = taxonomy.labelled(Rank.SPECIES)
         if clade is not None:
@@ -437,6 +438,7 @@ def probe_cache(
     clade: "str | tuple[Rank, str] | None" = None,
     subset: "tuple[str, set[str]] | None" = None,
     attribute: "str | None" = None,
+    layer: "int | None" = None,
     force: bool = False,
 ) -> Probes:
     """Run probes on a cache and write the tables (read, :func:`run_probes`' computation, save).
@@ -461,6 +463,10 @@ def probe_cache(
         species a model never saw in training.
     attribute
         A metadata column of the cache: the per-image attribute of the ``intra_species`` probe.
+    layer
+        Probe the class tokens after this transformer block (a block the cache holds: ``latent embed
+        --layers``) instead of the final embeddings. The text probes are refused: text lives in the final
+        space. Recorded as ``layer`` in the results' source.
     force
         Replace the results of another cache in ``out``.
 
@@ -482,16 +488,22 @@ def probe_cache(
     clade_spec = parse_clade(clade) if isinstance(clade, str) else clade
     start = time.perf_counter()
     out = Path(out)
-    with open_cache(cache_path) as cache:
+    with open_cache(cache_path, layer=layer) as cache:
         provenance = cache.provenance
+    text_probes = [n for n in names if n in ("text_geometry", "image_text_alignment")]
+    if layer is not None and text_probes:
+        raise InputError(f"The probes {', '.join(text_probes)} compare images with text in the final embedding "
+                         f"space; they cannot run with --layer {layer}. Leave them out of --probes, or drop --layer.")
     source: dict[str, Any] = {
         "cache": str(Path(cache_path).resolve()), "model": provenance.model, "pretrained": provenance.pretrained,
         "preprocess": provenance.preprocess, "baseline": None if baseline is None else str(Path(baseline).resolve()),
         "clade": None if clade_spec is None else f"{clade_spec[0].label}={clade_spec[1]}",
         "subset": None if subset is None else subset[0]}
+    if layer is not None:  # (absent otherwise: results of the final embeddings keep their identity)
+        source["layer"] = int(layer)
     check_output(out, {"command": "probe", **source}, force=force)
-    data, provenance = load_probe_data(cache_path, clade=clade_spec, species=None if subset is None else subset[1])
-    text_probes = [n for n in names if n in ("text_geometry", "image_text_alignment")]
+    data, provenance = load_probe_data(cache_path, clade=clade_spec, species=None if subset is None else subset[1],
+                                       layer=layer)
     if text_probes:  # the text embeddings of the taxon names stored in the cache (latent embed-text)
         from dataclasses import replace as _replace
 
