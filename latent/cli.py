@@ -287,7 +287,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         permutations=args.permutations, distance=args.distance, seed=args.seed, n_boot=args.bootstrap,
         projections=tuple(p for p in args.projections.split(",") if p), probe_settings=_probe_settings(args.set),
         device=args.device, verdict_permutations=args.verdict_permutations, common_dim=not args.no_common_dim,
-        slides=args.slides)
+        layers=args.layers, slides=args.slides)
     result = build_report(args.caches, args.out, settings=settings, baseline=args.baseline, force=args.force)
     print(result.summary())
     return 0
@@ -561,6 +561,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="restricted permutations of each rank's primary statistic")
     p.add_argument("--slides", action="store_true",
                    help="also write figures/slides.pdf: a 16:9 deck, the data and the answer, then one figure per page")
+    p.add_argument("--layers", action="store_true",
+                   help="also draw where in the network each rank appears, from caches made with latent embed --layers")
     p.add_argument("--no-common-dim", action="store_true",
                    help="compare models at their own dimensions (default: PCA to the smallest, stated)")
     p.add_argument("--distance", choices=["cosine", "euclidean"], default="cosine", help="embedding distance")

@@ -135,7 +135,7 @@ def _report_settings(config: Mapping[str, Any]) -> Any:
     report = dict(config.get("report") or {})
     known_probe = {"probes", "permutations", "distance", "max_images", "max_pairs", "settings"}
     known_report = {"projections", "n_boot", "max_projection_points", "device", "verdict_permutations", "common_dim",
-                    "slides"}
+                    "layers", "slides"}
     for key, known, where in ((set(probe) - known_probe, known_probe, "probe"),
                               (set(report) - known_report, known_report, "report")):
         if key:
@@ -151,7 +151,7 @@ def _report_settings(config: Mapping[str, Any]) -> Any:
         kwargs["probe_settings"] = probe["settings"]
     if "projections" in report:
         kwargs["projections"] = tuple(report["projections"])
-    for key in ("n_boot", "max_projection_points", "device", "verdict_permutations", "common_dim", "slides"):
+    for key in ("n_boot", "max_projection_points", "device", "verdict_permutations", "common_dim", "layers", "slides"):
         if key in report:
             kwargs[key] = report[key]
     return ReportSettings(**kwargs)

@@ -30,9 +30,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 #: The report's sections that show figures, in order (:attr:`FigureSpec.section`).
-SECTIONS = ("answer", "evaluation", "geometry", "hierarchy", "tree-likeness", "other")
+SECTIONS = ("answer", "evaluation", "geometry", "hierarchy", "tree-likeness", "learned", "other")
 
 __all__ = ["SECTIONS", "FigureSpec", "Evidence", "Drawing", "ModelRun", "FigureContext", "PROJECTION_FIGURES",
+           "LAYER_FIGURES",
            "registered_figures", "registered_evidence", "slug"]
 
 
@@ -116,6 +117,7 @@ class ModelRun:
     probe: Path
     projections: list[Path]
     info: dict[str, Any] = field(default_factory=dict)
+    emergence: "Path | None" = None  # per-layer verdicts (latent report --layers), when the cache has layers
 
     @property
     def slug(self) -> str:
@@ -139,12 +141,25 @@ PROJECTION_FIGURES: tuple[FigureSpec, ...] = (
 )
 
 
+#: Where in the network each rank appears (``latent report --layers``: a pipeline step, not a probe).
+LAYER_FIGURES: tuple[FigureSpec, ...] = (
+    FigureSpec("emergence", "Where in the network each rank appears",
+               "The primary statistic per rank (distance to relatives inside the taxon over distance to relatives "
+               "outside it within the parent; below 1: visible) computed on the class token after each transformer "
+               "block, with its 95% CI over parent taxa; filled: that block's verdict is yes (the same rule as the "
+               "answer, Holm over the ranks of that block). An axis tick marks the block from which a rank stays "
+               "yes to the last block. Blocks per model: {blocks}.",
+               "latent.plotting.layers:report_emergence", order=90, section="learned"),
+)
+
+
 def registered_figures() -> list[FigureSpec]:
-    """Every declared figure in report order: the evaluations', the probes' (registry order), the projections'."""
+    """Every declared figure in report order: the evaluations', the probes' (registry order), the projections',
+    the layers'."""
     from latent.evaluate import FIGURES
     from latent.probes import PROBES
 
-    specs = [*FIGURES, *(f for spec in PROBES.values() for f in spec.figures), *PROJECTION_FIGURES]
+    specs = [*FIGURES, *(f for spec in PROBES.values() for f in spec.figures), *PROJECTION_FIGURES, *LAYER_FIGURES]
     return sorted(specs, key=lambda f: f.order)
 
 

@@ -15,6 +15,11 @@ on emerges at 4). A rank never "yes" at the last layer never emerges; a rank tes
 :func:`make_layer_stack` is the known answer: synthetic layers in which each rank's planted offset is
 switched on at a chosen layer (:func:`latent.synthetic.make_hierarchical` with ``rank_scales``).
 
+:func:`emergence_from_cache` runs the same on the per-block embeddings of a cache (``latent embed --layers``;
+``layer`` is then the 1-based block number, with ``n_blocks`` and ``depth = block / n_blocks`` beside it, so
+models of different depths share an axis), and :func:`write_layer_cache` writes a synthetic stack as such a
+cache (the known answer of the whole path: cache -> ``latent report --layers`` -> figure).
+
 Multiplicity across layers is not adjusted (each layer is one model's verdict, as in the report); the
 emergence layer is a description of those per-layer verdicts, not a test of its own.
 """
@@ -35,7 +40,8 @@ from latent.probes.levels import METRIC, probe_levels
 from latent.ranks import RANK_NAMES
 from latent.taxonomy import Taxonomy
 
-__all__ = ["EMERGENCE_COLUMNS", "emergence", "emergence_layers", "make_layer_stack", "layer_stack_taxonomy"]
+__all__ = ["EMERGENCE_COLUMNS", "emergence", "emergence_layers", "emergence_from_cache", "make_layer_stack",
+           "layer_stack_taxonomy", "write_layer_cache"]
 
 log = logging.getLogger(__name__)
 
@@ -214,3 +220,111 @@ def layer_stack_taxonomy(taxonomy: "Taxonomy | None" = None, *, per_species: int
 
     taxonomy = balanced_taxonomy() if taxonomy is None else taxonomy
     return make_hierarchical(taxonomy, per_species=per_species, dim=1, signal=0.0, seed=0).taxonomy
+
+
+def emergence_from_cache(cache_path: "str | Any", *, blocks: "Sequence[int] | None" = None, token: str = "class",
+                         permutations: int = 199, seed: int = 0, ranks: "Sequence[str] | None" = None,
+                         distance: str = "cosine") -> pd.DataFrame:
+    """:func:`emergence` on the per-block embeddings a cache holds (``latent embed --layers``).
+
+    Parameters
+    ----------
+    cache_path
+        A cache with per-layer embeddings.
+    blocks
+        Blocks to use (default every block the cache holds).
+    token
+        ``"class"`` (default) or ``"patch_mean"``.
+    permutations, seed, ranks, distance
+        As in :func:`emergence`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        :func:`emergence`'s columns with ``layer`` the 1-based block number, plus ``n_blocks`` (blocks of
+        the image tower) and ``depth`` (``layer / n_blocks``). The images are those labelled at species,
+        as for ``latent probe``.
+    """
+    from latent.cache import open_cache
+    from latent.probes.run import load_probe_data
+
+    with open_cache(cache_path) as cache:
+        spec = cache.provenance.layers
+        stored = cache.layers
+    if not stored:
+        raise InputError(f"{cache_path} holds no per-layer embeddings; make a cache with them: latent embed ... "
+                         f"--layers all.")
+    chosen = stored if blocks is None else [int(b) for b in blocks]
+    missing = [b for b in chosen if b not in stored]
+    if missing or not chosen:
+        raise InputError(f"The 'blocks' parameter of emergence_from_cache must name blocks {cache_path} holds "
+                         f"({stored[0]}..{stored[-1]}); got {missing or chosen!r}.")
+    stack, taxonomy = [], None
+    for block in chosen:
+        data, _ = load_probe_data(cache_path, layer=block) if token == "class" else _token_data(cache_path, block, token)
+        stack.append(data.X)
+        taxonomy = data.taxonomy
+    assert taxonomy is not None
+    table = emergence(stack, taxonomy, permutations=permutations, seed=seed, ranks=ranks, distance=distance)
+    table["layer"] = np.asarray(chosen, dtype=np.int64)[table["layer"].to_numpy()]
+    table["n_blocks"] = int(spec["n_blocks"])
+    table["depth"] = table["layer"] / float(spec["n_blocks"])
+    return table
+
+
+def _token_data(cache_path: Any, block: int, token: str) -> tuple[ProbeData, Any]:
+    from latent.cache import open_cache
+    from latent.ranks import Rank
+
+    with open_cache(cache_path, layer=block, token=token) as cache:
+        taxonomy = cache.taxonomy()
+        rows = np.flatnonzero(taxonomy.labelled(Rank.SPECIES))
+        X = cache.read(rows, normalize=True)
+        provenance = cache.provenance
+    return ProbeData.from_arrays(X, taxonomy.select_rows(rows)), provenance
+
+
+def write_layer_cache(path: "str | Any", layers: Sequence[np.ndarray], taxonomy: Taxonomy, *,
+                      model: str = "synthetic-layers", force: bool = False) -> Any:
+    """Write a layer stack as a cache with per-layer embeddings (the last layer is also the final embedding).
+
+    Parameters
+    ----------
+    path
+        The cache to write.
+    layers
+        ``L`` arrays ``(n, d)`` (e.g. :func:`make_layer_stack`), one per block, rows in the order of ``taxonomy``.
+    taxonomy
+        One row per image (e.g. :func:`layer_stack_taxonomy`).
+    model
+        The model name recorded.
+    force
+        Replace an existing cache.
+
+    Returns
+    -------
+    pathlib.Path
+        The cache. Block ``k`` (1-based) holds ``layers[k - 1]`` as its class token and as its mean patch
+        token.
+    """
+    from latent.cache import CacheWriter, Provenance
+
+    if len(layers) == 0:
+        raise InputError("The 'layers' parameter of write_layer_cache is empty; give one (n, d) array per block.")
+    arrays = [np.asarray(X, dtype=np.float32) for X in layers]
+    n, d = arrays[0].shape
+    if any(X.shape != (n, d) for X in arrays) or n != taxonomy.n_rows:
+        raise InputError(f"The 'layers' parameter of write_layer_cache must hold arrays of one shape (n, d) with "
+                         f"n = {taxonomy.n_rows} (the taxonomy's rows); got {[X.shape for X in arrays]}.")
+    L = len(arrays)
+    spec = {"blocks": list(range(1, L + 1)), "n_blocks": L, "width": d, "tokens": ["class", "patch_mean"],
+            "rule": "synthetic layer stack (latent.layers.make_layer_stack)"}
+    provenance = Provenance(model=model, pretrained="synthetic", preprocess={}, embed_dim=d, normalized=False,
+                            source="latent.layers.write_layer_cache", store_dtype="float32",
+                            extra={"untrained": True, "layers": spec})
+    ids = [f"img{i:06d}" for i in range(n)]
+    labels = {r: taxonomy.row_names[:, k].astype(str) for k, r in enumerate(RANK_NAMES)}
+    with CacheWriter.open(path, provenance, force=force) as writer:
+        writer.append(ids, arrays[-1], labels,
+                      layers={k + 1: {"class": X, "patch_mean": X} for k, X in enumerate(arrays)})
+    return writer.path

@@ -66,7 +66,7 @@ from latent.verdict import PRIMARY, PRIMARY_ALL
 __all__ = ["ReportSettings", "PRIMARY_PROBES", "HASH_LIMIT", "RECORD", "LOCK", "file_identity", "step_identity",
            "is_current", "run_folder_step", "run_file_step", "folder_lock", "check_out", "atomic_write_text",
            "make_caches", "evaluate_steps", "probe_step", "projection_steps", "model_folder", "short_hash",
-           "run_report_steps", "comparison_step", "git_commit"]
+           "run_report_steps", "comparison_step", "emergence_step", "git_commit"]
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +107,10 @@ class ReportSettings:
         ``probe_settings["levels"]["permutations"]`` wins when given).
     common_dim
         Compare models at a common dimension (PCA to the smallest), see :mod:`latent.compare`.
+    layers
+        Also run :func:`latent.layers.emergence_from_cache` on every cache that holds per-layer embeddings
+        (``latent embed --layers``), with ``permutations`` restricted permutations per layer, and draw where
+        in the network each rank appears (every such model on the same axes).
     slides
         Also write ``figures/slides.pdf`` (16:9, a title page with the data and the answer, then one figure
         per page; :mod:`latent.slides`). Rendering only: not part of any step's identity.
@@ -126,6 +130,7 @@ class ReportSettings:
     device: str = "auto"
     verdict_permutations: int = 999
     common_dim: bool = True
+    layers: bool = False
     slides: bool = False
 
     def __post_init__(self) -> None:
@@ -154,6 +159,8 @@ class ReportSettings:
             validate.choice("projections", method, PROJECTIONS, of=of)
         validate.device("device", self.device, of=of)
         validate.probe_settings(dict(self.probe_settings), name="probe_settings", of=of)
+        if not isinstance(self.layers, bool):
+            raise InputError(f"The report's 'layers' setting must be true or false. Got {self.layers!r}.")
         if not isinstance(self.common_dim, bool):
             raise InputError(f"The report's 'common_dim' setting must be true or false. Got {self.common_dim!r}.")
 
@@ -784,6 +791,30 @@ def projection_steps(cache: Path, folder: Path, settings: ReportSettings, force:
     return paths
 
 
+def emergence_step(cache: Path, folder: Path, settings: ReportSettings, force: bool,
+                   cache_id: "Mapping[str, Any] | None" = None) -> "Path | None":
+    """Per-layer verdicts (:func:`latent.layers.emergence_from_cache`) into ``folder/emergence-perm<N>-seed<S>.csv``;
+    None when the cache holds no per-layer embeddings."""
+    from latent.cache import open_cache
+    from latent.layers import emergence_from_cache
+
+    with open_cache(cache) as c:
+        if not c.layers:
+            log.info("report: %s holds no per-layer embeddings: no emergence by depth for it", cache.name)
+            return None
+    path = folder / f"emergence-perm{settings.permutations}-seed{settings.seed}.csv"
+    params = {"permutations": settings.permutations, "seed": settings.seed, "distance": settings.distance,
+              "token": "class"}
+
+    def compute(tmp: Path) -> None:
+        emergence_from_cache(cache, permutations=settings.permutations, seed=settings.seed,
+                             distance=settings.distance).to_csv(tmp, index=False)
+
+    run_file_step(path, step_identity("emergence", params, {"cache": cache_id or file_identity(cache, what="cache")}),
+                  compute, force=force, what=f"emergence by depth of {cache.name}")
+    return path
+
+
 def _model_name(provenance: Any, path: Path) -> str:
     """The model's name for labels: the recorded one, or the cache's file name when none was recorded
     (``latent import`` without ``--model`` records "unknown")."""
@@ -854,8 +885,9 @@ def run_report_steps(caches: "list[Path]", out: Path, settings: ReportSettings, 
         evaluations = evaluate_steps(path, folder, settings, force, cache_id)
         probe = probe_step(path, folder, settings, force, baseline, cache_id)
         projections = projection_steps(path, folder, settings, force, cache_id)
+        emergence = emergence_step(path, folder, settings, force, cache_id) if settings.layers else None
         info = json.loads((probe / "run.json").read_text()) if (probe / "run.json").exists() else {}
-        models.append(ModelRun(label, path, provenance, evaluations, probe, projections, info))
+        models.append(ModelRun(label, path, provenance, evaluations, probe, projections, info, emergence))
     return models
 
 

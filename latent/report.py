@@ -437,7 +437,8 @@ QUESTION = "Does the embedding space reflect the taxonomy?"
 SECTION_TITLES = {"evaluation": "Evaluation: can the ranks be predicted?",
                   "geometry": "Geometry: do taxa form clusters, and do distances follow the tree?",
                   "hierarchy": "Hierarchy: is each rank visible beyond its parent?",
-                  "tree-likeness": "Is the space tree-like?", "other": "Other figures"}
+                  "tree-likeness": "Is the space tree-like?", "learned": "Learned from images or from names?",
+                  "other": "Other figures"}
 
 
 def _join(words: list[str]) -> str:
@@ -773,6 +774,8 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
         doc.table(compared)
         doc.p(COMPARISON_NOTE, cls="rule")
 
+    _learned_section(doc, models, verdict, figures)
+
     other = [f for f in figures if f.section != "answer" and (f.section not in SECTION_TITLES or f.section == "other")]
     if other:
         doc.h(2, SECTION_TITLES["other"], "other")
@@ -790,6 +793,31 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
             f"</title><style>{_CSS}</style></head><body>" + "".join(doc.html) + "</body></html>")
     html_path = atomic_write_text(out / "report.html", page)
     return html_path, md_path
+
+
+def _learned_section(doc: _Doc, models: list[ModelRun], verdict: pd.DataFrame, figures: list[_Figure]) -> None:
+    """"Learned from images or from names?" (:mod:`latent.learned`): shown when the report holds something
+    that can tell (an image-only or random model, text probes, or per-layer results)."""
+    from latent.learned import LEARNED_NOTE, NAMES_KIND, learned_sentence, learned_tables, training_text
+
+    own = verdict[verdict["model"].isin([m.label for m in models])]
+    tables = learned_tables(models, own, {m.label: _read_csv(m.probe / "metrics.csv") for m in models})
+    kinds = {training_text(m.provenance)[0] for m in models}
+    layer_figures = [f for f in figures if f.section == "learned"]
+    if not (layer_figures or "text" in tables or "alignment" in tables or (kinds - {NAMES_KIND} and len(models) > 1)):
+        return
+    doc.h(2, SECTION_TITLES["learned"], "learned")
+    doc.p(learned_sentence(models, own))
+    doc.table(tables["spaces"])
+    if "text" in tables:
+        doc.h(3, "The text space of the names")
+        doc.table(tables["text"])
+    if "alignment" in tables:
+        doc.details("Each image against its own taxon's text and the siblings' (image_text_alignment)",
+                    tables["alignment"])
+    for f in layer_figures:
+        doc.figure(f)
+    doc.p(LEARNED_NOTE, cls="rule")
 
 
 def _summary_lines(models: list[ModelRun], verdict: pd.DataFrame) -> list[str]:
@@ -848,6 +876,16 @@ def build_report(
     if baseline is not None and not Path(baseline).exists():
         raise InputError(f"--baseline {baseline} not found; give the random-features cache of the same images.")
     base = None if baseline is None else Path(baseline)
+    if settings.layers:
+        from latent.cache import open_cache
+
+        def has_layers(path: Path) -> bool:
+            with open_cache(path) as cache:
+                return bool(cache.layers)
+
+        if not any(has_layers(p) for p in paths):
+            raise InputError("--layers draws where in the network each rank appears, but none of the caches holds "
+                             "per-layer embeddings; make them with latent embed ... --layers all.")
     with folder_lock(out, "report") as out:
         start = time.perf_counter()
         models = pipeline.run_report_steps(paths, out, settings, force=force, baseline=base)

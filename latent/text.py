@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,7 @@ from latent.ranks import RANKS, Rank, parse_rank
 from latent.taxonomy import Taxonomy
 
 __all__ = ["TEXT_FORMS", "TEMPLATE_SETS", "DEFAULT_LOGIT_SCALE", "templates", "taxon_texts", "embed_taxon_texts",
-           "embed_text", "text_logit_scale", "TextReport"]
+           "embed_text", "text_logit_scale", "text_encoder_of", "TextReport"]
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +219,36 @@ def _load_cache_model(cache, *, device: str, model: "str | None", pretrained: "s
     if loaded.embed_dim != cache.dim:
         raise CacheError(f"The model gives {loaded.embed_dim}-d embeddings but {cache.path} holds {cache.dim}-d ones.")
     return loaded
+
+
+def text_encoder_of(cache_path: "str | os.PathLike[str]", *, group: str = "species/taxon",
+                    device: str = "auto") -> "Callable[[list[str]], np.ndarray]":
+    """The text encoder that made the cache's ``/text/<group>`` embeddings, as ``list of str -> (n, D)``.
+
+    The model is reloaded from the cache's record (the same weights, checked as ``latent embed-text`` does)
+    and applied with the group's template set (``templates`` attribute), so new texts (e.g. the
+    random-token control of :func:`latent.probes.text_side.text_geometry`) are embedded exactly as the
+    stored ones were.
+
+    Raises
+    ------
+    CacheError
+        The cache does not record how to reload its model (imported or synthesised), or the weights differ.
+    latent.models.ModelUnavailableError
+        The weights are not available offline.
+    """
+    from latent.cache import open_cache
+
+    with open_cache(cache_path) as cache:
+        if group not in cache.text_groups():
+            raise CacheError(f"{cache_path} holds no /text/{group} group; run latent embed-text {cache_path} first.")
+        template_set = str(cache.read_text_group(group)[2].get("templates", "openai"))
+        loaded = _load_cache_model(cache, device=device, model=None, pretrained=None)
+
+    def encode(texts: "list[str]") -> np.ndarray:
+        return embed_taxon_texts(loaded, list(texts), template_set)
+
+    return encode
 
 
 def embed_text(

@@ -67,11 +67,14 @@ def test_every_registered_figure_is_drawn(full_report):
     assert [s.key for s in specs] == [  # the report's order, from the declarations
         "probe_summary", "accuracy", "mistake_severity", "first_divergence", "distance_by_height",
         "distance_matrix", "tanglegram", "poincare", "nulls", "projection_{method}", "distortion", "fit_loss",
-        "intra_species"]
-    # every figure whose probe ran (the report runs the default probes; intra_species needs --attribute)
+        "intra_species", "emergence"]
+    # every figure whose probe ran (the report runs the default probes; intra_species needs --attribute,
+    # emergence --layers and a cache with per-layer embeddings)
+    from latent.figures import LAYER_FIGURES
     from latent.probes import PROBES
 
     optional = {f.key for spec in PROBES.values() if not spec.default for f in spec.figures}
+    optional |= {f.key for f in LAYER_FIGURES}
     specs = [s for s in specs if s.key not in optional]
     for spec in specs:
         key = spec.key.format(method="pca") + (f"_{label}" if spec.per_model else "")

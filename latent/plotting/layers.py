@@ -28,7 +28,7 @@ from matplotlib.lines import Line2D
 from latent.errors import InputError
 from latent.plotting.style import figure_legend, figure_title, new_figure, palette, require_columns, styled
 
-__all__ = ["plot_emergence", "Y_LABEL", "X_LABEL"]
+__all__ = ["plot_emergence", "plot_emergence_models", "report_emergence", "Y_LABEL", "X_LABEL"]
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +145,126 @@ def plot_emergence(table: pd.DataFrame, ax: "Axes | None" = None, *,
     else:
         ax.legend(handles, labels, fontsize="small", loc="best")
     return fig, ax
+
+
+def _x_of(table: pd.DataFrame) -> tuple[str, str]:
+    """The depth axis shared by several models: the block number when every model has as many blocks,
+    else the relative depth ``block / n_blocks``."""
+    if "n_blocks" in table.columns and table["n_blocks"].nunique(dropna=True) > 1:
+        return "depth", "relative depth (block / blocks of the model)"
+    return "layer", "block (after transformer block k)"
+
+
+@styled
+def plot_emergence_models(table: pd.DataFrame, *,
+                          title: "str | None" = "Where in the network each rank appears, model by model"
+                          ) -> tuple[Figure, Any]:
+    """Per rank, the primary statistic against depth for several models on the same axes.
+
+    Parameters
+    ----------
+    table
+        :func:`latent.layers.emergence_from_cache`'s tables of several models stacked, with a ``model``
+        column: ``model, layer, rank, value, ci_low, ci_high, verdict`` (``level``, ``n_blocks``, ``depth``
+        optional). Models of different depths are drawn against ``depth`` (block / blocks).
+
+    Returns
+    -------
+    (Figure, ndarray of Axes)
+        One panel per level testable in some model (coarse to fine). Artists by ``gid`` as in
+        :func:`plot_emergence` (``"emergence-line"`` one per model and panel drawn, ``"emergence-ci"``,
+        ``"emergence-yes"``, ``"emergence-no"``, ``"emergence-tick"``, ``"no-structure"``); each panel's
+        title names its level.
+    """
+    from latent.layers import emergence_layers
+    from latent.verdict import ALPHA
+
+    require_columns(table, (*_COLUMNS, "model"), parameter="table", function="plot_emergence_models",
+                    hint="Stack latent.layers.emergence_from_cache() tables with a 'model' column.")
+    models = list(dict.fromkeys(table["model"].astype(str)))
+    x_column, x_label = _x_of(table)
+    levels: list[tuple[str, str]] = []
+    for model in models:
+        for label, rank, _ in _series(table[table["model"].astype(str) == model]):
+            if rank not in [r for _, r in levels]:
+                levels.append((label, rank))
+    from latent.ranks import RANK_NAMES
+
+    levels.sort(key=lambda item: RANK_NAMES.index(item[1]))
+    ncols = min(3, max(1, len(levels)))
+    nrows = max(1, -(-len(levels) // ncols))
+    fig, axes = new_figure(nrows, ncols, panel=(3.4, 2.6), extra=(0.0, 0.7), sharey=True)
+    colours = dict(zip(models, palette(len(models))))
+    span = float(table[x_column].max() - table[x_column].min()) if len(table) else 1.0
+    dodge = DODGE * (span / max(1, table["layer"].nunique() - 1) if x_column == "depth" else 1.0)
+    for ax, (label, rank) in zip(axes.flat, levels):
+        ax.axhline(1.0, color="0.45", linestyle="--", linewidth=0.9, gid="no-structure", zorder=1)
+        for i, model in enumerate(models):
+            sel = table[(table["model"].astype(str) == model) & (table["rank"] == rank)].sort_values("layer")
+            y = sel["value"].to_numpy(dtype=float)
+            ok = np.isfinite(y)
+            if not ok.any():
+                continue
+            colour = colours[model]
+            dx = (i - (len(models) - 1) / 2.0) * dodge
+            x = sel[x_column].to_numpy(dtype=float) + dx
+            ax.plot(x[ok], y[ok], color=colour, linewidth=1.3, gid="emergence-line", zorder=2)
+            lo, hi = sel["ci_low"].to_numpy(dtype=float), sel["ci_high"].to_numpy(dtype=float)
+            ci = ok & np.isfinite(lo) & np.isfinite(hi)
+            if ci.any():
+                ax.vlines(x[ci], lo[ci], hi[ci], color=colour, linewidth=0.9, alpha=0.8, gid="emergence-ci", zorder=2)
+            yes = ok & (sel["verdict"] == "yes").to_numpy()
+            if yes.any():
+                ax.plot(x[yes], y[yes], linestyle="none", marker="o", markersize=4.5, color=colour,
+                        gid="emergence-yes", zorder=3)
+            if (ok & ~yes).any():
+                ax.plot(x[ok & ~yes], y[ok & ~yes], linestyle="none", marker="o", markersize=4.5, color=colour,
+                        markerfacecolor="white", markeredgecolor=colour, gid="emergence-no", zorder=3)
+            first = emergence_layers(table[table["model"].astype(str) == model]).set_index("rank")["emergence_layer"]
+            k = float(first.get(rank, np.nan))
+            if np.isfinite(k):
+                at = sel.loc[sel["layer"] == k, x_column].to_numpy(dtype=float)
+                if len(at):
+                    ax.plot([at[0] + dx] * 2, [0.0, 0.08], color=colour, linewidth=2.4, solid_capstyle="butt",
+                            transform=ax.get_xaxis_transform(), clip_on=False, gid="emergence-tick", zorder=4)
+        ax.set_title(label, fontsize="medium")
+        ax.set_xlabel(x_label)
+    for ax in list(axes.flat)[len(levels):]:
+        ax.set_visible(False)
+    for row in axes:
+        row[0].set_ylabel("inside / outside distance")
+    if not levels:
+        axes.flat[0].set_visible(True)
+        axes.flat[0].text(0.5, 0.5, "no rank is testable at any layer", transform=axes.flat[0].transAxes,
+                          ha="center", va="center", color="0.4", gid="emergence-empty")
+    handles = [Line2D([], [], color=colours[m], marker="o", linewidth=1.3) for m in models]
+    labels = list(models)
+    handles += [Line2D([], [], color="0.3", marker="o", linestyle="none"),
+                Line2D([], [], color="0.3", marker="o", markerfacecolor="white", linestyle="none"),
+                Line2D([], [], color="0.3", marker="|", markersize=10, markeredgewidth=2.4, linestyle="none")]
+    labels += [f"yes (Holm p <= {ALPHA:g})", "no", "emerges here (axis tick)"]
+    figure_legend(fig, handles, labels, max_ncol=4)
+    figure_title(fig, title)
+    return fig, axes
+
+
+def report_emergence(context: Any) -> Any:
+    """Report adapter: every model's ``emergence-*.csv`` (``latent report --layers``); None when none has one.
+
+    One model: :func:`plot_emergence` (ranks as lines). Several: :func:`plot_emergence_models` (one panel per
+    rank, models as lines, on relative depth when their block counts differ).
+    """
+    from latent.figures import Drawing
+
+    tables = {m.label: context.read_csv(m.emergence) for m in context.models if getattr(m, "emergence", None)}
+    table = context.concat(tables)
+    if table is None:
+        return None
+    models = list(dict.fromkeys(table["model"].astype(str)))
+    if len(models) == 1:
+        fig, _ = plot_emergence(table.drop(columns="model"), title=None)
+    else:
+        fig, _ = plot_emergence_models(table, title=None)
+    blocks = ", ".join(f"{m} {int(table.loc[table['model'] == m, 'n_blocks'].iloc[0])}" for m in models
+                       if "n_blocks" in table.columns)
+    return Drawing(fig, {"blocks": blocks or "not recorded"})

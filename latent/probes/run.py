@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from latent._version import __version__
-from latent.errors import InputError
+from latent.errors import CacheError, InputError
 from latent.probes import PROBES, get_probe, parse_probes, with_units
 from latent.probes.common import permutations_used
 from latent.probes.base import ProbeData, ProbeOptions, ProbeResult
@@ -217,6 +217,20 @@ def load_probe_data(cache_path: "str | os.PathLike[str]", *, clade: "tuple[Rank,
         ids = np.asarray(cache.ids)[rows]
         provenance = cache.provenance
     return ProbeData.from_arrays(X, taxonomy.select_rows(rows), ids, norms=norms), provenance
+
+
+def _control_encoder(cache_path: Any, form: str, device: str) -> Any:
+    """The cache's own text encoder for text_geometry's random-token control, or None (logged) when the model
+    cannot be reloaded here (an imported cache, weights not available offline): the control rows then say so."""
+    from latent.models import ModelUnavailableError
+    from latent.text import text_encoder_of
+
+    try:
+        return text_encoder_of(cache_path, group=f"species/{form}", device=device)
+    except (CacheError, ModelUnavailableError, InputError) as e:
+        log.warning("text_geometry: no random-token control for %s: its text encoder cannot be reloaded (%s)",
+                    cache_path, str(e).splitlines()[0])
+        return None
 
 
 def _read_normalised(cache: Any, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -515,6 +529,8 @@ def probe_cache(
             if "texts" not in cfg:
                 with open_cache(cache_path) as cache:
                     cfg["texts"] = texts_by_rank(cache, str(cfg.get("form", "taxon")))
+            if name == "text_geometry" and cfg.get("encode_text") is None:
+                cfg["encode_text"] = _control_encoder(cache_path, str(cfg.get("form", "taxon")), options.device)
             extra[name] = cfg
         options = _replace(options, extra=extra)
     if attribute is not None:
