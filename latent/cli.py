@@ -138,12 +138,29 @@ def cmd_import(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from latent.models import list_models
 
+    if args.describe:  # one model's card: architecture and parameters from the built module, offline
+        from latent.modelcard import describe_model
+
+        card = describe_model(args.describe, args.pretrained)
+        print(json.dumps(card.to_dict(), indent=2) if args.json else card.to_markdown())
+        return 0
+    if args.pretrained or args.json:
+        raise InputError("--pretrained and --json go with --describe NAME (e.g. latent models --describe bioclip-2 --json).")
     print(f"{'name':<22} {'dim':>5}  {'open_clip / timm':<40} {'weights':<20} description")
     for spec in list_models():
         weights = "untrained (random)" if spec.untrained else (spec.pretrained or "hub")
         print(f"{spec.name:<22} {spec.embed_dim or '?':>5}  {spec.open_clip_name:<40} {weights:<20} {spec.description}")
     print("\nAlso: any open_clip architecture with --pretrained TAG|FILE|FOLDER, 'random:<arch>' for a random "
           "initialisation of any architecture, 'hf-hub:org/repo', or a local Hugging Face snapshot folder.")
+    return 0
+
+
+def cmd_show_inputs(args: argparse.Namespace) -> int:
+    from latent.show_inputs import show_inputs
+
+    png = show_inputs(args.source, args.out, model=args.model, pretrained=args.pretrained, n=args.n, seed=args.seed,
+                      patch_grid=args.patch_grid, path_column=args.path_column, preprocess=args.preprocess)
+    print(f"wrote {png} (and .pdf) and {png.with_name('model_inputs.csv')}: what {args.model} receives")
     return 0
 
 
@@ -214,7 +231,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         coverage_rank=args.coverage_rank, split_file=args.split_file, split_column=args.split_column,
         groups=args.groups, group_column=args.group_column,
         k_neighbors=args.k, temperature=args.temperature, text_form=args.text_form, n_boot=args.bootstrap,
-        device=args.device, layer=args.layer, force=args.force,
+        device=args.device, layer=args.layer, top_down=args.top_down, force=args.force,
     )
     print(report.summary())
     return 0
@@ -411,8 +428,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="replace an existing cache")
     p.set_defaults(func=cmd_import)
 
-    p = _subparser(sub, "models", "list the named models")
+    p = _subparser(sub, "models", "list the named models, or describe one (--describe NAME)")
+    p.add_argument("--describe", metavar="NAME", help="print NAME's model card: architecture, parameter counts, "
+                   "preprocessing (read from the model built without weights, offline), training data and sources")
+    p.add_argument("--pretrained", help="with --describe: the weights NAME would load (tag, file or snapshot "
+                   "folder; only the architecture and preprocessing they imply are read)")
+    p.add_argument("--json", action="store_true", help="with --describe: print the card as JSON")
     p.set_defaults(func=cmd_models)
+
+    p = _subparser(sub, "show-inputs", "draw images as the model receives them (resize, crop, de-normalised) "
+                                       "beside the originals, the unseen area shaded")
+    p.add_argument("source", help="folder of images (recursive) or manifest table with a path column")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for model_inputs.png/.pdf/.csv")
+    p.add_argument("--model", default="bioclip-2", help="registry name (latent models), random:<arch>, ... "
+                   "(only its transform is built: no weights needed)")
+    p.add_argument("--pretrained", help="open_clip pretrained tag, checkpoint file or snapshot folder (not read)")
+    p.add_argument("--preprocess", choices=["openclip", "squash"], default="openclip",
+                   help="openclip: the model's validation transform; squash: pybioclip's 224x224 resize")
+    p.add_argument("--n", type=int, default=16, metavar="N", help="images drawn (a seeded sample, 1 to 64)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    p.add_argument("--patch-grid", action="store_true", help="overlay the vision tower's patch grid")
+    p.add_argument("--path-column", help="manifest column holding image paths")
+    p.set_defaults(func=cmd_show_inputs)
 
     p = _subparser(sub, "embed", "embed a folder of images (or a manifest) with an open_clip model")
     p.add_argument("source", help="folder of images (recursive) or manifest table (CSV/Parquet) with a path column")
@@ -489,6 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.07, help="vote temperature (knn)")
     p.add_argument("--text-form", default="taxon", choices=["taxon", "sci", "com", "taxon_com"],
                    help="which text embeddings zero-shot uses")
+    p.add_argument("--top-down", action="store_true", help="also predict top-down (kingdom first, then each rank "
+                   "among the children of the rank above) and compare it with flat per rank: topdown.csv")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for the CIs")
     p.add_argument("--device", default="auto", help="auto (CUDA, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--force", action="store_true", help="replace results of another cache in --out")

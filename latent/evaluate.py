@@ -8,7 +8,8 @@ embeddings -> (split) -> predictor -> :class:`~latent.predictions.Predictions` -
 species-bootstrap CIs -> ``DIR/metrics.csv`` (the shared long format, with ``n_species``, ``n_taxa``,
 ``ci_note`` and ``note``: every rule is stated once in :mod:`latent.metrics`), ``DIR/predictions.parquet``,
 the mistake-severity histogram, the first-divergence distribution, the most confused pairs, and
-``DIR/run.json`` (what was run, on which cache or data, with which seeds). ``metrics.csv`` is written
+``DIR/run.json`` (what was run, on which cache or data, with which seeds); with ``top_down`` also
+``DIR/topdown.csv``, the same predictor flat and top-down on the same split (:mod:`latent.topdown`). ``metrics.csv`` is written
 last (atomically), so a complete ``metrics.csv`` means a complete run; a folder holding results of
 another cache is refused unless ``force`` (:func:`latent.results.check_output`); the same cache re-run
 replaces its results.
@@ -43,7 +44,7 @@ from latent._version import __version__
 from latent.errors import InputError
 from latent.figures import FigureSpec
 from latent.ranks import RANK_NAMES, Rank, parse_rank
-from latent.results import begin_output, check_output, finish_output, jsonable, results_frame
+from latent.results import begin_output, check_output, finish_output, jsonable, results_frame, write_results
 from latent.tables import read_option_csv
 
 __all__ = ["METHODS", "SPLITS", "FIGURES", "Evaluation", "EvaluateReport", "evaluate", "evaluate_cache", "parse_clade"]
@@ -92,6 +93,9 @@ class Evaluation:
         The mistake-severity histogram, the first-divergence distribution, the most confused pairs.
     info : dict
         The run record (``run.json``): settings, seeds, source, ``n_test_duplicates_in_train``.
+    topdown : pandas.DataFrame or None
+        With ``top_down``: flat against top-down prediction per rank
+        (:func:`latent.topdown.compare_topdown`; ``fold`` for ``centroid``), written to ``topdown.csv``.
     out : pathlib.Path or None
         Where :meth:`save` last wrote the tables (None until saved).
     files : list of pathlib.Path
@@ -104,6 +108,7 @@ class Evaluation:
     divergence: pd.DataFrame
     confusions: pd.DataFrame
     info: dict[str, Any] = field(default_factory=dict)
+    topdown: "pd.DataFrame | None" = None
     out: "Path | None" = None
     files: list[Path] = field(default_factory=list)
 
@@ -154,6 +159,8 @@ class Evaluation:
             getattr(self, name).to_csv(tmp, index=False)
             os.replace(tmp, path)
             files.append(path)
+        if self.topdown is not None:
+            files.append(write_results(self.topdown, out / "topdown.csv"))
         self.files = finish_output(out, self.info, self.metrics, files, previous)
         self.out = out
         return list(self.files)
@@ -202,6 +209,10 @@ class Evaluation:
         excluded = info.get("unlabelled_species")
         if excluded:
             lines.append(f"  {excluded} test rows without a species label are excluded from species metrics")
+        if self.topdown is not None:
+            from latent.topdown import summary_line
+
+            lines.append(f"  {summary_line(self.topdown)} (topdown.csv)")
         if self.out is not None:
             lines.append(f"  wrote {', '.join(str(p.name) for p in self.files)} to {self.out}")
         if leaks:
@@ -275,7 +286,7 @@ def _text_for_zero_shot(cache, mode: str, form: str) -> tuple[dict[str, tuple[np
 
 
 def _settings(method: str, mode: "str | None", split: str, clade: Any,
-              coverage_rank: Any = "kingdom") -> tuple[str, "tuple[Rank, str] | None"]:
+              coverage_rank: Any = "kingdom", top_down: bool = False) -> tuple[str, "tuple[Rank, str] | None"]:
     """Validate the settings shared by :func:`evaluate` and :func:`evaluate_cache`: ``(mode, clade)``."""
     _check("method", method, METHODS)
     _check("split", split, SPLITS)
@@ -291,6 +302,9 @@ def _settings(method: str, mode: "str | None", split: str, clade: Any,
     if split == "species-disjoint" and mode == "flat" and method != "zero-shot":
         raise InputError("A species-disjoint split cannot use --mode flat: the test species were never seen, so "
                          "a species classifier cannot be mapped up the tree. Use --mode per-rank.")
+    if top_down and split == "species-disjoint" and method != "zero-shot":
+        raise InputError("--top-down compares with the flat predictor, which needs the test species in training; a "
+                         "species-disjoint split has none. Use --split random.")
     return mode, (parse_clade(clade) if isinstance(clade, str) else clade)
 
 
@@ -407,8 +421,11 @@ def _compute(
     model: str, text_form: "str | None", source: Mapping[str, Any], start: float,
     split_rows: "tuple[np.ndarray, np.ndarray] | None" = None,
     groups: "tuple[str, Mapping[str, str]] | None" = None,
+    top_down: bool = False,
 ) -> Evaluation:
     """The evaluation itself, on ``X_all`` (unit rows of ``rows`` of ``taxonomy``, in that order)."""
+    from functools import partial
+
     from latent.metrics import evaluate_predictions
     from latent.predictors import predict_centroid, predict_knn, predict_linear, predict_zero_shot
     from latent.splits import coverage, kshot_split, predictable_truth, random_split, species_disjoint_split
@@ -424,15 +441,17 @@ def _compute(
         predict_species = bool(np.isin(sp[split_rows[1]], sp[split_rows[0]]).all())
     seen_codes: "np.ndarray | None" = None  # (n_train, 7) lineage codes of the training rows
     runs: list[tuple[str, Any, int]] = []  # (fold, predictions, test images identical to a training image)
+    predictors: list[Any] = []  # per run, the predictor on its split, called with mode= and k= (--top-down)
     if method == "zero-shot":
-        runs.append(("", predict_zero_shot(X_all, rows, taxonomy, text, mode=mode, clade=clade_spec, ids=ids,
-                                           logit_scale=logit_scale), 0))
+        predictors.append(partial(predict_zero_shot, X_all, rows, taxonomy, text, clade=clade_spec, ids=ids,
+                                  logit_scale=logit_scale))
+        runs.append(("", predictors[-1](mode=mode), 0))
     elif method == "centroid":
         for fold in range(folds):
             support, query = kshot_split(taxonomy, rows, shots=shots, fold=fold, seed=seed)
             X_support, X_query = features(support), features(query)
-            runs.append((str(fold), predict_centroid(X_support, support, X_query, query, taxonomy, mode=mode, ids=ids),
-                         _duplicates_in_train(X_support, X_query)))
+            predictors.append(partial(predict_centroid, X_support, support, X_query, query, taxonomy, ids=ids))
+            runs.append((str(fold), predictors[-1](mode=mode), _duplicates_in_train(X_support, X_query)))
     else:
         if split_rows is not None:  # a split written by `latent audit` (or by hand): the same for every command
             train, test = split_rows
@@ -442,12 +461,12 @@ def _compute(
             train, test = splitter(taxonomy, rows, test_fraction=test_fraction, seed=seed, **split_args)
         X_train, X_test = features(train), features(test)
         if method == "linear":
-            pred = predict_linear(X_train, train, X_test, test, taxonomy, mode=mode, seed=seed,
-                                  device=device, predict_species=predict_species, ids=ids)
+            predictors.append(partial(predict_linear, X_train, train, X_test, test, taxonomy, seed=seed,
+                                      device=device, predict_species=predict_species, ids=ids))
         else:
-            pred = predict_knn(X_train, train, X_test, test, taxonomy, k_neighbors=k_neighbors,
-                               temperature=temperature, mode=mode, predict_species=predict_species, ids=ids)
-        runs.append(("", pred, _duplicates_in_train(X_train, X_test)))
+            predictors.append(partial(predict_knn, X_train, train, X_test, test, taxonomy, k_neighbors=k_neighbors,
+                                      temperature=temperature, predict_species=predict_species, ids=ids))
+        runs.append(("", predictors[-1](mode=mode), _duplicates_in_train(X_train, X_test)))
         seen_codes = taxonomy.row_codes[train]
 
     # Species with one image cannot be both learnt and tested: a random split keeps them in training, so the
@@ -508,6 +527,16 @@ def _compute(
             tables["metrics"].append(evaluate_predictions(part, n_boot=n_boot, seed=seed).metrics
                                      .assign(group=f"{name}={value}"))
         log.info("evaluate: %d of %d test images in a group of %r", int((labels != "").sum()), len(labels), name)
+    topdown = None
+    if top_down:  # the same predictor flat and top-down on each run's split, scored as the main rows
+        from latent.topdown import topdown_comparison
+
+        def score(p: Any) -> Any:
+            return p if seen_codes is None else replace(p, true=predictable_truth(p.true, seen_codes, scored_ranks))
+
+        parts = [topdown_comparison(lambda m, k, f=f: f(mode=m, k=k), n_boot=n_boot, seed=seed, score=score)[2]
+                 .assign(**({"fold": fold} if fold else {})) for (fold, _, _), f in zip(runs, predictors)]
+        topdown = pd.concat(parts, ignore_index=True)
     metrics = pd.concat(tables["metrics"], ignore_index=True)
     if method == "centroid":
         # Mean over folds (each fold has its own bootstrap CI; the mean row averages values and bounds,
@@ -540,12 +569,15 @@ def _compute(
         "unlabelled_species": int(sum(int((p.true[:, Rank.SPECIES] < 0).sum()) for _, p, _ in runs)),
         "latent_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - start, 2), "predictor_info": jsonable(first.info),
+        "top_down": bool(top_down),
     }
     info.setdefault("logit_scale_source", None)
     metrics = results_frame(metrics, method=method, mode=mode, split=info["split"], model=model)
     frames = {name: pd.concat(tables[name], ignore_index=True) for name in ("predictions", "severity", "divergence",
                                                                             "confusions")}
-    evaluation = Evaluation(metrics=metrics, info=info, **frames)
+    if topdown is not None:
+        topdown = results_frame(topdown, split=info["split"], model=model)
+    evaluation = Evaluation(metrics=metrics, info=info, topdown=topdown, **frames)
     log.info("%s", evaluation.summary())
     return evaluation
 
@@ -575,6 +607,7 @@ def evaluate(
     text: "Mapping[str, tuple[Any, np.ndarray]] | None" = None,
     logit_scale: "float | None" = None,
     model: str = "",
+    top_down: bool = False,
 ) -> Evaluation:
     """Evaluate one predictor on in-memory embeddings (``latent.evaluate``; nothing is written).
 
@@ -599,6 +632,8 @@ def evaluate(
         Zero-shot only: the model's logit scale (default :data:`latent.text.DEFAULT_LOGIT_SCALE`, CLIP's).
     model
         Label of the ``model`` column.
+    top_down
+        Also predict top-down and compare with flat (:attr:`Evaluation.topdown`); as :func:`evaluate_cache`.
 
     Returns
     -------
@@ -614,7 +649,7 @@ def evaluate(
     from latent.api import as_embeddings, as_ids, as_taxonomy, data_identity
 
     start = time.perf_counter()
-    mode, clade_spec = _settings(method, mode, split, clade, coverage_rank)
+    mode, clade_spec = _settings(method, mode, split, clade, coverage_rank, top_down)
     data = as_embeddings(X, function="evaluate")
     tax = as_taxonomy(taxonomy, len(data), function="evaluate")
     image_ids = as_ids(ids, len(data), function="evaluate")
@@ -638,7 +673,7 @@ def evaluate(
                     groups=_groups(groups, group_column, method),
                     k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device, text=text,
                     logit_scale=logit_scale, model=model, text_form="given" if method == "zero-shot" else None,
-                    source=identity, start=start)
+                    source=identity, start=start, top_down=top_down)
 
 
 def evaluate_cache(
@@ -664,6 +699,7 @@ def evaluate_cache(
     n_boot: int = 1000,
     device: str = "auto",
     layer: "int | None" = None,
+    top_down: bool = False,
     force: bool = False,
 ) -> Evaluation:
     """Evaluate one predictor on a cache and write the tables (read, :func:`evaluate`'s computation, save).
@@ -711,6 +747,11 @@ def evaluate_cache(
     layer
         Evaluate the class tokens after this transformer block (``latent embed --layers``) instead of the
         final embeddings (linear, knn, centroid; zero-shot is refused: the text is in the final space).
+    top_down
+        Also run the same predictor flat and top-down (kingdom first, each rank among the children of
+        the rank above's choice; zero-shot needs the texts of every rank) on the same split, and write
+        their comparison per rank to ``topdown.csv`` (:func:`latent.topdown.compare_topdown`). Refused
+        with a species-disjoint split (the flat predictor needs the species).
     force
         Replace the results of another cache in ``out``.
 
@@ -726,7 +767,7 @@ def evaluate_cache(
     """
     from latent.cache import open_cache
 
-    mode, clade_spec = _settings(method, mode, split, clade, coverage_rank)
+    mode, clade_spec = _settings(method, mode, split, clade, coverage_rank, top_down)
     if layer is not None and method == "zero-shot":
         raise InputError(f"zero-shot compares images with taxon names in the final embedding space; it cannot run "
                          f"on --layer {layer}. Use --method linear, knn or centroid, or drop --layer.")
@@ -745,7 +786,7 @@ def evaluate_cache(
         split, split_rows = _split_from_file(split, split_file, split_column, method, np.asarray(ids).astype(str),
                                              rows)
         X_all = cache.read(rows, normalize=True)
-        text, logit_scale, scale_source = (_text_for_zero_shot(cache, mode, text_form) if method == "zero-shot"
+        text, logit_scale, scale_source = (_text_for_zero_shot(cache, "per-rank" if top_down else mode, text_form) if method == "zero-shot"
                                            else (None, None, None))
     evaluation = _compute(X_all, rows, taxonomy, ids, method=method, mode=mode, split=split, shots=shots,
                           folds=folds, seed=seed, clade_spec=clade_spec, test_fraction=test_fraction,
@@ -753,6 +794,7 @@ def evaluate_cache(
                           groups=_groups(groups, group_column, method),
                           k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device,
                           text=text, logit_scale=logit_scale, model=provenance.model, text_form=text_form,
+                          top_down=top_down,
                           source={**source, "logit_scale_source": scale_source}, start=start)
     evaluation.save(out, force=force)
     return evaluation

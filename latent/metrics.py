@@ -74,8 +74,9 @@ Over the whole hierarchy (``rank = "all"``):
   ``top1_error`` follows the one-class rule of the species rank.
 * The *hierarchical prediction* ``H`` (``(n, 7)`` nodes) is, in ``flat`` mode, the lineage of the
   top-1 species (so it is consistent by construction, even where the rank-wise top-1 of summed
-  probabilities differs), and in ``per-rank`` mode the top-1 node of each rank (possibly
-  inconsistent). ``hP``, ``hR``, ``hF`` (micro) and ``hP_macro``, ``hR_macro``, ``hF_macro``
+  probabilities differs), and in ``per-rank`` and ``top-down`` (:mod:`latent.topdown`) mode the
+  top-1 node of each rank (possibly inconsistent per-rank, consistent by construction top-down).
+  ``hP``, ``hR``, ``hF`` (micro) and ``hP_macro``, ``hR_macro``, ``hF_macro``
   (Kiritchenko et al. 2006) use, at the informative ranks only, ``A`` = the nodes of ``H`` (unnamed
   placeholder nodes of empty intermediate ranks are not taxa and are left out) and ``B`` = the true
   nodes at the labelled ranks: micro ``hP = sum|A & B| / sum|A|``, ``hR = sum|A & B| / sum|B|``,
@@ -142,7 +143,7 @@ log = logging.getLogger(__name__)
 
 N_RANKS = len(RANKS)
 MAX_HEIGHT = N_RANKS
-MODES = ("flat", "per-rank")
+MODES = ("flat", "per-rank", "top-down")
 #: Categories of the divergence table, root first: the rank where the lineages first differ, or correct.
 DIVERGENCE_LABELS = tuple(RANK_NAMES) + ("correct",)
 TOP_K = 5
@@ -228,7 +229,7 @@ def hierarchical_predictions(pred: Predictions) -> np.ndarray:
     -------
     numpy.ndarray
         ``(n, 7)`` node codes: in ``flat`` mode the lineage of the top-1 species (``-1`` rows where no
-        species is predicted); in ``per-rank`` mode the top-1 node of each rank.
+        species is predicted); in ``per-rank`` and ``top-down`` mode the top-1 node of each rank.
     """
     topk = np.asarray(pred.topk, dtype=np.int64)
     if pred.mode == "flat":

@@ -42,7 +42,8 @@ class Predictions:
         Which predictor made them (``zero-shot``, ``linear``, ``knn``, ``centroid``).
     mode : str
         ``flat`` (species scores mapped up the lineage: probabilities summed, or for the centroid
-        predictor the nearest species) or ``per-rank`` (each rank predicted directly).
+        predictor the nearest species), ``per-rank`` (each rank predicted directly) or ``top-down``
+        (each rank chosen among the children of the rank above's top-1, :mod:`latent.topdown`).
     info : dict
         Anything else worth recording (split, seed, chosen C, ...).
     n_candidates : numpy.ndarray or None
