@@ -37,6 +37,14 @@ _LAZY: dict[str, tuple[str, "str | None"]] = {
     "open_cache": ("latent.cache", "open_cache"),
     "evaluate_cache": ("latent.evaluate", "evaluate_cache"),
     "probe_cache": ("latent.probes.run", "probe_cache"),
+    "embed_images": ("latent.extract", "embed_images"),
+    "emergence": ("latent.layers", "emergence"),
+    "emergence_from_cache": ("latent.layers", "emergence_from_cache"),
+    "describe_model": ("latent.modelcard", "describe_model"),
+    "show_inputs": ("latent.show_inputs", "show_inputs"),
+    "predict_topdown": ("latent.topdown", "predict_topdown"),
+    "compare_topdown": ("latent.topdown", "compare_topdown"),
+    "build_report": ("latent.report", "build_report"),
 }
 
 __all__ = ["__version__", "Rank", "RANKS", "RANK_NAMES", *_LAZY]

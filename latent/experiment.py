@@ -52,7 +52,7 @@ _DATA_KINDS = ("import", "images", "synth")
 _DATA_KEYS = {"import": ({"embeddings", "metadata", "id_column", "taxonomy", "join_on", "model", "pretrained",
                           "embedding_column", "on_conflict", "on_genus_mismatch"},
                          {"embeddings"}),
-              "images": ({"source", "taxonomy", "join_on", "path_column", "batch_size"}, {"source"}),
+              "images": ({"source", "taxonomy", "join_on", "path_column", "batch_size", "layers"}, {"source"}),
               "synth": ({"signal", "per_species", "dim", "noise", "taxonomy", "branching"}, set())}
 
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
 #: The report's sections that show figures, in order (:attr:`FigureSpec.section`).
-SECTIONS = ("answer", "evaluation", "geometry", "hierarchy", "tree-likeness", "learned", "other")
+SECTIONS = ("model", "answer", "evaluation", "geometry", "hierarchy", "tree-likeness", "learned", "other")
 
 __all__ = ["SECTIONS", "FigureSpec", "Evidence", "Drawing", "ModelRun", "FigureContext", "PROJECTION_FIGURES",
            "LAYER_FIGURES",

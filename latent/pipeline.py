@@ -650,6 +650,8 @@ def _embed_steps(config: Mapping[str, Any], spec: Mapping[str, Any], base: Path,
     # batch_size is not part of the identity: it changes how, not what (and a smaller one after an
     # out-of-memory error must resume the interrupted run, not restart it)
     params = {"join_on": spec.get("join_on"), "path_column": spec.get("path_column"), "seed": seed}
+    if spec.get("layers") is not None:  # (absent otherwise: caches made before keep their identity)
+        params["layers"] = str(spec["layers"])
     inputs = {"source": file_identity(source, what="data.images.source"),
               "taxonomy": _optional(spec, "taxonomy", base, "data.images.taxonomy")}
     models = list(config["models"]) + ([config["baseline"]] if config.get("baseline") else [])
@@ -682,7 +684,7 @@ def _embed_steps(config: Mapping[str, Any], spec: Mapping[str, Any], base: Path,
         _write_json(sidecar, _record(identity, complete=False, force=rebuild))
         embed_images(source, target, model=model, taxonomy=taxonomy, join_on=params["join_on"],
                      path_column=params["path_column"], batch_size=int(spec.get("batch_size", 64)), seed=seed,
-                     force=rebuild, progress=False)
+                     force=rebuild, progress=False, layers=params.get("layers"))
         _write_json(sidecar, _record(identity, complete=True, output=_output_stat(target)))
         if model == config.get("baseline"):
             baseline = target

@@ -30,6 +30,7 @@ import logging
 import math
 import os
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -159,6 +160,69 @@ def _draw_figures(models: "Sequence[ModelRun]", fig_dir: Path) -> list[_Figure]:
     return made
 
 
+def _model_name_of(provenance: Any) -> "str | None":
+    """The registry / open_clip name that made a cache (its reload record first), None when not recorded."""
+    if provenance is None:
+        return None
+    load = (getattr(provenance, "extra", None) or {}).get("load") or {}
+    name = load.get("model") or getattr(provenance, "model", None)
+    return None if not name or name in ("unknown", "synthetic") else str(name)
+
+
+def _model_cards(models: "Sequence[ModelRun]", fig_dir: Path) -> tuple[list[tuple[str, Any, str]], list[_Figure]]:
+    """Per model its card (:func:`latent.modelcard.describe_model`, offline, no weights read) or why there is
+    none, and the figures of the "The model" section: the card as a figure (for the slides) and, when the
+    cache was embedded from a folder of images that is still there, the model's-eye view of 8 of them
+    (:func:`latent.show_inputs.show_inputs`)."""
+    import matplotlib.pyplot as plt
+
+    import latent.plotting as lp
+    from latent.figures import slug
+    from latent.modelcard import describe_model
+    from latent.plotting.modelcard import plot_model_card
+
+    cards, figures = [], []
+    for m in models:
+        name = _model_name_of(m.provenance)
+        load = (getattr(m.provenance, "extra", None) or {}).get("load") or {}
+        if name is None:
+            cards.append((m.label, None, "the cache does not record the model that made it (imported or synthetic)"))
+            continue
+        try:
+            card = describe_model(name, load.get("pretrained"))
+        except Exception as e:  # a name the registry and open_clip do not know: say so, never guess
+            cards.append((m.label, None, f"{name!r} cannot be described offline ({str(e).splitlines()[0]})"))
+            continue
+        cards.append((m.label, card, ""))
+        fig = plot_model_card(card)
+        key = f"model_card_{slug(m.label)}"
+        paths = lp.save_figure(fig, fig_dir / key)
+        plt.close(fig)
+        figures.append(_Figure(key, f"The model: {m.label}", "Architecture read from the built module (random "
+                               "weights, nothing downloaded), preprocessing from its transform, training data and "
+                               "text from the registry's sourced facts (latent models --describe " + name + ").",
+                               next(p for p in paths if p.suffix == ".png"), "model"))
+        source = Path(getattr(m.provenance, "source", "") or "")
+        if str(source) not in ("", ".") and source.is_dir():
+            from latent.show_inputs import show_inputs
+
+            try:
+                png = show_inputs(source, fig_dir / f".inputs-{slug(m.label)}", model=name,
+                                  pretrained=load.get("pretrained"), n=8, preprocess=load.get("preprocess", "openclip"))
+            except Exception as e:  # unreadable folder: the section says so instead of failing the report
+                log.warning("report: no model's-eye view for %s: %s", m.label, str(e).splitlines()[0])
+                continue
+            key = f"model_inputs_{slug(m.label)}"
+            for suffix in (".png", ".pdf"):
+                png.with_suffix(suffix).replace(fig_dir / f"{key}{suffix}")
+            shutil.rmtree(png.parent, ignore_errors=True)
+            figures.append(_Figure(key, f"What {m.label} receives", "8 images of the embedded folder: left, the "
+                                   "original with the area the model never sees shaded; right, the model's input "
+                                   "after its preprocessing, de-normalised, at its real resolution.",
+                                   fig_dir / f"{key}.png", "model"))
+    return cards, figures
+
+
 def draw_figures(report_dir: "str | os.PathLike[str]", out: "str | os.PathLike[str] | None" = None) -> list[Path]:
     """Redraw a report's figures from its results tables only (``report.json`` lists them).
 
@@ -179,7 +243,8 @@ def draw_figures(report_dir: "str | os.PathLike[str]", out: "str | os.PathLike[s
     if not index.exists():
         raise InputError(f"{report_dir} has no report.json: run `latent report` (or `latent run`) first.")
     models = [ModelRun(label, Path(run["cache"]), None, [Path(d) for d in run["evaluations"]], Path(run["probe"]),
-                     [Path(p) for p in run["projections"]])
+                       [Path(p) for p in run["projections"]], {},
+                       Path(run["emergence"]) if run.get("emergence") else None)
               for label, run in json.loads(index.read_text())["models"].items()]
     return [f.png for f in _draw_figures(models, Path(out) if out else report_dir / "figures")]
 
@@ -680,7 +745,8 @@ class _Doc:
 
 
 def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings, verdict: pd.DataFrame,
-                     evidence: pd.DataFrame, comparisons: pd.DataFrame, figures: list[_Figure]) -> tuple[Path, Path]:
+                     evidence: pd.DataFrame, comparisons: pd.DataFrame, figures: list[_Figure],
+                     cards: "Sequence[tuple[str, Any, str]]" = ()) -> tuple[Path, Path]:
     """``report.md`` and ``report.html``: first the question, the data, the model and the answer per rank with
     one key figure; then a section per question, each opening with what it found; then the provenance."""
     answer = _answer_cells(verdict)
@@ -723,6 +789,8 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
         if f.section == "answer":
             doc.figure(f, cls="key")
     doc.p(f"Rule. {VERDICT_RULE}", cls="rule")
+
+    _model_section(doc, cards, figures)
 
     doc.h(2, "What could be tested", "coverage")
     for label, table in coverage:
@@ -776,7 +844,9 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
 
     _learned_section(doc, models, verdict, figures)
 
-    other = [f for f in figures if f.section != "answer" and (f.section not in SECTION_TITLES or f.section == "other")]
+    # (the model card as a figure is for the slides: the report holds the card as a table)
+    other = [f for f in figures if f.section not in ("answer", "model")
+             and (f.section not in SECTION_TITLES or f.section == "other")]
     if other:
         doc.h(2, SECTION_TITLES["other"], "other")
         for f in other:
@@ -793,6 +863,32 @@ def _write_documents(out: Path, models: list[ModelRun], settings: ReportSettings
             f"</title><style>{_CSS}</style></head><body>" + "".join(doc.html) + "</body></html>")
     html_path = atomic_write_text(out / "report.html", page)
     return html_path, md_path
+
+
+def _model_section(doc: _Doc, cards: "Sequence[tuple[str, Any, str]]", figures: list[_Figure]) -> None:
+    """"The model": per model one sentence (architecture, size, training), its card in a collapsed table, and
+    the model's-eye view of the embedded images when there is one."""
+    if not cards:
+        return
+    doc.h(2, "The model", "model")
+    for label, card, reason in cards:
+        if card is None:
+            doc.p(f"{label}: no model card ({reason}).")
+            continue
+        v, p = card.vision, card.parameters
+        grid = "x".join(str(g) for g in v.get("patch_grid") or []) or "-"
+        patch = "x".join(str(g) for g in v.get("patch_size") or []) or "-"
+        size = "x".join(str(g) for g in v.get("image_size") or []) or "-"
+        doc.p(f"{label}: {card.name}, a {v.get('type', 'vision')} of {v.get('layers')} blocks (width {v.get('width')}) "
+              f"that cuts a {size} px input into {v.get('patch_tokens')} patches of {patch} px ({grid}); "
+              f"{card.embed_dim}-d embeddings; {p['total'] / 1e6:.1f}M parameters"
+              f"{'' if card.text is not None else ', no text tower'}. Trained on: "
+              f"{card.training.get('trained_on')}. Text in training: {card.training.get('training_text')}.")
+        rows = pd.DataFrame(card.rows(), columns=["section", "field", "value"])
+        doc.details(f"Model card of {label} (latent models --describe {card.name})", rows)
+    for f in figures:
+        if f.section == "model" and f.key.startswith("model_inputs_"):
+            doc.figure(f)
 
 
 def _learned_section(doc: _Doc, models: list[ModelRun], verdict: pd.DataFrame, figures: list[_Figure]) -> None:
@@ -926,12 +1022,15 @@ def render_report(out: "str | os.PathLike[str]", models: "Sequence[ModelRun]", s
     if comparisons is None:
         comparisons = pd.DataFrame(columns=COMPARISON_COLUMNS)
     figures = _draw_figures(models, out / "figures")
+    cards, card_figures = _model_cards(models, out / "figures")
+    figures = [*figures, *card_figures]
     verdict, evidence = _answer_tables(models)
     for name, table in (("verdicts.csv", verdict), ("supporting.csv", evidence), ("comparisons.csv", comparisons)):
         atomic_write_text(out / name, table.to_csv(index=False))
-    html_path, md_path = _write_documents(out, models, settings, verdict, evidence, comparisons, figures)
+    html_path, md_path = _write_documents(out, models, settings, verdict, evidence, comparisons, figures, cards)
     runs = {m.label: {"cache": str(m.cache.resolve()), "evaluations": [str(d.resolve()) for d in m.evaluations],
-                      "probe": str(m.probe.resolve()), "projections": [str(p.resolve()) for p in m.projections]}
+                      "probe": str(m.probe.resolve()), "projections": [str(p.resolve()) for p in m.projections],
+                      "emergence": None if m.emergence is None else str(m.emergence.resolve())}
             for m in models}
     summary_lines = _summary_lines(models, verdict)
     figure_records = [{"key": f.key, "title": f.title, "caption": f.caption, "section": f.section,

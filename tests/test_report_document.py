@@ -28,7 +28,7 @@ def test_title_is_the_question_and_the_first_screen_is_data_model_answer(report)
     md = report.markdown.read_text()
     assert md.splitlines()[0] == "# Does the embedding space reflect the taxonomy?"
     heads = re.findall(r"^## (.+)$", md, flags=re.M)
-    assert heads[:3] == ["Data and model", "The answer per rank", "What could be tested"]
+    assert heads[:4] == ["Data and model", "The answer per rank", "The model", "What could be tested"]
     first = md.split("## The answer per rank")[1].split("\n## ")[0]
     # the answer sentence and the table, one cell per rank with value, CI where there is one, p and units
     label = next(iter(report.runs))
