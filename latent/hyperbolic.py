@@ -688,8 +688,13 @@ def fit_distances(target: Any, geometry: str = "poincare", dim: int = 2, *, step
     if len(i) == 0:
         raise InputError(f"The 'target' parameter of {fn} has no pair at a positive distance: nothing to fit.")
 
-    import geoopt
+    import warnings
+
     import torch
+
+    with warnings.catch_warnings():  # geoopt decorates with torch.jit.script, which torch now warns about
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        import geoopt
 
     from latent.devices import resolve_device
 
