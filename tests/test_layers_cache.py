@@ -239,3 +239,28 @@ def test_layer_of_a_cache_without_layers_is_refused(tmp_path):
         assert cache.layers == []
     with pytest.raises(CacheError):
         open_cache(tmp_path / "missing.h5", layer=1)
+
+
+def test_an_image_only_timm_cache_goes_through_evaluate_probe_and_report(tmp_path):
+    from latent.evaluate import evaluate_cache
+    from latent.probes.run import probe_cache
+    from latent.report import ReportSettings, build_report
+
+    src, table = _images(tmp_path, per_species=4)
+    out = tmp_path / "timm.h5"
+    embed_images(src, out, model="random-timm-tiny", taxonomy=table, join_on="folder=folder", workers=0,
+                 progress=False, layers="6,12")
+    ev = evaluate_cache(out, tmp_path / "ev", method="knn", n_boot=20)
+    assert set(ev.to_frame()["rank"]) >= {"genus", "species"}
+    pr = probe_cache(out, tmp_path / "pr", probes="levels", layer=6)
+    assert pr.to_frame()["value"].notna().any()
+    settings = ReportSettings(evaluations=(("knn", "random"),), probes=("alignment",), permutations=19,
+                              verdict_permutations=99, n_boot=20, projections=(), layers=True)
+    result = build_report([out], tmp_path / "rep", settings=settings)
+    md = result.markdown.read_text()
+    model = md.split("## The model\n")[1].split("\n## ")[0]
+    assert "random-timm-tiny" in model and "12 blocks (width 192)" in model and "no text tower" in model
+    learned = md.split("## Learned from images or from names?")[1].split("\n## ")[0]
+    assert "### Where in the network each rank appears" in learned
+    emergence = pd.read_csv(next((tmp_path / "rep" / "runs").rglob("emergence-*.csv")))
+    assert sorted(emergence["layer"].unique()) == [6, 12] and set(emergence["n_blocks"]) == {12}
