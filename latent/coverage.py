@@ -152,9 +152,15 @@ def rank_coverage(species: pd.DataFrame, metrics: "pd.DataFrame | None" = None,
                 taxa_of_parent = pd.Series(taxa[inverse]).groupby(parent).nunique()
                 has_sibling = taxa_of_parent.reindex(parent).to_numpy() >= 2
                 tested = np.unique(inverse[(per_taxon_units[inverse] >= 2) & has_sibling])
+                if rows and rows[-1].get("taxa") == len(taxa) and "taxa_tested" in rows[-1]:
+                    # the same partition as the coarser rank (e.g. one family per order): one level, tested
+                    # once at its top rank, where the contrast between its taxa lives
+                    tested = np.arange(int(rows[-1]["taxa_tested"]))
+                    record["species_tested"] = rows[-1]["species_tested"]
+                else:
+                    record["species_tested"] = int(np.isin(inverse, tested).sum())
                 record["primary test on"] = f"{n} species in {len(tested)} taxa"
                 record["taxa_tested"] = len(tested)
-                record["species_tested"] = int(np.isin(inverse, tested).sum())
         # image-level statistics
         cl = _row(metrics, "clusters", "calinski_harabasz", rank) if metrics is not None else None
         if cl is None:

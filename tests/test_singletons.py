@@ -125,6 +125,25 @@ def test_coverage_table_hand_case():
     assert table.loc["family", "primary test on"] == "-" and table.loc["family", "evaluation scored on"] == "-"
 
 
+def test_coverage_of_a_rank_with_its_parents_partition_is_the_parents():
+    """One family per order: order and family are one level, tested once; the family row must not say
+    "0 taxa" (no family has a sibling family in its order) but what the shared test used."""
+    rows = []
+    for o in range(4):
+        for g in range(2):
+            for sp in range(2):
+                rows.append(["Animalia", "Chordata", "Aves", f"O{o}", f"F{o}", f"G{o}{g}", f"G{o}{g} s{sp}"])
+    species = pd.DataFrame(rows, columns=list(RANK_NAMES))
+    species["images"] = 3
+    X = np.random.default_rng(0).normal(size=(len(species) * 3, 8))
+    tax = Taxonomy(np.repeat(species[list(RANK_NAMES)].to_numpy(), 3, axis=0))
+    probes = latent.run_probes(X, tax, probes="levels", permutations=19, seed=0, settings={"levels": {"n_boot": 0}})
+    table = rank_coverage(probes.species, probes.metrics).set_index("rank")
+    assert table.loc["order", "taxa_tested"] == 4
+    assert table.loc["family", "primary test on"] == table.loc["order", "primary test on"]
+    assert table.loc["family", "taxa_tested"] == 4 and table.loc["family", "species_tested"] == 16
+
+
 def test_clusters_leave_one_image_taxa_out():
     """At genus, the silhouette and Calinski-Harabasz are those of the genera with 2 or more images; adding
     one-image genera changes neither (sklearn would score each one 0 and dilute the mean)."""
