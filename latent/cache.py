@@ -366,13 +366,14 @@ def _copy_committed(src: h5py.File, target: Path) -> None:
     """Write at ``target`` a clean copy of the committed rows, failures, text groups and attrs of ``src``."""
     n, m = int(src.attrs["rows_committed"]), int(src.attrs["failed_committed"])
     emb = src["embeddings"]
-    _create_file(target, emb.shape[1], emb.dtype, emb.chunks[0], {**src.attrs, "complete": False})
-    step = max(emb.chunks[0], _MAX_BLOCK_BYTES // (emb.shape[1] * emb.dtype.itemsize))
+    chunk_rows = emb.chunks[0] if emb.chunks else CHUNK_ROWS  # a virtual cache (latent.distributed) has no chunks
+    _create_file(target, emb.shape[1], emb.dtype, chunk_rows, {**src.attrs, "complete": False})
+    step = max(chunk_rows, _MAX_BLOCK_BYTES // (emb.shape[1] * emb.dtype.itemsize))
     layers = _layer_names(json.loads(_decode(src.attrs.get("extra", "{}"))).get("layers"))
     counts = [("embeddings", n), ("ids", n), *((f"taxonomy/{r}", n) for r in RANK_NAMES),
               ("failed/ids", m), ("failed/reasons", m), *((name, n) for name in layers)]
     with h5py.File(target, "r+") as dst:
-        _create_layers(dst, json.loads(_decode(src.attrs.get("extra", "{}"))).get("layers"), emb.dtype, emb.chunks[0])
+        _create_layers(dst, json.loads(_decode(src.attrs.get("extra", "{}"))).get("layers"), emb.dtype, chunk_rows)
         for name, count in counts:
             source, copy = src[name], dst[name]
             if source.shape[0] < count:
@@ -672,7 +673,12 @@ class CacheWriter:
                 old = old_cache.provenance
             if old.identity() == provenance.identity():
                 _check_room(tmp, path.stat().st_size + 2**20, path)
-                shutil.copyfile(path, tmp)
+                with h5py.File(path, "r") as src:
+                    virtual = src["embeddings"].is_virtual
+                    if virtual:  # a virtual cache over Ray shards: its rows are copied into an ordinary cache
+                        _copy_committed(src, tmp)
+                if not virtual:
+                    shutil.copyfile(path, tmp)
                 with h5py.File(tmp, "r+") as f:
                     f.attrs["complete"] = False
                     f.attrs[_REPLACES] = False
@@ -1022,6 +1028,7 @@ class EmbeddingCache:
             self._n = min(int(f.attrs.get("rows_committed", stored)), stored)
             if f["ids"].shape[0] < self._n:
                 raise CacheError(f"{path} is damaged: /ids is shorter than /embeddings.")
+            _check_virtual_sources(f, path)
             if layer is not None:
                 self._select_layer(layer, token)
         except BaseException:
@@ -1349,6 +1356,22 @@ class EmbeddingCache:
                 "normalized": prov.normalized, "source": prov.source, "extra": prov.extra,
                 "taxa": taxa, "unlabelled": int((self.labels("species") == "").sum()),
                 "failed": len(self.failed()), "text_groups": self.text_groups(), "metadata": metadata}
+
+
+def _check_virtual_sources(f: h5py.File, path: Path) -> None:
+    """Refuse a virtual cache (``latent embed --engine ray``) whose shard files are gone: HDF5 would read
+    their rows as zeros and empty ids without a word."""
+    missing: set[str] = set()
+    for ds in (f[name] for name in ("embeddings", "ids", "failed/ids") if name in f):
+        if ds.is_virtual:
+            for source in ds.virtual_sources():
+                name = source.file_name
+                if name != "." and not (Path(name) if os.path.isabs(name) else path.parent / name).is_file():
+                    missing.add(name)
+    if missing:
+        raise CacheError(f"{path} is a virtual cache over shard files, and {len(missing)} of them are missing "
+                         f"({format_list(sorted(missing), limit=3)}); move the cache and its .shards folder together, "
+                         f"or embed again.")
 
 
 def _finish(data: np.ndarray, dtype: Any, normalize: bool) -> np.ndarray:

@@ -165,19 +165,20 @@ def cmd_show_inputs(args: argparse.Namespace) -> int:
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
-    from latent.extract import embed_images
+    from latent.distributed import embed_with_engine
 
     if getattr(args, "text", False):  # an image-only model has no text tower: say so before embedding images
         from latent.models import default_model_name, require_text_tower
 
         require_text_tower(args.model or default_model_name(), args.pretrained)
 
-    report = embed_images(
-        args.source, args.out, model=args.model, pretrained=args.pretrained, preprocess=args.preprocess,
+    report = embed_with_engine(
+        args.engine, args.source, args.out, model=args.model, pretrained=args.pretrained, preprocess=args.preprocess,
         taxonomy=args.taxonomy, join_on=args.join_on, path_column=args.path_column, batch_size=args.batch_size,
         workers=args.workers, device=args.device, precision=args.precision, store_dtype=args.store_dtype,
         seed=args.seed, force=args.force, progress=not args.no_progress, commit_every=args.commit_every,
-        layers=args.layers,
+        layers=args.layers, address=args.address, gpus_per_worker=args.gpus_per_worker, merge=args.merge,
+        shard_size=args.shard_size,
     )
     print(report.summary())
     if args.text and not report.already_complete:
@@ -464,7 +465,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--path-column", help="manifest column holding image paths")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass")
     p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="decoding processes (default: cores - 1, at most 8; 0: in the main process)")
+                   help="decoding processes (default: cores - 1, at most 8; 0: in the main process); with "
+                   "--engine ray: model workers (default: one per --gpus-per-worker GPUs, or one per node)")
+    p.add_argument("--engine", default="local", metavar="{local,ray}",
+                   help="local: this process; ray: a Ray cluster (sharded, resumable shard by shard, stitched "
+                   "into one cache; see the README)")
+    p.add_argument("--address", metavar="ADDR", help="with --engine ray: the Ray cluster (auto, head:6379, "
+                   "ray://head:10001; default: RAY_ADDRESS, a local 'ray start' cluster, or a new local Ray)")
+    p.add_argument("--gpus-per-worker", type=float, default=0, metavar="G",
+                   help="with --engine ray: GPUs per model worker (0: the model runs on CPU)")
+    p.add_argument("--merge", action="store_true", help="with --engine ray: copy the shards into one ordinary "
+                   "cache instead of a virtual HDF5 file over them")
+    p.add_argument("--shard-size", type=int, default=None, metavar="N",
+                   help="with --engine ray: images per shard, the unit of work and of resume (default 4096)")
     p.add_argument("--device", default="auto", help="auto (CUDA, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16", "amp"],
                    help="numeric precision of the forward pass")
