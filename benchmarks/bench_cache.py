@@ -5,6 +5,8 @@ same rows (the reference: ``dataset[sorted_rows]``), in the same run, on a fresh
 ``--rows`` x ``--dim`` float16 rows. Checks equality and reports best-of-3 times and the ratio.
 
     .venv/bin/python benchmarks/bench_cache.py [--rows 200000] [--dim 768] [--fraction 0.1]
+
+``suite_rows(quick)`` gives the rows of ``benchmarks/run_all.py`` (smaller sizes).
 """
 
 from __future__ import annotations
@@ -21,6 +23,54 @@ import numpy as np
 from latent.cache import CacheWriter, Provenance, open_cache
 
 
+def write_cache(path: Path, prov: Provenance, n_rows: int, dim: int, rng: np.random.Generator) -> None:
+    """Write ``n_rows`` x ``dim`` standard-normal float16 rows, committed every 8,192 rows."""
+    with CacheWriter.open(path, prov) as writer:
+        for s in range(0, n_rows, 8192):
+            n = min(8192, n_rows - s)
+            writer.append([f"img{i}" for i in range(s, s + n)], rng.standard_normal((n, dim)).astype(np.float16))
+
+
+def time_reads(path: Path, rows: np.ndarray, repeat: int = 3) -> tuple[float, float, bool]:
+    """Best-of-``repeat`` seconds of ``cache.read(rows)`` and of h5py fancy indexing; whether equal."""
+    t_ours, t_ref = np.inf, np.inf
+    for _ in range(repeat):  # best of 3: the first large read of a process pays for page faults
+        with open_cache(path) as cache:
+            start = time.perf_counter()
+            ours = cache.read(rows, dtype=None)
+            t_ours = min(t_ours, time.perf_counter() - start)
+        with h5py.File(path, "r") as f:
+            start = time.perf_counter()
+            ref = f["embeddings"][rows]
+            t_ref = min(t_ref, time.perf_counter() - start)
+    return t_ours, t_ref, bool(np.array_equal(ours, ref))
+
+
+def suite_rows(quick: bool = False) -> list[dict]:
+    """Rows of ``benchmarks/run_all.py``: scattered reads at two fractions, latent vs h5py fancy indexing.
+
+    Full: a 100,000 x 768 float16 cache, 1% and 10% of its rows; quick: 20,000 x 256, 10%.
+    """
+    from run_all import make_row
+
+    n_rows, dim, fractions = (20_000, 256, [0.1]) if quick else (100_000, 768, [0.01, 0.1])
+    rng = np.random.default_rng(0)
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "bench.h5"
+        prov = Provenance(model="bench", pretrained="none", preprocess={}, embed_dim=dim, normalized=False,
+                          store_dtype="float16")
+        write_cache(path, prov, n_rows, dim, rng)
+        for fraction in fractions:
+            k = max(1, int(n_rows * fraction))
+            rows = np.sort(rng.choice(n_rows, size=k, replace=False))
+            t_ours, t_ref, equal = time_reads(path, rows)
+            out.append(make_row("cache", f"{k:,} of {n_rows:,} x {dim} float16 rows, sorted, best of 3",
+                                "EmbeddingCache.read(rows)", t_ours, "h5py dataset[rows]", t_ref,
+                                "equal" if equal else "NOT equal"))
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=200_000)
@@ -33,10 +83,7 @@ def main() -> None:
         prov = Provenance(model="bench", pretrained="none", preprocess={}, embed_dim=args.dim, normalized=False,
                           store_dtype="float16")
         start = time.perf_counter()
-        with CacheWriter.open(path, prov) as writer:
-            for s in range(0, args.rows, 8192):
-                n = min(8192, args.rows - s)
-                writer.append([f"img{i}" for i in range(s, s + n)], rng.standard_normal((n, args.dim)).astype(np.float16))
+        write_cache(path, prov, args.rows, args.dim, rng)
         write = time.perf_counter() - start
         size = path.stat().st_size / 2**20
         print(f"machine: {platform.machine()}, python {platform.python_version()}, h5py {h5py.__version__}")
@@ -47,17 +94,7 @@ def main() -> None:
         for fraction in args.fraction:
             k = max(1, int(args.rows * fraction))
             rows = np.sort(rng.choice(args.rows, size=k, replace=False))
-            t_ours, t_ref = np.inf, np.inf
-            for _ in range(3):  # best of 3: the first large read of a process pays for page faults
-                with open_cache(path) as cache:
-                    start = time.perf_counter()
-                    ours = cache.read(rows, dtype=None)
-                    t_ours = min(t_ours, time.perf_counter() - start)
-                with h5py.File(path, "r") as f:
-                    start = time.perf_counter()
-                    ref = f["embeddings"][rows]
-                    t_ref = min(t_ref, time.perf_counter() - start)
-            equal = bool(np.array_equal(ours, ref))
+            t_ours, t_ref, equal = time_reads(path, rows)
             print(f"| {k} | {fraction:g} | {t_ours:.3f} | {t_ref:.3f} | {t_ref / t_ours:.1f} | {equal} |")
 
 

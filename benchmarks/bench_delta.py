@@ -12,6 +12,8 @@ table gives its time, the ratio and whether the two values agree (to 1e-6 of the
 
     .venv/bin/python benchmarks/bench_delta.py                          # n = 500 1000 2000 4000, CPU
     .venv/bin/python benchmarks/bench_delta.py --sizes 500 1000 --device cuda
+
+``suite_rows(quick)`` gives the rows of ``benchmarks/run_all.py`` (n = 500, the reference's size).
 """
 
 from __future__ import annotations
@@ -64,6 +66,40 @@ def child(n: int, device: str, dtype: str, reference: bool, seed: int) -> dict:
         out["ref_seconds"] = time.perf_counter() - t0
         out["ref_delta"] = ref
     return out
+
+
+def suite_rows(quick: bool = False) -> list[dict]:
+    """Rows of ``benchmarks/run_all.py``: ``gromov_delta(D, "base_point")`` (best of 3, after a warm-up) against
+    the ``(n, n, n)`` numpy reference (one run) at n = 500, CPU, float32; agreement to 1e-6 of the diameter.
+
+    n = 500 also under ``quick`` (the reference holds 0.5 GB, ~1 s).
+    """
+    from latent.hyperbolic import gromov_delta, gromov_products
+    from run_all import make_row
+
+    n = 500
+    X = np.random.default_rng(0).normal(size=(n, 64))
+    sq = (X * X).sum(1)
+    D = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2 * X @ X.T, 0))
+    np.fill_diagonal(D, 0)
+    D = (D + D.T) / 2
+    gromov_delta(D[:50, :50], "base_point", device="cpu")  # warm-up (imports, kernels)
+    seconds = np.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        res = gromov_delta(D, "base_point", base_point=0, device="cpu", dtype="float32")
+        seconds = min(seconds, time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    G = gromov_products(D, 0).astype(np.float32)
+    ref = float(np.max(np.max(np.minimum(G[:, :, None], G[None, :, :]), axis=1) - G))
+    ref_seconds = time.perf_counter() - t0
+    diff = abs(ref - res.delta)
+    ok = diff <= 1e-6 * res.diameter
+    return [make_row("delta", f"n = {n} Gaussian points in 64-d, base point 0, float32, best of 3",
+                     "gromov_delta base_point ((max,min) product in blocks)", seconds,
+                     "(n, n, n) tensor in numpy (Khrulkov et al.), one run", ref_seconds,
+                     f"{'within' if ok else 'NOT within'} 1e-6 of the diameter (diff {diff:.1e}, "
+                     f"delta {res.delta:.4g})")]
 
 
 def main() -> None:

@@ -11,6 +11,8 @@ plumbing (collation, transfers, cache writes) costs. Images: the 306 real CUB ph
 ../shared/data/cub10 (replicated with ``--copies``) or, when absent, generated 500x375 JPEGs.
 
     .venv/bin/python benchmarks/bench_embed.py [--models random-tiny random:ViT-B-16] [--copies 3]
+
+``suite_rows(quick)`` gives the rows of ``benchmarks/run_all.py`` (random-tiny only).
 """
 
 from __future__ import annotations
@@ -66,6 +68,47 @@ def model_only(loaded, records, batch_size: int, n_images: int) -> float:
         loaded.encode_images(batch)
         done += len(batch)
     return done / (time.perf_counter() - start)
+
+
+def suite_rows(quick: bool = False) -> list[dict]:
+    """Rows of ``benchmarks/run_all.py``: ``random-tiny`` on the cub10 photos (quick: once, full: 3 copies).
+
+    Two rows on the same images, in seconds for all of them: the pipeline (``embed_images``, model
+    loading excluded) against decode + preprocess only, and against model only (ratio = the pipeline's
+    rate as a fraction of that part's). Agreement: the cache's rows of the first batch against
+    ``encode_images`` of the same preprocessed images, both L2-normalised.
+    """
+    from latent.cache import open_cache
+    from run_all import make_row
+
+    copies, batch_size = (1 if quick else 3), 32
+    workers = max(1, (os.cpu_count() or 2) - 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "images"
+        root.mkdir()
+        what = make_images(root, copies)
+        records = find_images(root)
+        loaded = load_model("random-tiny", device="cpu")
+        decode = decode_only(records, loaded.transform, batch_size, workers)
+        model = model_only(loaded, records, batch_size, len(records))
+        report = embed_images(root, Path(tmp) / "bench.h5", model="random-tiny", device="cpu", batch_size=batch_size,
+                              workers=workers, progress=False, force=True)
+        first = records[:batch_size]
+        direct = loaded.encode_images(torch.stack([loaded.transform(Image.open(r.path).convert("RGB"))
+                                                   for r in first])).numpy().astype(np.float64)
+        direct /= np.linalg.norm(direct, axis=1, keepdims=True)
+        with open_cache(Path(tmp) / "bench.h5") as cache:
+            where = {str(i): k for k, i in enumerate(cache.ids)}
+            cached = cache.read(np.array([where[r.id] for r in first]), normalize=True).astype(np.float64)
+    n = report.embedded
+    diff = float(np.abs(cached - direct).max())
+    agree = f"{'within' if diff <= 2e-3 else 'NOT within'} 2e-3 (max diff {diff:.1e}; cache vs encode_images)"
+    case = f"random-tiny fp32, {what}, batch {batch_size}, {workers} decoding worker(s)"
+    pipe = report.loop_seconds
+    return [make_row("embed", case, "embed_images pipeline", pipe, "decode + preprocess only (DataLoader)",
+                     n / decode, agree),
+            make_row("embed", case, "embed_images pipeline", pipe, "model only (encode_images on ready batches)",
+                     n / model, agree)]
 
 
 def main() -> None:

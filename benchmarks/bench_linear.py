@@ -28,6 +28,8 @@ Then, for the breakdown, the same torch sweep in-process (``linear_probe_ranks``
 Prints a markdown table: per rank, classes, the test top-1 accuracy of each (the CLI's from its
 ``metrics.csv``), the difference and the chosen C; then the wall times and their ratio. Nothing is
 extrapolated: every number is measured in this run.
+
+``suite_rows(quick)`` gives the rows of ``benchmarks/run_all.py`` (smaller sizes, one CLI run).
 """
 
 from __future__ import annotations
@@ -93,6 +95,54 @@ def latent_command() -> list[str]:
     """The ``latent`` console script of this interpreter's environment."""
     script = Path(sys.executable).with_name("latent")
     return [str(script)] if script.exists() else [sys.executable, "-m", "latent.cli"]
+
+
+def suite_rows(quick: bool = False) -> list[dict]:
+    """Rows of ``benchmarks/run_all.py``: the CLI and the in-process torch sweep against scikit-learn's sweep.
+
+    Full: 60 species x 20 images, 64-d (scikit-learn's sweep ~1 min); quick: 30 species x 8 images, 32-d
+    (signal 0.15, the CLI's split). Agreement: the largest test top-1 difference over the 7 ranks, within
+    max(0.5 points, two test images) or not.
+    """
+    from run_all import make_row
+
+    species, per_species, dim = (30, 8, 32) if quick else (60, 20, 64)
+    seed, test_fraction = 0, 0.3
+    with tempfile.TemporaryDirectory(prefix="suite_linear_") as tmp:
+        work = Path(tmp)
+        cache = make_cache(work / "bench.h5", species, per_species, dim, 0.15, seed)
+        Xtr, Ytr, Xte, Yte = split_of(cache, test_fraction, seed)
+        command = [*latent_command(), "evaluate", str(cache), "--method", "linear", "--out", str(work / "cli"),
+                   "--device", "cpu", "--seed", str(seed), "--test-fraction", str(test_fraction)]
+        t0 = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        t_cli = time.perf_counter() - t0
+        metrics = pd.read_csv(work / "cli" / "metrics.csv")
+        cli_top1 = metrics[metrics["metric"] == "top1"].set_index("rank")["value"].to_dict()
+        sweeps = {}
+        for solver in ("sklearn", "torch"):
+            t0 = time.perf_counter()
+            res = linear_probe_ranks(Xtr, Ytr, Xte, Yte, seed=seed, solver=solver, device="cpu")
+            sweeps[solver] = (time.perf_counter() - t0, dict(res.test_accuracy),
+                              {rank: r.best_C for rank, r in res.results.items()})
+    t_sk, sk_top1, sk_C = sweeps["sklearn"]
+
+    n_test = len(Yte)
+    tolerance = max(0.005, 2 / n_test)  # 0.5 points, or two test images on small test sets
+
+    def agreement(top1: dict) -> str:
+        rank = max(sk_top1, key=lambda r: abs(top1[r] - sk_top1[r]))
+        worst = abs(top1[rank] - sk_top1[rank])
+        return (f"{'within' if worst <= tolerance + 1e-12 else 'NOT within'} {100 * tolerance:.2g} points "
+                f"(max top-1 diff {100 * worst:.2f} at {rank}, best C sklearn {sk_C[rank]:.3g} / torch "
+                f"{sweeps['torch'][2][rank]:.3g}; one test image = {100 / n_test:.2g})")
+
+    case = f"{species} species x {per_species} images, {dim}-d, 7 ranks, {len(Xtr)} train / {len(Xte)} test"
+    return [make_row("linear", case, "`latent evaluate --method linear` (whole command)", t_cli,
+                     "scikit-learn LogisticRegression sweep (in-process, sweep only)", t_sk, agreement(cli_top1)),
+            make_row("linear", case, "linear_probe_ranks torch sweep (in-process)", sweeps["torch"][0],
+                     "scikit-learn LogisticRegression sweep (in-process, sweep only)", t_sk,
+                     agreement(sweeps["torch"][1]))]
 
 
 def main() -> None:

@@ -9,6 +9,8 @@ agree to ~1e-12 and their p-values exactly. Both are run once to compile their n
 timed (best of ``--repeat``).
 
     .venv/bin/python benchmarks/bench_mantel.py [--species 2000] [--permutations 999] [--numpy]
+
+``suite_rows(quick)`` gives the rows of ``benchmarks/run_all.py``.
 """
 
 from __future__ import annotations
@@ -44,6 +46,39 @@ def best_of(fn, repeat: int) -> tuple[float, object]:
         out = fn()
         times.append(time.perf_counter() - start)
     return min(times), out
+
+
+def suite_rows(quick: bool = False) -> list[dict]:
+    """Rows of ``benchmarks/run_all.py``: latent's Mantel against scikit-bio's, same seed and permutations.
+
+    Full: 2,000 species, 999 permutations, signal 0.3, Pearson and Spearman, best of 2; quick: 500
+    species, 199 permutations, Pearson, one timed run. Agreement: r within 1e-12 and p equal.
+    """
+    from skbio.stats.distance import mantel as skbio_mantel
+
+    from run_all import make_row
+
+    species, permutations, methods, repeat = (500, 199, ("pearson",), 1) if quick else (
+        2000, 999, ("pearson", "spearman"), 2)
+    tax = generated_taxonomy(species, 0)
+    T = tax.distances().astype(np.float64)
+    synth = make_hierarchical(tax, per_species=1, dim=64, signal=0.3, noise=1.0, seed=0)
+    D = pairwise_distances(synth.embeddings.astype(np.float64), metric="cosine")
+    rows = []
+    for method in methods:
+        mantel(T[:50, :50], D[:50, :50], method=method, permutations=3)  # compile both numba kernels
+        skbio_mantel(T[:50, :50], D[:50, :50], method=method, permutations=3)
+        t_ref, (r_ref, p_ref, _) = best_of(lambda: skbio_mantel(T, D, method=method, permutations=permutations,
+                                                                alternative="greater",
+                                                                seed=np.random.default_rng(0)), repeat)
+        t_ours, res = best_of(lambda: mantel(T, D, method=method, permutations=permutations, seed=0,
+                                             alternative="greater"), repeat)
+        same = abs(r_ref - res.r) <= 1e-12 and p_ref == res.p_value
+        rows.append(make_row("mantel", f"{species} species, {method}, {permutations} permutations",
+                             "latent mantel (numba)", t_ours, "skbio.stats.distance.mantel", t_ref,
+                             (f"equal (r differs by {abs(r_ref - res.r):.0e}, p {res.p_value:.4f})" if same else
+                              f"NOT equal (r {res.r:.6f} vs {r_ref:.6f}, p {res.p_value} vs {p_ref})")))
+    return rows
 
 
 def main() -> None:

@@ -5,6 +5,8 @@ must give the same pairs; then 100,000 x 768 rows, where the n x n matrix (40 GB
 held, with 50 planted near copies: time and the process's peak resident memory.
 
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_near_duplicates.py
+
+``suite_rows(quick)`` gives the rows of ``benchmarks/run_all.py`` (the 10,000-row comparison only).
 """
 
 from __future__ import annotations
@@ -24,6 +26,29 @@ def planted(n: int, d: int, k: int, seed: int = 0) -> tuple[np.ndarray, set]:
     for a, b in rows:
         X[b] = X[a] + np.float32(1e-2) * rng.standard_normal(d, dtype=np.float32)
     return X, set(map(tuple, np.sort(rows, 1).tolist()))
+
+
+def suite_rows(quick: bool = False) -> list[dict]:
+    """Rows of ``benchmarks/run_all.py``: ``near_duplicates`` (blocks) against the n x n similarity matrix,
+    10,000 x 768 with 20 planted near copies (quick: 4,000 x 256, 10); agreement: the same pairs as brute
+    force and as planted."""
+    from run_all import make_row
+
+    n, d, k = (4000, 256, 10) if quick else (10_000, 768, 20)
+    X, truth = planted(n, d, k)
+    t = time.perf_counter()
+    U = X / np.linalg.norm(X, axis=1, keepdims=True)
+    S = U @ U.T
+    i, j = np.nonzero(np.triu(S >= 0.95, 1))
+    brute = time.perf_counter() - t
+    del S
+    t = time.perf_counter()
+    pairs = near_duplicates(X, np.arange(len(X)), threshold=0.95)
+    blocked = time.perf_counter() - t
+    same = set(zip(i.tolist(), j.tolist())) == set(zip(pairs.row_a, pairs.row_b)) == truth
+    return [make_row("near-duplicates", f"{n:,} x {d}, {k} planted near copies, cosine >= 0.95",
+                     "near_duplicates (row blocks)", blocked, "n x n similarity matrix, thresholded", brute,
+                     f"{'same' if same else 'NOT the same'} pairs as brute force and as planted ({len(pairs)})")]
 
 
 def main() -> None:

@@ -20,6 +20,8 @@ probe ``run.json``). The environment is the caller's (no thread variable is set 
 
 Prints a markdown table (command, wall s, CPU s, load before/after, exit status) and the slowest steps.
 Nothing is extrapolated: every number is measured in this run.
+
+``suite_rows(quick, dataset)`` gives the report rows of ``benchmarks/run_all.py`` (see its docstring).
 """
 
 from __future__ import annotations
@@ -65,6 +67,109 @@ def step_seconds(folder: Path) -> list[tuple[str, float]]:
         for probe, seconds in (record.get("probe_seconds") or {}).items():
             out.append((f"{path.parent.parent.name}/{path.parent.name[:24]}: {probe}", float(seconds)))
     return out
+
+
+def _import_argv(dataset: str, cache: Path) -> "list[str] | None":
+    """``latent import`` of cub10 (as ``experiments/cub10.yaml``) or tol1k into ``cache``; None if absent."""
+    if dataset == "cub10":
+        d = SHARED / "cub10"
+        if not d.is_dir():
+            return None
+        return [*LATENT, "import", str(d / "bird_embeddings.npy"), "--metadata", str(d / "bird_metadata.json"),
+                "--id-column", "path", "--taxonomy", str(d / "taxonomy.csv"), "--join-on", "species=cub_class",
+                "--model", "clip (imported)", "--out", str(cache)]
+    table = SHARED / "tol1k_bioclip2" / "example_1k.parquet"
+    return [*LATENT, "import", str(table), "--out", str(cache)] if table.is_file() else None
+
+
+def _step_records(report: Path) -> dict[str, dict]:
+    """``{step folder name: run.json}`` of the report's evaluate and probe steps."""
+    out = {}
+    for path in sorted(report.glob("runs/*/*/run.json")):
+        if path.parent.name.startswith(("evaluate-", "probe-")):
+            out[path.parent.name] = json.loads(path.read_text())
+    return out
+
+
+def _same_metrics(a: Path, b: Path) -> "tuple[bool, int]":
+    """Whether two ``metrics.csv`` have the same rows and values (NaN equal to NaN, 1e-12 relative)."""
+    import numpy as np
+    import pandas as pd
+
+    x, y = pd.read_csv(a), pd.read_csv(b)
+    if x.shape != y.shape or list(x.columns) != list(y.columns) or "value" not in x:
+        return False, len(x)
+    keys = [c for c in ("probe", "metric", "rank", "group") if c in x.columns]
+    if keys and not x[keys].astype(str).equals(y[keys].astype(str)):
+        return False, len(x)
+    return bool(np.allclose(x["value"], y["value"], rtol=1e-12, atol=0, equal_nan=True)), len(x)
+
+
+def suite_rows(quick: bool = False, dataset: str = "cub10") -> list[dict]:
+    """Rows of ``benchmarks/run_all.py``: ``latent report CACHE`` (defaults) end to end in a subprocess.
+
+    The cache is made by ``latent import`` (cub10 as ``experiments/cub10.yaml``; tol1k from
+    ``example_1k.parquet``). Two references:
+
+    * always: the report's own evaluate and probe steps, their seconds as their ``run.json`` records them
+      in the same run (ratio = the share of the report's wall time spent in those steps; the rest is
+      process start, reading, projections, figures and writing);
+    * full suite, cub10 only: the same steps run separately as commands (``latent evaluate --method linear
+      --split random``, ``latent evaluate --method knn --split species-disjoint``, ``latent probe
+      --permutations 199 --set levels.permutations=999``: the report's settings), the sum of their wall
+      times; agreement: their ``metrics.csv`` against the report's, value by value.
+
+    Skipped with the reason when ``../shared/data`` (or ``LATENT_SHARED_DATA``) lacks the data set.
+    """
+    from run_all import make_row
+
+    name = f"report-{dataset}"
+    with tempfile.TemporaryDirectory(prefix=f"suite_{dataset}_") as tmp:
+        work = Path(tmp)
+        cache = work / f"{dataset}.h5"
+        argv = _import_argv(dataset, cache)
+        if argv is None:
+            return [make_row(name, status=f"skipped: the {dataset} data is absent under {SHARED}")]
+        imported = timed(argv, work / "import.txt")
+        if imported["rc"] != 0:
+            raise RuntimeError(f"latent import failed: {(work / 'import.txt').read_text()[-300:]}")
+        report = work / "report"
+        run = timed([*LATENT, "report", str(cache), "--out", str(report)], work / "report.txt")
+        if run["rc"] != 0:
+            raise RuntimeError(f"latent report failed (exit {run['rc']}): {(work / 'report.txt').read_text()[-300:]}")
+        records = _step_records(report)
+        steps = sum(float(r.get("seconds") or 0) for r in records.values())
+        case = (f"{dataset} ({cache.stat().st_size / 2**20:.1f} MiB cache, import {imported['wall_s']} s); "
+                f"report CPU {run['cpu_s']} s")
+        rows = [make_row(name, case, "`latent report CACHE` (defaults, whole command)", run["wall_s"],
+                         f"its {len(records)} evaluate/probe steps as recorded (run.json, same run)", steps,
+                         "n/a (a part of the same run)")]
+        if quick or dataset != "cub10":
+            return rows
+        commands = {
+            "evaluate-linear-random": ["evaluate", str(cache), "--method", "linear", "--split", "random"],
+            "evaluate-knn-species-disjoint": ["evaluate", str(cache), "--method", "knn", "--split",
+                                              "species-disjoint"],
+            "probe-cosine-perm199": ["probe", str(cache), "--permutations", "199", "--set", "levels.permutations=999"],
+        }
+        total, same, checked = 0.0, True, 0
+        for step, command in commands.items():
+            out = work / step
+            result = timed([*LATENT, *command, "--out", str(out)], work / f"{step}.txt")
+            if result["rc"] != 0:
+                raise RuntimeError(f"latent {command[0]} failed: {(work / f'{step}.txt').read_text()[-300:]}")
+            total += result["wall_s"]
+            theirs = next((p for p in report.glob(f"runs/*/{step}*/metrics.csv")), None)
+            if theirs is None:
+                same = False
+                continue
+            equal, n = _same_metrics(out / "metrics.csv", theirs)
+            same &= equal
+            checked += n
+        rows.append(make_row(name, case, "`latent report CACHE` (defaults, whole command)", run["wall_s"],
+                             "its evaluate x2 + probe steps run separately as commands (sum of walls)", total,
+                             f"metrics equal ({checked} rows)" if same else "metrics NOT equal"))
+        return rows
 
 
 def main() -> int:
