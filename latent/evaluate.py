@@ -465,7 +465,8 @@ def _compute(
                                       device=device, predict_species=predict_species, ids=ids))
         else:
             predictors.append(partial(predict_knn, X_train, train, X_test, test, taxonomy, k_neighbors=k_neighbors,
-                                      temperature=temperature, predict_species=predict_species, ids=ids))
+                                      temperature=temperature, predict_species=predict_species, ids=ids,
+                                      device=device))
         runs.append(("", predictors[-1](mode=mode), _duplicates_in_train(X_train, X_test)))
         seen_codes = taxonomy.row_codes[train]
 

@@ -382,6 +382,7 @@ def predict_knn(
     predict_species: bool = True,
     ids: "np.ndarray | None" = None,
     chunk_size: "int | None" = None,
+    device: Any = "cpu",
 ) -> Predictions:
     """Weighted k-nearest-neighbour classifier (the DINO kNN probe) at every rank.
 
@@ -415,6 +416,9 @@ def predict_knn(
     chunk_size
         Test rows per block of similarities (default: about 32M similarities per block, e.g. 335 rows
         against 100k train rows); the result does not depend on it.
+    device
+        Where the neighbour search runs (:mod:`latent.kernels`: ``"auto"`` is torch on a GPU when there is
+        one, numpy otherwise; default ``"cpu"``, numpy).
 
     Returns
     -------
@@ -450,16 +454,12 @@ def predict_knn(
     m = min(int(k_neighbors), len(train))
     n = len(test)
     topk, scores = _empty(n, k)
+    from latent.kernels import nearest as nearest_rows
+
     for block in _blocks(n, len(train), chunk_size):
-        sims = Xte_n[block] @ Xtr_n.T  # (c, N)
-        if m < len(train):
-            nearest = np.argpartition(-sims, m - 1, axis=1)[:, :m]
-        else:
-            nearest = np.broadcast_to(np.arange(m), (sims.shape[0], m))
-        near_sims = np.take_along_axis(sims, nearest, axis=1).astype(np.float64)
-        order = np.argsort(-near_sims, axis=1, kind="stable")  # most similar first: ties of votes go to them
-        nearest = np.take_along_axis(nearest, order, axis=1)
-        near_sims = np.take_along_axis(near_sims, order, axis=1)
+        # most similar first (ties of votes go to them; equal similarities: the lower train row first);
+        # torch on a GPU, numpy on CPU (latent.kernels)
+        nearest, near_sims = nearest_rows(Xte_n[block], Xtr_n, m, device=device)
         # exp((s - max) / T): the common factor cancels in the shares and nothing overflows
         weights = np.exp((near_sims - near_sims[:, :1]) / temperature)
         for r in _ranks_to_predict(predict_species):
