@@ -86,6 +86,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     Benchmark("mantel", "bench_mantel.py", timeout_s=120, quick_timeout_s=40),
     Benchmark("silhouette", "bench_silhouette.py", timeout_s=120, quick_timeout_s=30),
     Benchmark("delta", "bench_delta.py", timeout_s=120, quick_timeout_s=30),
+    Benchmark("kernels", "bench_kernels.py", timeout_s=120, quick_timeout_s=30),
     Benchmark("umap", "bench_umap.py", timeout_s=180, quick_timeout_s=60),
     Benchmark("cache", "bench_cache.py", timeout_s=120, quick_timeout_s=30),
     Benchmark("taxonomy", "bench_taxonomy.py", timeout_s=60, quick_timeout_s=30),
