@@ -146,7 +146,7 @@ def _refuse_duplicates(columns: list[str], what: str) -> None:
 
 # ---------------------------------------------------------------------------------------- console tables
 #: Columns that say which variant of a metric a row is (appended to its name as ``column=value``), in order.
-QUALIFIER_COLUMNS = ("split", "level", "height", "method", "target", "distance", "space", "geometry", "dim", "k",
+QUALIFIER_COLUMNS = ("group", "split", "level", "height", "method", "target", "distance", "space", "geometry", "dim", "k",
                      "clusters")
 #: Columns that hold results, never used to tell two rows apart.
 RESULT_COLUMNS = frozenset({

@@ -169,6 +169,10 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
               "per rank: each image's cosine to its own taxon's text minus the best sibling's (margin), its rank "
               "among siblings, and the Mantel r of image-centroid vs text distances",
               default=False, settings=("texts", "n_boot", "n_boot_rank", "form"), units=(("*", "species"),)),
+    ProbeSpec("seen_unseen", "latent.probes.seen_unseen:probe_seen_unseen",
+              "the primary statistic per rank (levels) on the species a model saw in training and on the others "
+              "(setting seen: a training list such as seen_in_training.json), and unseen minus seen",
+              default=False, settings=("seen",), units=(("*", "species"),)),
     ProbeSpec("shape", "latent.probes.shape:probe_shape",
               "the shape of the space: norms, anisotropy (mean cosine of image pairs), effective dimensionality "
               "(participation ratio, PCA spectrum), hubness (k-occurrence skew), each before and after centring",
