@@ -1244,11 +1244,13 @@ class EmbeddingCache:
             raise InputError(f"Row indices out of range for a cache of {n} rows: {format_list(bad.tolist())}.")
         return np.where(idx < 0, idx + n, idx).astype(np.int64)
 
-    def _gather(self, idx: np.ndarray) -> np.ndarray:
-        """Rows ``idx`` in order, read as sorted contiguous blocks (scattered h5py reads are slow)."""
+    def _gather(self, idx: np.ndarray, dtype: Any, normalize: bool) -> np.ndarray:
+        """Rows ``idx`` in order, read as sorted contiguous blocks (scattered h5py reads are slow), each block
+        cast (and normalised) on its own: only the output is held in full, never the stored array beside it."""
         ds = self._h5()[self._emb]
         uniq, inverse = np.unique(idx, return_inverse=True)
-        out = np.empty((uniq.size, ds.shape[1]), dtype=ds.dtype)
+        target = ds.dtype if dtype is None else np.dtype(dtype)
+        out = np.empty((uniq.size, ds.shape[1]), dtype=target)
         gap = ds.chunks[0] if ds.chunks else CHUNK_ROWS  # read through gaps shorter than a chunk
         span = max(gap, _MAX_BLOCK_BYTES // max(1, ds.shape[1] * ds.dtype.itemsize))
         breaks = np.flatnonzero(np.diff(uniq) > gap) + 1
@@ -1257,12 +1259,18 @@ class EmbeddingCache:
             while a < b:
                 lo = int(uniq[a])
                 e = a + int(np.searchsorted(uniq[a:b], lo + span))
-                out[a:e] = ds[lo:int(uniq[e - 1]) + 1][uniq[a:e] - lo]
+                out[a:e] = _finish(ds[lo:int(uniq[e - 1]) + 1][uniq[a:e] - lo], dtype, normalize)
                 a = e
-        return out[inverse.reshape(-1)]
+        inverse = inverse.reshape(-1)
+        if uniq.size == inverse.size and (inverse == np.arange(inverse.size)).all():
+            return out  # sorted, no repeats: no reordered copy
+        return out[inverse]
 
     def read(self, rows: Any = None, *, dtype: Any = np.float32, normalize: bool = False) -> np.ndarray:
         """Embeddings of ``rows``, (k, D).
+
+        Read in blocks of at most 64 MB of stored values, each cast (and normalised) on its own, so a
+        float16 cache read as float32 holds only the float32 result, not the float16 array beside it.
 
         Parameters
         ----------
@@ -1276,8 +1284,16 @@ class EmbeddingCache:
         """
         sel = self._rows(rows)
         with self._reading():
-            data = self._h5()[self._emb][sel] if isinstance(sel, slice) else self._gather(sel)
-        return _finish(data, dtype, normalize)
+            if not isinstance(sel, slice):
+                return self._gather(sel, dtype, normalize)
+            ds = self._h5()[self._emb]
+            step = max(1, _MAX_BLOCK_BYTES // max(1, ds.shape[1] * ds.dtype.itemsize))
+            target = ds.dtype if dtype is None else np.dtype(dtype)
+            out = np.empty((sel.stop - sel.start, ds.shape[1]), dtype=target)
+            for a in range(sel.start, sel.stop, step):
+                b = min(sel.stop, a + step)
+                out[a - sel.start:b - sel.start] = _finish(ds[a:b], dtype, normalize)
+        return out
 
     def iter_blocks(self, block_rows: int = 4096, *, dtype: Any = np.float32,
                     normalize: bool = False) -> Iterator[tuple[slice, np.ndarray]]:

@@ -232,7 +232,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         coverage_rank=args.coverage_rank, split_file=args.split_file, split_column=args.split_column,
         groups=args.groups, group_column=args.group_column,
         k_neighbors=args.k, temperature=args.temperature, text_form=args.text_form, n_boot=args.bootstrap,
-        device=args.device, layer=args.layer, top_down=args.top_down, force=args.force,
+        device=args.device, layer=args.layer, top_down=args.top_down, max_test=args.max_test, force=args.force,
     )
     print(report.summary())
     return 0
@@ -267,7 +267,7 @@ def cmd_probe(args: argparse.Namespace) -> int:
     from latent.probes.base import ProbeOptions
 
     options = ProbeOptions(distance=args.distance, permutations=args.permutations, max_pairs=args.max_pairs,
-                           max_images=args.max_images, seed=args.seed, device=args.device,
+                           max_images=args.max_images, max_rows=args.max_rows, seed=args.seed, device=args.device,
                            extra=_probe_settings(args.set))
     from latent.probes.run import species_subset
 
@@ -328,28 +328,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    from latent.synthetic import builtin_taxonomy, make_hierarchical, write_synthetic
+    from latent.synthetic import builtin_taxonomy, synthesize
     from latent.taxonomy import Taxonomy
 
     taxonomy = builtin_taxonomy() if args.taxonomy is None else Taxonomy.from_table(args.taxonomy)
-    values = taxonomy.n_species * args.per_species * args.dim
+    n_species = taxonomy.n_species
+    values = n_species * args.per_species * args.dim
     if values > validate.MAX_SYNTH_VALUES:
-        raise InputError(f"latent synth would make {taxonomy.n_species} species x {args.per_species} images x "
+        raise InputError(f"latent synth would make {n_species} species x {args.per_species} images x "
                          f"{args.dim} dimensions = {values:,} values, above the limit of "
-                         f"{validate.MAX_SYNTH_VALUES:,} (about 2.4 GB of memory while generating); use a smaller "
-                         f"--per-species or --dim.")
+                         f"{validate.MAX_SYNTH_VALUES:,} (a cache of {validate.MAX_SYNTH_VALUES * 2 / 1e9:.0f} GB "
+                         f"in float16); use a smaller --per-species or --dim.")
     try:
-        data = make_hierarchical(
-            taxonomy, per_species=args.per_species, dim=args.dim, signal=args.signal, noise=args.noise,
-            seed=args.seed, **({"attribute": args.attribute, "attribute_scale": args.attribute_scale}
-                               if args.attribute else {}),
+        _, n = synthesize(
+            args.out, taxonomy, per_species=args.per_species, dim=args.dim, signal=args.signal, noise=args.noise,
+            seed=args.seed, source=str(args.taxonomy or "builtin"), store_dtype=args.store_dtype, force=args.force,
+            **({"attribute": args.attribute, "attribute_scale": args.attribute_scale} if args.attribute else {}),
         )
     except ValueError as e:  # e.g. no direction orthogonal to the species offsets at this dimension
         raise InputError(f"--attribute {args.attribute}: {e}") from None
-    write_synthetic(args.out, data, source=str(args.taxonomy or "builtin"), force=args.force)
     print(
-        f"wrote {len(data.ids)} synthetic embeddings ({data.taxonomy.n_species} species x {args.per_species}, "
-        f"dim {args.dim}, signal {args.signal:g}, seed {args.seed}) to {args.out}"
+        f"wrote {n} synthetic embeddings ({n // args.per_species} species x {args.per_species}, "
+        f"dim {args.dim}, signal {args.signal:g}, seed {args.seed}, {args.store_dtype}) to {args.out}"
     )
     return 0
 
@@ -542,6 +542,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-down", action="store_true", help="also predict top-down (kingdom first, then each rank "
                    "among the children of the rank above) and compare it with flat per rank: topdown.csv")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="bootstrap resamples for the CIs")
+    p.add_argument("--max-test", type=int, default=10_000, metavar="N",
+                   help="score at most N test images (per fold for centroid): above it a stratified seeded sample, "
+                        "said in every row's note; 0 = all")
     p.add_argument("--device", default="auto", help="auto (CUDA, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--force", action="store_true", help="replace results of another cache in --out")
     p.set_defaults(func=cmd_evaluate)
@@ -586,6 +589,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="image pairs used by pair-level statistics before sampling")
     p.add_argument("--max-images", type=int, default=5_000, metavar="N",
                    help="images used by image-level matrices (e.g. silhouette) before stratified sampling")
+    p.add_argument("--max-rows", type=int, default=100_000, metavar="N",
+                   help="images read from the cache: above it every probe runs on a stratified seeded sample, said "
+                        "in every row's note; 0 = all")
     p.add_argument("--seed", type=int, default=0, help="seed of samples and permutations")
     p.add_argument("--baseline", metavar="CACHE", help="random-features baseline cache with the same image ids")
     p.add_argument("--clade", metavar="RANK=NAME", help="only this clade's images (e.g. class=Aves)")
@@ -650,6 +656,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attribute", choices=["orthogonal", "inside"], help="plant a within-species binary attribute "
                    "(metadata column 'attribute') orthogonal to or inside the species subspace")
     p.add_argument("--attribute-scale", type=float, default=1.0, metavar="A", help="size of the attribute offset")
+    p.add_argument("--store-dtype", choices=["float32", "float16"], default="float32",
+                   help="stored dtype of the embeddings (float16 halves the file)")
     p.add_argument("--force", action="store_true", help="replace an existing cache")
     p.set_defaults(func=cmd_synth)
     return parser
@@ -673,6 +681,8 @@ INT_OPTIONS: dict[str, tuple["int | None", "int | None", str]] = {
     "verdict_permutations": (0, validate.MAX_PERMUTATIONS, _PERMUTATION_HINT),
     "max_pairs": (1, None, "Use e.g. 2000000 (pairs above it are sampled)."),
     "max_images": (2, None, "Use e.g. 5000 (images above it are sampled; the silhouette needs pairs)."),
+    "max_rows": (0, None, "Use e.g. 100000 (images above it are sampled), or 0 to read every image."),
+    "max_test": (0, None, "Use e.g. 10000 (test images above it are sampled), or 0 to score every test image."),
     "per_species": (1, validate.MAX_PER_SPECIES, "Use e.g. 20 images per species."),
     "dim": (1, validate.MAX_DIM, "Use e.g. 64."),
 }

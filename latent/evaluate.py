@@ -180,6 +180,8 @@ class Evaluation:
         source = info.get("cache") or "in-memory data"
         lines = [f"{info.get('method')} ({info.get('mode')}, split {info.get('split')}) on "
                  f"{source}: {n_test_text(self.metrics, info.get('n_test'))}"]
+        for note in dict.fromkeys(info.get("test_sample") or []):
+            lines.append(f"  sampled: {note}")
         leaks = int(info.get("n_test_duplicates_in_train") or 0)
         leak_note = LEAK_NOTE.format(k=leaks) if leaks else ""
         if leaks:
@@ -230,8 +232,8 @@ EvaluateReport = Evaluation
 
 
 def _without_leak(note: Any) -> str:
-    """A note cell without the leak note (the summary states the leak once, at the top)."""
-    return _LEAK_PATTERN.sub("", _text(note)).strip("; ")
+    """A note cell without the leak note and the test-sample note (the summary states each once, at the top)."""
+    return _SAMPLE_PATTERN.sub("", _LEAK_PATTERN.sub("", _text(note))).strip("; ")
 
 
 def _text(value: Any) -> str:
@@ -406,11 +408,44 @@ def _row_keys(X: np.ndarray) -> np.ndarray:
     return data.view(np.dtype((np.void, data.shape[1] * data.itemsize))).reshape(-1)
 
 
-def _duplicates_in_train(X_train: np.ndarray, X_test: np.ndarray) -> int:
-    """Number of test rows whose vector is identical to a training row's."""
+def _duplicates_in_train(X_train: np.ndarray, X_test: np.ndarray, block_rows: int = 65_536) -> int:
+    """Number of test rows whose vector is identical to a training row's (the training rows are compared
+    block by block, so no copy of the whole training matrix is made)."""
     if not len(X_train) or not len(X_test):
         return 0
-    return int(np.isin(_row_keys(X_test), _row_keys(X_train)).sum())
+    test_keys = _row_keys(X_test)
+    wanted = set(test_keys.tolist())
+    found: set = set()
+    for a in range(0, len(X_train), block_rows):
+        found.update(wanted.intersection(_row_keys(X_train[a:a + block_rows]).tolist()))
+    return int(sum(key in found for key in test_keys.tolist()))
+
+
+_SAMPLE_PREFIX = "test images: a stratified sample of "
+_SAMPLE_PATTERN = re.compile(r"(; )?test images: a stratified sample of [\d,]+ of [\d,]+ \(max_test [\d,]+; "
+                             r"--max-test 0 scores all\)")
+#: Largest number of test images ``latent evaluate`` scores by default (per fold for centroid); above it a
+#: stratified seeded sample is scored, said in run.json (``test_sample``), every row's note and the summary.
+MAX_TEST = 10_000
+
+
+def _sample_test(test: np.ndarray, taxonomy: Any, max_test: int, seed: int, tag: int) -> tuple[np.ndarray, str]:
+    """At most ``max_test`` of the ``test`` rows, a seeded sample stratified by species (sorted), and the note
+    that says so ("" when all are kept)."""
+    from latent.probes.common import stratified_sample
+
+    if not max_test or len(test) <= max_test:
+        return test, ""
+    species = taxonomy.row_codes[test, Rank.SPECIES]
+    known = species >= 0  # unlabelled rows: one extra stratum
+    codes = np.where(known, species, species.max(initial=-1) + 1)
+    _, codes = np.unique(codes, return_inverse=True)
+    keep, _, _ = stratified_sample(codes.reshape(-1), int(codes.max()) + 1, int(max_test), min_per_species=1,
+                                   seed=seed, tag=tag)
+    sample = np.sort(test[keep])
+    note = f"{_SAMPLE_PREFIX}{len(sample):,} of {len(test):,} (max_test {max_test:,}; --max-test 0 scores all)"
+    log.info("evaluate: %s", note)
+    return sample, note
 
 
 def _compute(
@@ -422,18 +457,28 @@ def _compute(
     split_rows: "tuple[np.ndarray, np.ndarray] | None" = None,
     groups: "tuple[str, Mapping[str, str]] | None" = None,
     top_down: bool = False,
+    max_test: int = 0,
 ) -> Evaluation:
-    """The evaluation itself, on ``X_all`` (unit rows of ``rows`` of ``taxonomy``, in that order)."""
+    """The evaluation itself, on ``X_all`` (unit rows of ``rows`` of ``taxonomy``, in that order), or on an
+    open cache (``X_all`` an :class:`~latent.cache.EmbeddingCache`: the rows of each split are read from it
+    when needed, never all at once). ``max_test`` > 0: score at most that many test images (per fold)."""
     from functools import partial
 
     from latent.metrics import evaluate_predictions
     from latent.predictors import predict_centroid, predict_knn, predict_linear, predict_zero_shot
     from latent.splits import coverage, kshot_split, predictable_truth, random_split, species_disjoint_split
 
-    position = {int(r): i for i, r in enumerate(rows)}
+    from latent.cache import EmbeddingCache
+
+    reader = X_all if isinstance(X_all, EmbeddingCache) else None
+    position = {int(r): i for i, r in enumerate(rows)} if reader is None else {}
 
     def features(subset: np.ndarray) -> np.ndarray:
+        if reader is not None:  # the cache rows themselves, read in blocks (bit for bit X_all's rows)
+            return reader.read(subset, normalize=True)
         return X_all[[position[int(r)] for r in subset]]
+
+    sample_notes: list[str] = []
 
     predict_species = split != "species-disjoint"
     if split_rows is not None:  # species can be predicted when every test species has training images
@@ -449,6 +494,8 @@ def _compute(
     elif method == "centroid":
         for fold in range(folds):
             support, query = kshot_split(taxonomy, rows, shots=shots, fold=fold, seed=seed)
+            query, note = _sample_test(query, taxonomy, max_test, seed, 0x7E57 + fold)
+            sample_notes.append(note)
             X_support, X_query = features(support), features(query)
             predictors.append(partial(predict_centroid, X_support, support, X_query, query, taxonomy, ids=ids))
             runs.append((str(fold), predictors[-1](mode=mode), _duplicates_in_train(X_support, X_query)))
@@ -459,6 +506,8 @@ def _compute(
             splitter = random_split if split == "random" else species_disjoint_split
             split_args = {"coverage_rank": coverage_rank} if split == "species-disjoint" else {}
             train, test = splitter(taxonomy, rows, test_fraction=test_fraction, seed=seed, **split_args)
+        test, note = _sample_test(test, taxonomy, max_test, seed, 0x7E57)
+        sample_notes.append(note)
         X_train, X_test = features(train), features(test)
         if method == "linear":
             predictors.append(partial(predict_linear, X_train, train, X_test, test, taxonomy, seed=seed,
@@ -510,6 +559,10 @@ def _compute(
             fold_metrics = fold_metrics.assign(note=[
                 (f"{_text(n)}; {single_note}" if _text(n) else single_note) if sp else n
                 for n, sp in zip(fold_metrics["note"], at_species)])
+        sample_note = sample_notes[int(fold or 0)] if sample_notes else ""
+        if sample_note:  # a sampled test set: said on every row
+            fold_metrics = fold_metrics.assign(note=[f"{_text(n)}; {sample_note}" if _text(n) else sample_note
+                                                     for n in fold_metrics["note"]])
         tables["metrics"].append(fold_metrics.assign(**extra))
         tables["severity"].append(result.severity_histogram.assign(**extra))
         tables["divergence"].append(result.divergence.assign(**extra))
@@ -571,6 +624,8 @@ def _compute(
         "latent_version": __version__, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "seconds": round(time.perf_counter() - start, 2), "predictor_info": jsonable(first.info),
         "top_down": bool(top_down),
+        "max_test": int(max_test),
+        "test_sample": [note for note in sample_notes if note],
     }
     info.setdefault("logit_scale_source", None)
     metrics = results_frame(metrics, method=method, mode=mode, split=info["split"], model=model)
@@ -701,6 +756,7 @@ def evaluate_cache(
     device: str = "auto",
     layer: "int | None" = None,
     top_down: bool = False,
+    max_test: int = MAX_TEST,
     force: bool = False,
 ) -> Evaluation:
     """Evaluate one predictor on a cache and write the tables (read, :func:`evaluate`'s computation, save).
@@ -753,6 +809,11 @@ def evaluate_cache(
         the rank above's choice; zero-shot needs the texts of every rank) on the same split, and write
         their comparison per rank to ``topdown.csv`` (:func:`latent.topdown.compare_topdown`). Refused
         with a species-disjoint split (the flat predictor needs the species).
+    max_test
+        Score at most this many test images (per fold for centroid): above it a seeded sample stratified
+        by species (every species keeps at least one image while they fit), said in every row's ``note``,
+        in ``run.json`` (``test_sample``) and in the summary. 0 scores every test image. The cache is read
+        in blocks and only the rows of the split are held (zero-shot reads every evaluated row).
     force
         Replace the results of another cache in ``out``.
 
@@ -767,6 +828,9 @@ def evaluate_cache(
         ``out`` holds results of another cache (and not ``force``): nothing is computed or written.
     """
     from latent.cache import open_cache
+
+    if isinstance(max_test, bool) or not isinstance(max_test, (int, np.integer)) or max_test < 0:
+        raise InputError(f"The 'max_test' parameter must be an integer >= 0 (0: every test image). Got {max_test!r}.")
 
     mode, clade_spec = _settings(method, mode, split, clade, coverage_rank, top_down)
     if layer is not None and method == "zero-shot":
@@ -786,17 +850,18 @@ def evaluate_cache(
         ids = cache.ids
         split, split_rows = _split_from_file(split, split_file, split_column, method, np.asarray(ids).astype(str),
                                              rows)
-        X_all = cache.read(rows, normalize=True)
+        # zero-shot scores every row; the trained predictors read each split's rows from the open cache
+        X_all = cache.read(rows, normalize=True) if method == "zero-shot" else cache
         text, logit_scale, scale_source = (_text_for_zero_shot(cache, "per-rank" if top_down else mode, text_form) if method == "zero-shot"
                                            else (None, None, None))
-    evaluation = _compute(X_all, rows, taxonomy, ids, method=method, mode=mode, split=split, shots=shots,
-                          folds=folds, seed=seed, clade_spec=clade_spec, test_fraction=test_fraction,
-                          coverage_rank=coverage_rank, split_rows=split_rows,
-                          groups=_groups(groups, group_column, method),
-                          k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device,
-                          text=text, logit_scale=logit_scale, model=provenance.model, text_form=text_form,
-                          top_down=top_down,
-                          source={**source, "logit_scale_source": scale_source}, start=start)
+        evaluation = _compute(X_all, rows, taxonomy, ids, method=method, mode=mode, split=split, shots=shots,
+                              folds=folds, seed=seed, clade_spec=clade_spec, test_fraction=test_fraction,
+                              coverage_rank=coverage_rank, split_rows=split_rows,
+                              groups=_groups(groups, group_column, method),
+                              k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device,
+                              text=text, logit_scale=logit_scale, model=provenance.model, text_form=text_form,
+                              top_down=top_down, max_test=0 if method == "zero-shot" else max_test,
+                              source={**source, "logit_scale_source": scale_source}, start=start)
     evaluation.save(out, force=force)
     return evaluation
 

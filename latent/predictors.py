@@ -449,8 +449,8 @@ def predict_knn(
     if not len(train):
         raise InputError(f"{function} has no train rows{' labelled at species' if mode == 'flat' else ''} to vote.")
     dtype = np.result_type(Xtr.dtype, Xte.dtype, np.float32)
-    Xtr_n = _normalize(Xtr.astype(dtype))
-    Xte_n = _normalize(Xte.astype(dtype))
+    Xtr_n = _normalize(Xtr.astype(dtype, copy=False))  # one normalised copy of the train matrix, not two
+    Xte_n = _normalize(Xte.astype(dtype, copy=False))
     m = min(int(k_neighbors), len(train))
     n = len(test)
     topk, scores = _empty(n, k)
@@ -501,14 +501,18 @@ def _simpleshot(X_support: np.ndarray, X_query: np.ndarray) -> tuple[np.ndarray,
     return _normalize(s - mean), _normalize(q - mean)
 
 
-def _centroid_scores(Xs: np.ndarray, labels: np.ndarray, Xq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Classes ``(C,)`` (sorted) and ``(n, C)`` negative Euclidean distances to their centroids."""
+def _centroids(Xs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Classes ``(C,)`` (sorted) and their ``(C, D)`` mean rows of ``Xs``."""
     classes, inverse = np.unique(labels, return_inverse=True)
     sums = np.zeros((len(classes), Xs.shape[1]))
     np.add.at(sums, inverse, Xs)
-    centroids = sums / np.bincount(inverse, minlength=len(classes))[:, None]
+    return classes, sums / np.bincount(inverse, minlength=len(classes))[:, None]
+
+
+def _neg_distances(Xq: np.ndarray, centroids: np.ndarray) -> np.ndarray:
+    """``(n, C)`` negative Euclidean distances of the query rows ``(n, D)`` to the centroids ``(C, D)``."""
     sq = (Xq ** 2).sum(axis=1)[:, None] + (centroids ** 2).sum(axis=1)[None, :] - 2 * Xq @ centroids.T
-    return classes, -np.sqrt(np.maximum(sq, 0.0))
+    return -np.sqrt(np.maximum(sq, 0.0))
 
 
 def predict_centroid(
@@ -522,6 +526,7 @@ def predict_centroid(
     k: int = 5,
     predict_species: bool = True,
     ids: "np.ndarray | None" = None,
+    chunk_size: "int | None" = None,
 ) -> Predictions:
     """SimpleShot nearest-centroid classifier (the BioCLIP papers' few-shot protocol).
 
@@ -550,6 +555,9 @@ def predict_centroid(
         False leaves the species column unpredicted (``-1``); refused in flat mode.
     ids
         ``(n_rows,)`` ids of every taxonomy row; default the row numbers as strings.
+    chunk_size
+        Query rows per block of distances (default: about 32M distances per block); the predictions do
+        not depend on it (the distances, in their last bits: BLAS rounds blocks of other shapes apart).
 
     Returns
     -------
@@ -574,8 +582,9 @@ def predict_centroid(
         labelled = species >= 0
         if not labelled.any():
             raise InputError(f"{function}: mode='flat' needs support rows labelled at species; none are.")
-        classes, neg_dist = _centroid_scores(Xs_t[labelled], species[labelled], Xq_t)
-        topk, scores = _max_to_ranks(neg_dist, taxonomy, classes, k)
+        classes, centroids = _centroids(Xs_t[labelled], species[labelled])
+        for block in _blocks(n, len(classes), chunk_size):  # (block, C) distances at a time, never (n, C)
+            topk[block], scores[block] = _max_to_ranks(_neg_distances(Xq_t[block], centroids), taxonomy, classes, k)
         n_classes["species"] = len(classes)
         counts = lineage_counts(taxonomy, classes)
     else:
@@ -585,8 +594,10 @@ def predict_centroid(
             if not labelled.any():
                 log.info("centroid: no support row is labelled at %s; that rank is not predicted", r.label)
                 continue
-            classes, neg_dist = _centroid_scores(Xs_t[labelled], labels[labelled], Xq_t)
-            topk[:, r], scores[:, r] = topk_from_scores(neg_dist, classes, k)
+            classes, centroids = _centroids(Xs_t[labelled], labels[labelled])
+            for block in _blocks(n, len(classes), chunk_size):  # (block, C) distances at a time, never (n, C)
+                topk[block, r], scores[block, r] = topk_from_scores(_neg_distances(Xq_t[block], centroids),
+                                                                    classes, k)
             n_classes[r.label] = len(classes)
             counts[r] = len(classes)
     info = {"n_support": int(len(support)), "n_classes": n_classes, "scores": "negative Euclidean distance"}
@@ -656,8 +667,8 @@ def predict_linear(
     Xtr = _check_embeddings(X_train, train, "X_train", "train_rows", function)
     Xte = _check_embeddings(X_test, test, "X_test", "test_rows", function, dim=Xtr.shape[1])
     dtype = np.result_type(Xtr.dtype, Xte.dtype, np.float32)
-    Xtr_n = _normalize(Xtr.astype(dtype))
-    Xte_n = _normalize(Xte.astype(dtype))
+    Xtr_n = _normalize(Xtr.astype(dtype, copy=False))  # one normalised copy of the train matrix, not two
+    Xte_n = _normalize(Xte.astype(dtype, copy=False))
     n = len(test)
     topk, scores = _empty(n, k)
     best_c: dict[str, float] = {}

@@ -32,30 +32,42 @@ attribute offset are those without it (up to float32 rounding). The labels are
 :attr:`SyntheticData.attribute`, ``u`` is ``params["attribute_direction"]``; the cache written by
 :func:`write_synthetic` keeps the labels as the row metadata column ``attribute``.
 :mod:`latent.probes.intra_species` is tested against them.
+
+Streaming
+---------
+:func:`synthesize` (``latent synth``) writes the same cache as ``write_synthetic(make_hierarchical(...))``,
+bit for bit, while holding only one block of whole species at a time (:data:`BLOCK_ROWS` images): the
+images are drawn species block by species block from the one generator stream, so a million 768-d images
+need about as much memory as ten thousand. ``store_dtype="float16"`` halves the file.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from latent.errors import InputError
 from latent.ranks import RANKS
 from latent.taxonomy import Taxonomy
 
-__all__ = ["ATTRIBUTES", "SyntheticData", "builtin_taxonomy_path", "builtin_taxonomy", "balanced_taxonomy",
-           "make_hierarchical", "write_synthetic"]
+__all__ = ["ATTRIBUTES", "BLOCK_ROWS", "SyntheticData", "builtin_taxonomy_path", "builtin_taxonomy",
+           "balanced_taxonomy", "make_hierarchical", "write_synthetic", "synthesize"]
 
 log = logging.getLogger(__name__)
 
 #: Where a planted attribute direction lies relative to the span of the species offsets.
 ATTRIBUTES = ("orthogonal", "inside")
 _ATTRIBUTE_TAG = 0xA77B
+#: Images generated and written at a time by :func:`synthesize` (whole species; about 50 MB of float64 at 768-d).
+BLOCK_ROWS = 8192
 
 
 def builtin_taxonomy_path() -> Path:
@@ -76,7 +88,6 @@ def balanced_taxonomy(branching: Sequence[int] = (1, 1, 2, 6, 3, 2, 2)) -> Taxon
     built-in taxonomy (47 real species) has too few at several ranks. Names encode the path
     (``F0_0_1_3_2`` is a family), species are ``"<genus> s<k>"``.
     """
-    import itertools
 
     branching = [int(b) for b in branching]
     if len(branching) != len(RANKS) or min(branching) < 1:
@@ -124,6 +135,84 @@ def _check_number(name: str, value: float, *, minimum: float, integer: bool = Fa
         raise ValueError(f"The {name!r} parameter of make_hierarchical must be {kind} >= {minimum}. Got {value!r} instead.")
 
 
+def _checked(taxonomy: "Taxonomy | str | os.PathLike[str] | None", per_species: int, dim: int, signal: float,
+             noise: float, seed: int, rank_scales: "Sequence[float] | None", attribute: "str | None",
+             attribute_scale: float) -> tuple[np.ndarray, Taxonomy]:
+    """The checked arguments of :func:`make_hierarchical`: ``(rank scales (7,) float64, Taxonomy)``."""
+    if taxonomy is None:
+        taxonomy = builtin_taxonomy()
+    elif not isinstance(taxonomy, Taxonomy):
+        taxonomy = Taxonomy.from_table(taxonomy)
+    _check_number("per_species", per_species, minimum=1, integer=True)
+    _check_number("dim", dim, minimum=1, integer=True)
+    _check_number("signal", signal, minimum=0)
+    _check_number("noise", noise, minimum=0)
+    _check_number("seed", seed, minimum=0, integer=True)
+    scales = np.ones(len(RANKS)) if rank_scales is None else np.asarray(rank_scales, dtype=float)
+    if scales.shape != (len(RANKS),) or not np.all(np.isfinite(scales)) or (scales < 0).any():
+        raise ValueError(
+            "The 'rank_scales' parameter of make_hierarchical must be 7 finite non-negative numbers "
+            f"(kingdom..species). Got {rank_scales!r} instead."
+        )
+    if taxonomy.n_species == 0:
+        raise ValueError("The taxonomy given to make_hierarchical has no species: nothing to generate.")
+    if attribute is not None and attribute not in ATTRIBUTES:
+        raise ValueError(f"The 'attribute' parameter of make_hierarchical must be None or one of "
+                         f"{', '.join(ATTRIBUTES)}. Got {attribute!r} instead.")
+    if attribute is not None:
+        _check_number("attribute_scale", attribute_scale, minimum=0)
+    return scales, taxonomy
+
+
+class _Plan:
+    """The generator of :func:`make_hierarchical` split in two: the species vectors (drawn at once, ``(S, D)``)
+    and the images, drawn species block by species block from the same stream, so any block size gives
+    the same numbers bit for bit (``Generator.standard_normal`` draws in C order with no carry-over)."""
+
+    def __init__(self, taxonomy: Taxonomy, per_species: int, dim: int, signal: float, noise: float,
+                 scales: np.ndarray, seed: int, attribute: "str | None", attribute_scale: float) -> None:
+        self.taxonomy, self.per_species, self.dim, self.noise = taxonomy, int(per_species), int(dim), noise
+        self.n_species = taxonomy.n_species
+        self.rng = np.random.default_rng(seed)
+        vectors = np.zeros((1, dim))  # the root
+        for r in RANKS:
+            parents = taxonomy.node_parents[r] if r > 0 else np.zeros(taxonomy.n_nodes(r), dtype=np.int64)
+            offsets = self.rng.standard_normal((len(parents), dim)) / np.sqrt(dim)
+            vectors = vectors[parents] + signal * scales[r] * offsets
+        self.species_means = vectors  # (n_species, dim), species in lineage order
+        self.params = {
+            "per_species": int(per_species), "dim": int(dim), "signal": float(signal), "noise": float(noise),
+            "rank_scales": [float(s) for s in scales], "seed": int(seed),
+        }
+        self.attribute, self.attribute_scale = attribute, attribute_scale
+        self.attribute_labels: "np.ndarray | None" = None
+        self.direction: "np.ndarray | None" = None
+        if attribute is not None:  # its own generator: drawing it first changes no image draw
+            self.attribute_labels, self.direction = _plant_attribute(self.species_means, self.n_species,
+                                                                     self.per_species, attribute, seed)
+            self.params.update(attribute=attribute, attribute_scale=float(attribute_scale),
+                               attribute_direction=[float(v) for v in self.direction])
+
+    def blocks(self, species_per_block: int) -> Iterator[tuple[slice, np.ndarray]]:
+        """``(species slice, (b * per_species, D) float32 images)`` for consecutive blocks of species."""
+        P, D = self.per_species, self.dim
+        for a in range(0, self.n_species, max(1, int(species_per_block))):
+            sl = slice(a, min(self.n_species, a + max(1, int(species_per_block))))
+            eps = self.rng.standard_normal((sl.stop - sl.start, P, D)) / np.sqrt(D)
+            images = (self.species_means[sl, None, :] + self.noise * eps).reshape(-1, D)
+            if self.attribute_labels is not None:
+                labels = self.attribute_labels[sl.start * P:sl.stop * P]
+                images = images + float(self.attribute_scale) * (labels - 0.5)[:, None] * self.direction[None, :]
+            yield sl, images.astype(np.float32)
+
+    def log(self) -> None:
+        if self.attribute is not None:
+            log.info("synthetic attribute: %s, scale %g", self.attribute, self.attribute_scale)
+        p = self.params
+        log.info("synthetic embeddings: %d species x %d images, dim %d, signal %g, noise %g, seed %d",
+                 self.n_species, p["per_species"], p["dim"], p["signal"], p["noise"], p["seed"])
+
+
 def make_hierarchical(
     taxonomy: "Taxonomy | str | os.PathLike[str] | None" = None,
     *,
@@ -167,59 +256,18 @@ def make_hierarchical(
     -------
     SyntheticData
     """
-    if taxonomy is None:
-        taxonomy = builtin_taxonomy()
-    elif not isinstance(taxonomy, Taxonomy):
-        taxonomy = Taxonomy.from_table(taxonomy)
-    _check_number("per_species", per_species, minimum=1, integer=True)
-    _check_number("dim", dim, minimum=1, integer=True)
-    _check_number("signal", signal, minimum=0)
-    _check_number("noise", noise, minimum=0)
-    _check_number("seed", seed, minimum=0, integer=True)
-    scales = np.ones(len(RANKS)) if rank_scales is None else np.asarray(rank_scales, dtype=float)
-    if scales.shape != (len(RANKS),) or not np.all(np.isfinite(scales)) or (scales < 0).any():
-        raise ValueError(
-            "The 'rank_scales' parameter of make_hierarchical must be 7 finite non-negative numbers "
-            f"(kingdom..species). Got {rank_scales!r} instead."
-        )
-    if taxonomy.n_species == 0:
-        raise ValueError("The taxonomy given to make_hierarchical has no species: nothing to generate.")
-    if attribute is not None and attribute not in ATTRIBUTES:
-        raise ValueError(f"The 'attribute' parameter of make_hierarchical must be None or one of "
-                         f"{', '.join(ATTRIBUTES)}. Got {attribute!r} instead.")
-    if attribute is not None:
-        _check_number("attribute_scale", attribute_scale, minimum=0)
-
-    rng = np.random.default_rng(seed)
-    vectors = np.zeros((1, dim))  # the root
-    for r in RANKS:
-        parents = taxonomy.node_parents[r] if r > 0 else np.zeros(taxonomy.n_nodes(r), dtype=np.int64)
-        offsets = rng.standard_normal((len(parents), dim)) / np.sqrt(dim)
-        vectors = vectors[parents] + signal * scales[r] * offsets
-    species_means = vectors  # (n_species, dim), species in lineage order
-    n_species = taxonomy.n_species
-    eps = rng.standard_normal((n_species, per_species, dim)) / np.sqrt(dim)
-    images = (species_means[:, None, :] + noise * eps).reshape(-1, dim).astype(np.float32)
-
-    table = taxonomy.species_table().to_numpy(dtype=object)
+    scales, taxonomy = _checked(taxonomy, per_species, dim, signal, noise, seed, rank_scales, attribute,
+                                attribute_scale)
+    plan = _Plan(taxonomy, per_species, dim, signal, noise, scales, seed, attribute, attribute_scale)
+    images = np.concatenate([block for _, block in plan.blocks(plan.n_species)], axis=0)
+    n_species = plan.n_species
     labels = taxonomy.species_labels()
+    table = taxonomy.species_table().to_numpy(dtype=object)
     ids = np.array([f"{labels[s]}/{k:03d}" for s in range(n_species) for k in range(per_species)])
     image_taxonomy = Taxonomy(np.repeat(table, per_species, axis=0), on_conflict="warn", what="synthetic taxonomy")
-    params = {
-        "per_species": int(per_species), "dim": int(dim), "signal": float(signal), "noise": float(noise),
-        "rank_scales": [float(s) for s in scales], "seed": int(seed),
-    }
-    labels_attr = None
-    if attribute is not None:
-        labels_attr, direction = _plant_attribute(species_means, n_species, per_species, attribute, seed)
-        offsets = float(attribute_scale) * (labels_attr - 0.5)[:, None] * direction[None, :]
-        images = ((species_means[:, None, :] + noise * eps).reshape(-1, dim) + offsets).astype(np.float32)
-        params.update(attribute=attribute, attribute_scale=float(attribute_scale),
-                      attribute_direction=[float(v) for v in direction])
-        log.info("synthetic attribute: %s, scale %g", attribute, attribute_scale)
-    log.info("synthetic embeddings: %d species x %d images, dim %d, signal %g, noise %g, seed %d",
-             n_species, per_species, dim, signal, noise, seed)
-    return SyntheticData(images, ids, image_taxonomy, species_means.astype(np.float32), params, labels_attr)
+    plan.log()
+    return SyntheticData(images, ids, image_taxonomy, plan.species_means.astype(np.float32), plan.params,
+                         plan.attribute_labels)
 
 
 def _plant_attribute(species_means: np.ndarray, n_species: int, per_species: int, where: str,
@@ -257,32 +305,18 @@ def write_synthetic(
     data: SyntheticData,
     *,
     source: str = "builtin",
+    store_dtype: str = "float32",
     force: bool = False,
 ) -> Path:
     """Write :func:`make_hierarchical` output as an embedding cache (provenance model ``synthetic``).
 
     The generation parameters are part of the ``pretrained`` field, so caches made with other
-    parameters are never mixed by an append.
+    parameters are never mixed by an append. ``store_dtype``: ``"float32"`` (default) or ``"float16"``.
+    For a large cache use :func:`synthesize`, which never holds all the embeddings.
     """
-    from latent.cache import CacheWriter, Provenance
+    from latent.cache import CacheWriter
 
-    p = data.params
-    pretrained = (
-        f"signal={p['signal']:g},noise={p['noise']:g},dim={p['dim']},seed={p['seed']},"
-        f"rank_scales={'/'.join(f'{s:g}' for s in p['rank_scales'])}"
-    )
-    if data.attribute is not None:  # other embeddings: never mixed with attribute-free ones by an append
-        pretrained += f",attribute={p['attribute']}/{p['attribute_scale']:g}"
-    provenance = Provenance(
-        model="synthetic",
-        pretrained=pretrained,
-        preprocess={"name": "none"},
-        embed_dim=int(p["dim"]),
-        normalized=False,
-        source=source,
-        store_dtype="float32",
-        extra={"untrained": True, "synthetic": p},
-    )
+    provenance = _provenance(data.params, data.attribute is not None, source, store_dtype)
     frame = {rank.label: data.taxonomy.labels(rank) for rank in RANKS}
     with CacheWriter.open(out, provenance, force=force) as writer:
         writer.append(list(data.ids), data.embeddings, frame)
@@ -291,3 +325,90 @@ def write_synthetic(
 
             writer.write_metadata(pd.DataFrame({"attribute": np.asarray(data.attribute, dtype=np.int64)}))
     return Path(out)
+
+
+def _provenance(p: dict, has_attribute: bool, source: str, store_dtype: str) -> "Any":
+    """The cache provenance of synthetic embeddings made with parameters ``p``."""
+    from latent.cache import Provenance
+
+    if store_dtype not in ("float32", "float16"):
+        raise InputError(f"The 'store_dtype' parameter must be 'float32' or 'float16'. Got {store_dtype!r}; "
+                         f"pick one of those two.")
+    pretrained = (
+        f"signal={p['signal']:g},noise={p['noise']:g},dim={p['dim']},seed={p['seed']},"
+        f"rank_scales={'/'.join(f'{s:g}' for s in p['rank_scales'])}"
+    )
+    if has_attribute:  # other embeddings: never mixed with attribute-free ones by an append
+        pretrained += f",attribute={p['attribute']}/{p['attribute_scale']:g}"
+    return Provenance(
+        model="synthetic",
+        pretrained=pretrained,
+        preprocess={"name": "none"},
+        embed_dim=int(p["dim"]),
+        normalized=False,
+        source=source,
+        store_dtype=store_dtype,
+        extra={"untrained": True, "synthetic": p},
+    )
+
+
+def synthesize(
+    out: "str | os.PathLike[str]",
+    taxonomy: "Taxonomy | str | os.PathLike[str] | None" = None,
+    *,
+    per_species: int = 20,
+    dim: int = 64,
+    signal: float = 1.0,
+    noise: float = 1.0,
+    rank_scales: "Sequence[float] | None" = None,
+    seed: int = 0,
+    attribute: "str | None" = None,
+    attribute_scale: float = 1.0,
+    source: str = "builtin",
+    store_dtype: str = "float32",
+    block_rows: int = BLOCK_ROWS,
+    force: bool = False,
+) -> tuple[Path, int]:
+    """Write :func:`make_hierarchical`'s embeddings to a cache block by block (``latent synth``).
+
+    The cache is the one ``write_synthetic(out, make_hierarchical(...))`` writes, bit for bit (same
+    rows, ids, taxonomy, provenance and attribute column), but at most about ``block_rows`` images (whole
+    species) are held at a time: memory is ``O(block_rows * dim + n_species * dim)``, not ``O(n_images *
+    dim)``. Arguments are those of :func:`make_hierarchical` and :func:`write_synthetic`. An interrupted
+    run leaves ``<out>.partial``; running it again with the same settings adds only the missing rows.
+
+    Returns
+    -------
+    tuple
+        ``(path, number of images written)``.
+    """
+    from latent.cache import CacheWriter
+
+    if isinstance(block_rows, bool) or not isinstance(block_rows, (int, np.integer)) or block_rows < 1:
+        raise InputError(f"The 'block_rows' parameter of synthesize must be an integer >= 1. Got {block_rows!r}; "
+                         f"use e.g. {BLOCK_ROWS}.")
+    scales, taxonomy = _checked(taxonomy, per_species, dim, signal, noise, seed, rank_scales, attribute,
+                                attribute_scale)
+    plan = _Plan(taxonomy, per_species, dim, signal, noise, scales, seed, attribute, attribute_scale)
+    provenance = _provenance(plan.params, attribute is not None, source, store_dtype)
+    labels = taxonomy.species_labels()
+    names = {rank.label: taxonomy.species_table()[rank.label].to_numpy(dtype=object) for rank in RANKS}
+    P = plan.per_species
+    blocks = plan.blocks(max(1, int(block_rows) // P))
+    first = next(blocks)  # made before the file: a block too large for memory leaves nothing behind
+    with CacheWriter.open(out, provenance, force=force) as writer:
+        done = writer.n_rows  # rows of an interrupted run of the same settings (resumed): the same rows
+        for sl, images in itertools.chain([first], blocks):
+            skip = min(max(done - sl.start * P, 0), len(images))
+            if skip == len(images):
+                continue
+            ids = [f"{labels[s]}/{k:03d}" for s in range(sl.start, sl.stop) for k in range(P)][skip:]
+            frame = {rank: np.repeat(values[sl], P)[skip:] for rank, values in names.items()}
+            writer.append(ids, images[skip:], frame)
+            log.debug("synth: %d of %d species written", sl.stop, plan.n_species)
+        if plan.attribute_labels is not None:  # row metadata column "attribute" (0/1), for --attribute attribute
+            import pandas as pd
+
+            writer.write_metadata(pd.DataFrame({"attribute": np.asarray(plan.attribute_labels, dtype=np.int64)}))
+    plan.log()
+    return Path(out), plan.n_species * P

@@ -64,9 +64,9 @@ MAX_WORKERS = 256
 MAX_PER_SPECIES = 100_000
 #: Embedding dimension of synthetic data (``latent synth --dim``).
 MAX_DIM = 65_536
-#: Values (species x images x dimension) of one synthetic data set: 200 million are 0.8 GB as float32
-#: and about 2.4 GB while they are generated (float64 noise).
-MAX_SYNTH_VALUES = 200_000_000
+#: Values (species x images x dimension) of one synthetic data set: 2 billion are a cache of 8 GB in float32
+#: (4 GB in float16); ``latent synth`` streams them in blocks, so memory does not grow with them.
+MAX_SYNTH_VALUES = 2_000_000_000
 #: Seeds are numpy seeds: integers in [0, 2**63).
 MAX_SEED = 2**63 - 1
 

@@ -358,10 +358,11 @@ def test_file_size_limit_is_one_line(tmp_path):
 
 
 def test_out_of_memory_is_one_line(tmp_path):
-    """Under `ulimit -v` 1 GB, 47 x 8000 x 500 synthetic values (1.4 GB while generated) cannot be allocated."""
+    """Under `ulimit -v` 1 GB, one block of 20000 x 2000 synthetic values (one species: 0.3 GB of float64 noise, about
+    1 GB while generated) cannot be allocated."""
     out = tmp_path / "m.h5"
-    cmd = (f"ulimit -v 1000000; exec {sys.executable} -m latent.cli synth --out {out} --per-species 8000 "
-           f"--dim 500")
+    cmd = (f"ulimit -v 1000000; exec {sys.executable} -m latent.cli synth --out {out} --per-species 20000 "
+           f"--dim 2000")
     proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, env=ENV, timeout=600)
     if "Traceback" in proc.stderr and "import" in proc.stderr and proc.returncode != 1:  # pragma: no cover
         pytest.skip("the interpreter cannot start under this memory limit here")

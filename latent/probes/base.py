@@ -67,6 +67,11 @@ class ProbeOptions:
     max_images
         Largest number of images an image-level matrix (e.g. silhouette) is computed on; above it a
         stratified seeded sample of images is used (stated in the row's ``n`` and ``sampled`` column).
+    max_rows
+        Largest number of images read from a cache (``latent probe``; 0: all): above it every probe runs on
+        a seeded sample stratified by species (each species keeps ``min(count, k)`` images, the largest
+        ``k`` that fits), said in every row's ``note``, in ``run.json`` (``sample``) and in the summary.
+        It bounds memory (a float32 copy of the sample) and time whatever the cache's size.
     seed
         Seed of every sample and permutation.
     device
@@ -82,6 +87,7 @@ class ProbeOptions:
     permutations: int = 999
     max_pairs: int = 2_000_000
     max_images: int = 5_000
+    max_rows: int = 100_000
     seed: int = 0
     device: str = "auto"
     extra: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -89,7 +95,7 @@ class ProbeOptions:
     def __post_init__(self) -> None:
         if self.distance not in DISTANCES:
             raise InputError(f"The 'distance' option must be one of {', '.join(DISTANCES)}. Got {self.distance!r}.")
-        for name in ("permutations", "max_pairs", "max_images", "seed"):
+        for name in ("permutations", "max_pairs", "max_images", "max_rows", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise InputError(f"The {name!r} option must be an integer >= 0. Got {value!r}.")
@@ -105,6 +111,10 @@ class ProbeOptions:
     def for_probe(self, name: str) -> dict[str, Any]:
         """The probe-specific settings of probe ``name`` (empty dict if none)."""
         return dict(self.extra.get(name, {}))
+
+
+#: Rows per block of the float64 species sums of :meth:`ProbeData.from_arrays`.
+_SUM_ROWS = 65_536
 
 
 @dataclass(frozen=True)
@@ -183,7 +193,8 @@ class ProbeData:
         named = np.stack([tax.node_names[r][codes[:, r]] != "" for r in range(N_RANKS)], axis=1)
         counts = np.bincount(species, minlength=S).astype(np.int64)
         sums = np.zeros((S, X.shape[1]))
-        np.add.at(sums, species, X.astype(np.float64))
+        for a in range(0, len(X), _SUM_ROWS):  # float64 sums a block at a time (no float64 copy of X)
+            np.add.at(sums, species[a:a + _SUM_ROWS], X[a:a + _SUM_ROWS].astype(np.float64))
         return cls(X=X, species=species, taxonomy=tax, codes=codes, named=named,
                    centroids=sums / counts[:, None], counts=counts, ids=ids[keep],
                    raw_norms=None if norms is None else norms[keep])

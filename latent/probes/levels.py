@@ -409,7 +409,7 @@ def level_setup(data: ProbeData, levels: list[Level], i: int, *, metric: str, sp
     pcodes = codes[:, parent.rank] if parent is not None else np.zeros(len(sp), dtype=np.int64)
     n_taxa = len(np.unique(label))
     n_parents = len(np.unique(pcodes))
-    species_level = i == len(levels) - 1 and level.n_taxa == data.n_species
+    species_level = i == len(levels) - 1 and level.n_taxa == len(species)  # (a sample of species, or all)
     unit_name = "image" if species_level else "=".join(RANK_NAMES[r] for r in levels[i + 1].ranks)
     empty = dict(statistic=None, species=sp, n_taxa=n_taxa, n_parents=n_parents, n_units=0, distinct=1)
     if level.n_taxa < 2 or n_taxa < 2:
@@ -508,7 +508,7 @@ def probe_levels(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     for setup in setups:
         level = setup.level
         base = dict(level=level.name, unit=setup.unit_name, n_taxa=setup.n_taxa, n_parents=setup.n_parents,
-                    n_units=setup.n_units, distinct=float(min(setup.distinct, 10**300)), min_p=1.0 / setup.distinct if setup.distinct else np.nan,
+                    n_units=setup.n_units, distinct=float(min(setup.distinct, 10**300)), min_p=1.0 / min(setup.distinct, 10**300) if setup.distinct else np.nan,
                     species_sampled=len(species) < data.n_species)
         reason = setup.reason
         stat = setup.statistic
@@ -572,7 +572,7 @@ def probe_levels(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         null_frames.append(pd.DataFrame({"level": level.name, "rank": RANK_NAMES[level.ranks[0]], "metric": METRIC,
                                          "null": null}))
         info["levels"].append({"level": level.name, "testable": testable, "reason": reason, "exact": exact,
-                               "distinct": setup.distinct if setup.distinct < 10**15 else float(setup.distinct)})
+                               "distinct": setup.distinct if setup.distinct < 10**15 else float(min(setup.distinct, 10**300))})
     tables = {"species": pd.DataFrame(species_rows, columns=["level", "species", "value"])}
     if null_frames:
         tables["null"] = pd.concat(null_frames, ignore_index=True)

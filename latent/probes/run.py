@@ -138,6 +138,8 @@ class Probes:
         model = self.info.get("model")
         lines = [f"probes on {source}: {self.info.get('n_images')} images, "
                  f"{self.info.get('n_species')} species" + (f" ({model})" if model else "")]
+        if self.info.get("sample"):
+            lines.append(f"  sampled: {self.info['sample']}")
         lines.extend(probe_console_table(m))  # full metric names, one-taxon ranks marked trivial
         asked = (self.info.get("options") or {}).get("permutations")
         used = permutations_used(self.metrics, asked)
@@ -188,17 +190,32 @@ def species_subset(path: "str | os.PathLike[str]", where: str) -> tuple[str, set
 
 
 def load_probe_data(cache_path: "str | os.PathLike[str]", *, clade: "tuple[Rank, str] | None" = None,
-                    species: "set[str] | None" = None, layer: "int | None" = None) -> tuple[ProbeData, Any]:
+                    species: "set[str] | None" = None, layer: "int | None" = None, max_rows: int = 0,
+                    seed: int = 0) -> tuple[ProbeData, Any]:
     """Probe data from a cache: L2-normalised embeddings of the rows labelled at species (of the clade and of
     the ``species`` given, when given); with ``layer``, the class tokens after that block
-    (:func:`latent.cache.open_cache`).
+    (:func:`latent.cache.open_cache`). ``max_rows`` > 0: at most that many rows, a seeded sample stratified
+    by species (:attr:`ProbeOptions.max_rows`); the cache is read in blocks and only the rows kept are held.
 
     Returns
     -------
     tuple
         ``(ProbeData, Provenance)``.
     """
+    data, provenance, _ = _load_probe_data(cache_path, clade=clade, species=species, layer=layer,
+                                           max_rows=max_rows, seed=seed)
+    return data, provenance
+
+
+#: Seed tag of the row sample of :func:`load_probe_data`.
+_ROWS_TAG = 0x40E5
+
+
+def _load_probe_data(cache_path: Any, *, clade: Any, species: Any, layer: Any, max_rows: int,
+                     seed: int) -> tuple[ProbeData, Any, str]:
+    """:func:`load_probe_data`, and the note of its row sample ("" when every row was kept)."""
     from latent.cache import open_cache
+    from latent.probes.common import stratified_sample
 
     with open_cache(cache_path, layer=layer) as cache:
         taxonomy = cache.taxonomy()
@@ -213,10 +230,21 @@ def load_probe_data(cache_path: "str | os.PathLike[str]", *, clade: "tuple[Rank,
             where += "" if species is None else " among the species of the subset"
             raise InputError(f"{cache_path} has no images labelled at species{where}: nothing to probe "
                              f"(see `latent info {cache_path}`).")
+        note = ""
+        if max_rows and len(rows) > max_rows:
+            codes = taxonomy.row_codes[rows, Rank.SPECIES]
+            _, codes = np.unique(codes, return_inverse=True)
+            keep, k, _ = stratified_sample(codes.reshape(-1), int(codes.max()) + 1, int(max_rows), min_per_species=1,
+                                           seed=seed, tag=_ROWS_TAG)
+            per = f"{k} per species at most" if k > 0 else "one image of some species"
+            note = (f"images: a stratified sample of {len(keep):,} of {len(rows):,} ({per}; max_rows "
+                    f"{max_rows:,}; --max-rows 0 reads all)")
+            log.info("probes: %s", note)
+            rows = np.sort(rows[keep])
         X, norms = _read_normalised(cache, rows)
         ids = np.asarray(cache.ids)[rows]
         provenance = cache.provenance
-    return ProbeData.from_arrays(X, taxonomy.select_rows(rows), ids, norms=norms), provenance
+    return ProbeData.from_arrays(X, taxonomy.select_rows(rows), ids, norms=norms), provenance, note
 
 
 def _control_encoder(cache_path: Any, form: str, device: str) -> Any:
@@ -330,6 +358,10 @@ def _compute(names: list[str], feature_sets: list[tuple[str, ProbeData, str]], o
         "probe_info": notes,
     }
     metrics = results_frame(pd.concat(frames, ignore_index=True), model=model)
+    if source.get("sample"):
+        sample = str(source["sample"])
+        notes = metrics["note"] if "note" in metrics.columns else [None] * len(metrics)
+        metrics["note"] = [f"{n}; {sample}" if isinstance(n, str) and n else sample for n in notes]
     probes = Probes(metrics=metrics, species=species, results=results, info=info)
     log.info("%s", probes.summary())
     return probes
@@ -516,8 +548,11 @@ def probe_cache(
     if layer is not None:  # (absent otherwise: results of the final embeddings keep their identity)
         source["layer"] = int(layer)
     check_output(out, {"command": "probe", **source}, force=force)
-    data, provenance = load_probe_data(cache_path, clade=clade_spec, species=None if subset is None else subset[1],
-                                       layer=layer)
+    data, provenance, sample_note = _load_probe_data(cache_path, clade=clade_spec,
+                                                     species=None if subset is None else subset[1], layer=layer,
+                                                     max_rows=options.max_rows, seed=options.seed)
+    if sample_note:  # every probe ran on a sample of the cache's images: said in run.json, the rows and the summary
+        source["sample"] = sample_note
     if text_probes:  # the text embeddings of the taxon names stored in the cache (latent embed-text)
         from dataclasses import replace as _replace
 
