@@ -301,3 +301,22 @@ def test_levels_on_a_sample_of_species_reaches_the_species_level():
     metrics = result.to_frame()
     species_rows = metrics[metrics["rank"] == "species"]
     assert len(species_rows) and (species_rows["n"] <= 40 * 3).all()
+
+
+def test_separability_above_its_image_cap_runs_on_a_stated_species_sample():
+    import latent
+    from latent.synthetic import make_hierarchical
+
+    data = make_hierarchical(per_species=6, dim=16, signal=1.0, seed=2)
+    n = data.taxonomy.n_rows
+    settings = {"separability": {"max_images": 100, "permutations": 0, "n_boot": 0, "splits": "random"}}
+    pr = latent.run_probes(data.embeddings, data.taxonomy, probes="separability", permutations=0, settings=settings)
+    rows = pr.metrics
+    # 5 images of each of 20 species (the cap cannot hold 5 of all 47)
+    assert rows["note"].str.contains(f"sample of 100 of {n} images \\(20 of 47 species").all()
+    (notes,) = [v for k, v in pr.info["probe_info"].items() if k.startswith("separability")]
+    assert notes["sample"] == {"images": 100, "of": n, "species": 20, "max_images": 100}
+    full = latent.run_probes(data.embeddings, data.taxonomy, probes="separability", permutations=0,
+                             settings={"separability": {**settings["separability"], "max_images": n}})
+    notes = full.metrics["note"].fillna("") if "note" in full.metrics.columns else pd.Series([], dtype=str)
+    assert not notes.str.contains("sample of").any()

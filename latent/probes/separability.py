@@ -245,7 +245,43 @@ def _C_rule(value: Any) -> "str | float":
                      f"number. Got {value!r}.")
 
 
+#: Images the separability probe fits on at most (a species-stratified sample above it, stated in its rows):
+#: its linear fits grow with images x classes, and the permutation null repeats them.
+MAX_IMAGES = 20_000
+
+
 def probe_separability(data: ProbeData, options: ProbeOptions) -> ProbeResult:
+    """:func:`_probe_separability` on at most ``max_images`` images (setting; default :data:`MAX_IMAGES`): above it
+    on a seeded sample stratified by species (5 or more images per species; when the cap cannot hold 5 of every
+    species, 5 images of a random subset of the species: a linear fit needs rows per class), said in
+    every row's ``note`` and in ``info["sample"]``."""
+    from latent.probes.common import stratified_sample
+
+    opts = options.for_probe("separability")
+    cap = opts.get("max_images", MAX_IMAGES)
+    if isinstance(cap, bool) or not isinstance(cap, (int, np.integer)) or cap < 4:
+        raise InputError(f"The 'max_images' setting of the separability probe must be an integer >= 4. Got {cap!r}.")
+    n = len(data.X)
+    if n <= int(cap):
+        return _probe_separability(data, options)
+    rows, _, _ = stratified_sample(data.species, data.n_species, int(cap), min_per_species=5, seed=options.seed,
+                                   tag=7)
+    rows = np.sort(rows)
+    sample = ProbeData.from_arrays(data.X[rows], data.taxonomy.select_rows(rows), np.asarray(data.ids)[rows])
+    log.info("separability: a species-stratified sample of %d of %d images (%d species; max_images %d)",
+             len(rows), n, sample.n_species, cap)
+    result = _probe_separability(sample, options)
+    note = (f"on a species-stratified sample of {len(rows)} of {n} images ({sample.n_species} of {data.n_species} "
+            f"species; separability.max_images={cap})")
+    frame = result.rows.copy()
+    old = frame["note"].fillna("").astype(str) if "note" in frame.columns else pd.Series("", index=frame.index)
+    frame["note"] = [f"{o}; {note}" if o else note for o in old]
+    info = {**dict(result.info), "sample": {"images": int(len(rows)), "of": int(n), "species": sample.n_species,
+                                             "max_images": int(cap)}}
+    return ProbeResult(result.probe, frame, result.arrays, result.tables, info)
+
+
+def _probe_separability(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     """Linear probe accuracy per rank on random and species-disjoint splits, with a permutation null.
 
     Parameters
