@@ -14,13 +14,6 @@ from latent.kernels import kernel_device, nearest, pairwise_distances
 TORCH_CPU = torch.device("cpu")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("metric", ["cosine", "euclidean"])

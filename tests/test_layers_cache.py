@@ -32,13 +32,6 @@ SPECIES = {"sp_a": ("Genus1", "Genus1 alpha"), "sp_b": ("Genus1", "Genus1 beta")
            "sp_c": ("Genus2", "Genus2 gamma"), "sp_d": ("Genus2", "Genus2 delta")}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _images(root: Path, per_species: int = 8) -> tuple[Path, Path]:
     """Folders of JPEGs (one per species, each a colour plus noise) and their taxonomy table."""

@@ -11,7 +11,6 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from latent.errors import InputError
 from latent.layers import emergence_layers, layer_stack_taxonomy, make_layer_stack, write_layer_cache
@@ -22,13 +21,6 @@ SETTINGS = ReportSettings(evaluations=(), probes=("alignment",), permutations=99
                           n_boot=50, projections=(), layers=True)
 PLANTED = {"deep": (6, {"class": 0, "family": 1, "genus": 3}), "shallow": (3, {"class": 0, "order": 2})}
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

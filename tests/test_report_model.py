@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
 from latent.extract import embed_images
@@ -23,13 +22,6 @@ from latent.synthetic import make_hierarchical, write_synthetic
 SETTINGS = ReportSettings(evaluations=(), probes=("alignment",), permutations=19, verdict_permutations=99, n_boot=20,
                           projections=(), slides=True)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _folder(root: Path) -> tuple[Path, Path]:

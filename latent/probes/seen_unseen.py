@@ -14,7 +14,6 @@ visible among unseen species), with no null and no CI of its own: read it with t
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import numpy as np
 import pandas as pd
