@@ -468,9 +468,9 @@ def _compute(
     from latent.predictors import predict_centroid, predict_knn, predict_linear, predict_zero_shot
     from latent.splits import coverage, kshot_split, predictable_truth, random_split, species_disjoint_split
 
-    from latent.cache import EmbeddingCache
-
-    reader = X_all if isinstance(X_all, EmbeddingCache) else None
+    # an open cache (only possible when latent.cache is loaded: in-memory arrays never import HDF5)
+    cache_module = sys.modules.get("latent.cache")
+    reader = X_all if cache_module is not None and isinstance(X_all, cache_module.EmbeddingCache) else None
     position = {int(r): i for i, r in enumerate(rows)} if reader is None else {}
 
     def features(subset: np.ndarray) -> np.ndarray:
