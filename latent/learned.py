@@ -21,12 +21,12 @@ results tables only.
 from __future__ import annotations
 
 import logging
-import math
 from typing import Any, Sequence
 
 import pandas as pd
 
 from latent.ranks import RANK_NAMES
+from latent.tables import format_ci, format_number
 
 __all__ = ["TRAINING_TEXT", "training_text", "learned_tables", "learned_sentence", "LEARNED_NOTE"]
 
@@ -78,16 +78,10 @@ def training_text(provenance: Any) -> tuple[str, str]:
     return OTHER_KIND, "not recorded"
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    return "-" if math.isnan(v) else f"{v:.{digits}g}"
+_fmt = format_number
 
 
-def _ci(low: Any, high: Any) -> str:
-    return "-" if pd.isna(low) or pd.isna(high) else f"[{_fmt(low)}, {_fmt(high)}]"
+_ci = format_ci
 
 
 def learned_tables(models: Sequence[Any], verdict: pd.DataFrame,

@@ -27,7 +27,6 @@ import base64
 import html
 import json
 import logging
-import math
 import os
 import platform
 import shutil
@@ -51,6 +50,7 @@ from latent.verdict import ALPHA, VERDICT_COLUMNS, VERDICT_RULE, supporting_tabl
 
 from latent import pipeline  # noqa: E402
 from latent.coverage import COVERAGE_NOTE  # noqa: E402
+from latent.tables import format_ci, format_number  # noqa: E402
 from latent.figures import FigureSpec, ModelRun  # noqa: E402
 from latent.pipeline import PRIMARY_PROBES, ReportSettings, atomic_write_text, folder_lock  # noqa: E402,F401
 from latent.pipeline import git_commit as _git_commit  # noqa: E402  (kept importable here)
@@ -254,14 +254,7 @@ def _read_csv(path: Path) -> "pd.DataFrame | None":
     return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else None
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if math.isnan(v):
-        return "-"
-    return f"{v:.{digits}g}"
+_fmt = format_number
 
 
 def _answer_tables(models: list[ModelRun]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -301,8 +294,7 @@ def _html_table(frame: pd.DataFrame, verdict_cols: Sequence[str] = ()) -> str:
     return "".join(cells)
 
 
-def _ci(low: Any, high: Any) -> str:
-    return f"[{_fmt(low)}, {_fmt(high)}]" if not (pd.isna(low) or pd.isna(high)) else "-"
+_ci = format_ci
 
 
 def _verdict_detail(verdict: pd.DataFrame) -> pd.DataFrame:

@@ -23,7 +23,7 @@ import pandas as pd
 
 from latent.errors import InputError
 
-__all__ = ["read_table", "read_option_csv", "TABLE_SUFFIXES", "metric_names", "format_console_table", "probe_console_table",
+__all__ = ["format_number", "format_ci", "read_table", "read_option_csv", "TABLE_SUFFIXES", "metric_names", "format_console_table", "probe_console_table",
            "evaluation_console_table", "n_test_text", "fold_counts", "is_trivial", "TRIVIAL_MARK"]
 
 log = logging.getLogger(__name__)
@@ -170,6 +170,20 @@ def _cell(value: object) -> str:
         return str(int(value))
     text = str(value)
     return "" if text.lower() == "nan" else text
+
+
+def format_number(value: object, digits: int = 3) -> str:
+    """A value for a report cell: ``digits`` significant digits, "-" for NaN, the text itself otherwise."""
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return str(value)
+    return "-" if v != v else f"{v:.{digits}g}"
+
+
+def format_ci(low: object, high: object) -> str:
+    """``[low, high]`` as :func:`format_number` writes them, "-" when either end is missing."""
+    return "-" if pd.isna(low) or pd.isna(high) else f"[{format_number(low)}, {format_number(high)}]"
 
 
 def metric_names(metrics: pd.DataFrame, *, qualifiers: "tuple[str, ...]" = QUALIFIER_COLUMNS,

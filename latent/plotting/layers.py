@@ -57,6 +57,32 @@ def _series(table: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
     return out
 
 
+def _draw_series(ax: Axes, sel: pd.DataFrame, x_column: str, dx: float, colour: str, tick_at: float, *,
+                 linewidth: float, markersize: float) -> None:
+    """One series against depth: its line, CI bars, filled ("yes") and open markers, and the emergence tick
+    at ``tick_at`` (in ``x_column`` units; NaN: none), all moved sideways by ``dx``."""
+    x = sel[x_column].to_numpy(dtype=float) + dx
+    y = sel["value"].to_numpy(dtype=float)
+    ok = np.isfinite(y)
+    ax.plot(x[ok], y[ok], color=colour, linewidth=linewidth, gid="emergence-line", zorder=2)
+    lo, hi = sel["ci_low"].to_numpy(dtype=float), sel["ci_high"].to_numpy(dtype=float)
+    ci = ok & np.isfinite(lo) & np.isfinite(hi)
+    if ci.any():
+        ax.vlines(x[ci], lo[ci], hi[ci], color=colour, linewidth=linewidth - 0.4, alpha=0.8, gid="emergence-ci",
+                  zorder=2)
+    yes = ok & (sel["verdict"] == "yes").to_numpy()
+    if yes.any():
+        ax.plot(x[yes], y[yes], linestyle="none", marker="o", markersize=markersize, color=colour,
+                markeredgecolor=colour, gid="emergence-yes", zorder=3)
+    if (ok & ~yes).any():
+        ax.plot(x[ok & ~yes], y[ok & ~yes], linestyle="none", marker="o", markersize=markersize, color=colour,
+                markerfacecolor="white", markeredgecolor=colour, gid="emergence-no", zorder=3)
+    if np.isfinite(tick_at):
+        # a short vertical tick rising from the x axis, dodged like its series
+        ax.plot([tick_at + dx] * 2, [0.0, 0.08], color=colour, linewidth=2.4, solid_capstyle="butt",
+                transform=ax.get_xaxis_transform(), clip_on=False, gid="emergence-tick", zorder=4)
+
+
 @styled
 def plot_emergence(table: pd.DataFrame, ax: "Axes | None" = None, *,
                    title: "str | None" = "Where in the network each rank appears") -> tuple[Figure, Axes]:
@@ -103,26 +129,8 @@ def plot_emergence(table: pd.DataFrame, ax: "Axes | None" = None, *,
     for i, ((label, rank, sel), colour) in enumerate(zip(series, colours)):
         # series are dodged sideways (under a quarter of a layer in all) so equal values and CIs stay apart
         dx = (i - (len(series) - 1) / 2.0) * DODGE
-        x = sel["layer"].to_numpy(dtype=float) + dx
-        y = sel["value"].to_numpy(dtype=float)
-        ok = np.isfinite(y)
-        ax.plot(x[ok], y[ok], color=colour, linewidth=1.4, gid="emergence-line", zorder=2)
-        lo, hi = sel["ci_low"].to_numpy(dtype=float), sel["ci_high"].to_numpy(dtype=float)
-        ci = ok & np.isfinite(lo) & np.isfinite(hi)
-        if ci.any():
-            ax.vlines(x[ci], lo[ci], hi[ci], color=colour, linewidth=1.0, alpha=0.8, gid="emergence-ci", zorder=2)
-        yes = ok & (sel["verdict"] == "yes").to_numpy()
-        if yes.any():
-            ax.plot(x[yes], y[yes], linestyle="none", marker="o", markersize=5.5, color=colour,
-                    markeredgecolor=colour, gid="emergence-yes", zorder=3)
-        if (ok & ~yes).any():
-            ax.plot(x[ok & ~yes], y[ok & ~yes], linestyle="none", marker="o", markersize=5.5, color=colour,
-                    markerfacecolor="white", markeredgecolor=colour, gid="emergence-no", zorder=3)
         k = float(first.get(rank, np.nan))
-        if np.isfinite(k):
-            # a short vertical tick rising from the x axis, dodged like its series
-            ax.plot([k + dx, k + dx], [0.0, 0.08], color=colour, linewidth=2.4, solid_capstyle="butt",
-                    transform=ax.get_xaxis_transform(), clip_on=False, gid="emergence-tick", zorder=4)
+        _draw_series(ax, sel, "layer", dx, colour, k, linewidth=1.4, markersize=5.5)
         handles.append(Line2D([], [], color=colour, marker="o", linewidth=1.4))
         labels.append(label + (f" (emerges at {int(k)})" if np.isfinite(k) else ""))
     handles += [Line2D([], [], color="0.3", marker="o", linestyle="none"),
@@ -197,36 +205,18 @@ def plot_emergence_models(table: pd.DataFrame, *,
     colours = dict(zip(models, palette(len(models))))
     span = float(table[x_column].max() - table[x_column].min()) if len(table) else 1.0
     dodge = DODGE * (span / max(1, table["layer"].nunique() - 1) if x_column == "depth" else 1.0)
+    first = {m: emergence_layers(table[table["model"].astype(str) == m]).set_index("rank")["emergence_layer"]
+             for m in models}
     for ax, (label, rank) in zip(axes.flat, levels):
         ax.axhline(1.0, color="0.45", linestyle="--", linewidth=0.9, gid="no-structure", zorder=1)
         for i, model in enumerate(models):
             sel = table[(table["model"].astype(str) == model) & (table["rank"] == rank)].sort_values("layer")
-            y = sel["value"].to_numpy(dtype=float)
-            ok = np.isfinite(y)
-            if not ok.any():
+            if not np.isfinite(sel["value"].to_numpy(dtype=float)).any():
                 continue
-            colour = colours[model]
-            dx = (i - (len(models) - 1) / 2.0) * dodge
-            x = sel[x_column].to_numpy(dtype=float) + dx
-            ax.plot(x[ok], y[ok], color=colour, linewidth=1.3, gid="emergence-line", zorder=2)
-            lo, hi = sel["ci_low"].to_numpy(dtype=float), sel["ci_high"].to_numpy(dtype=float)
-            ci = ok & np.isfinite(lo) & np.isfinite(hi)
-            if ci.any():
-                ax.vlines(x[ci], lo[ci], hi[ci], color=colour, linewidth=0.9, alpha=0.8, gid="emergence-ci", zorder=2)
-            yes = ok & (sel["verdict"] == "yes").to_numpy()
-            if yes.any():
-                ax.plot(x[yes], y[yes], linestyle="none", marker="o", markersize=4.5, color=colour,
-                        gid="emergence-yes", zorder=3)
-            if (ok & ~yes).any():
-                ax.plot(x[ok & ~yes], y[ok & ~yes], linestyle="none", marker="o", markersize=4.5, color=colour,
-                        markerfacecolor="white", markeredgecolor=colour, gid="emergence-no", zorder=3)
-            first = emergence_layers(table[table["model"].astype(str) == model]).set_index("rank")["emergence_layer"]
-            k = float(first.get(rank, np.nan))
-            if np.isfinite(k):
-                at = sel.loc[sel["layer"] == k, x_column].to_numpy(dtype=float)
-                if len(at):
-                    ax.plot([at[0] + dx] * 2, [0.0, 0.08], color=colour, linewidth=2.4, solid_capstyle="butt",
-                            transform=ax.get_xaxis_transform(), clip_on=False, gid="emergence-tick", zorder=4)
+            k = float(first[model].get(rank, np.nan))
+            at = sel.loc[sel["layer"] == k, x_column].to_numpy(dtype=float) if np.isfinite(k) else np.zeros(0)
+            _draw_series(ax, sel, x_column, (i - (len(models) - 1) / 2.0) * dodge, colours[model],
+                         float(at[0]) if len(at) else np.nan, linewidth=1.3, markersize=4.5)
         ax.set_title(label, fontsize="medium")
         ax.set_xlabel(x_label)
     for ax in list(axes.flat)[len(levels):]:
