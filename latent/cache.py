@@ -1134,7 +1134,7 @@ class EmbeddingCache:
             f = self._h5()
             key = f"taxonomy/{name}"
             with self._reading():
-                self._labels[name] = f[key].asstr()[: self._n] if key in f else np.full(self._n, "", dtype=object)
+                self._labels[name] = _read_labels(f[key], self._n) if key in f else np.full(self._n, "", dtype=object)
         return self._labels[name]
 
     def taxonomy_frame(self) -> Any:
@@ -1397,6 +1397,29 @@ def _finish(data: np.ndarray, dtype: Any, normalize: bool) -> np.ndarray:
         norms = np.linalg.norm(data, axis=1, keepdims=True)
         np.divide(data, norms, out=data, where=norms > 0)
     return data.astype(target, copy=False)
+
+
+#: Rows of a label dataset decoded at once (:func:`_read_labels`).
+LABEL_BLOCK_ROWS = 1 << 16
+
+
+def _read_labels(ds: Any, n: int) -> np.ndarray:
+    """The first ``n`` labels of a string dataset, ``(n,)`` object array of str, read in blocks.
+
+    Rows with the same label share one str object (a million images of 10,000 species hold 10,000 names,
+    not a million): each block is decoded, reduced to its distinct labels, and mapped to codes.
+    """
+    index: dict[str, int] = {}
+    codes = np.empty(n, dtype=np.int64)
+    strings = ds.asstr()
+    for a in range(0, n, LABEL_BLOCK_ROWS):
+        b = min(n, a + LABEL_BLOCK_ROWS)
+        distinct, inverse = np.unique(np.asarray(strings[a:b], dtype=object), return_inverse=True)
+        local = np.fromiter((index.setdefault(v, len(index)) for v in distinct), dtype=np.int64, count=len(distinct))
+        codes[a:b] = local[inverse.reshape(-1)]
+    names = np.empty(len(index), dtype=object)
+    names[:] = list(index)
+    return names[codes]
 
 
 def open_cache(path: str | os.PathLike, *, allow_incomplete: bool = False, layer: int | None = None,

@@ -134,6 +134,20 @@ def _clean(values: pd.Series) -> np.ndarray:
     return out
 
 
+def _distinct(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of ``(n, k)`` integer codes: ``(first row of each, (n,) index of each row's)``."""
+    _, first, inverse = np.unique(codes, axis=0, return_index=True, return_inverse=True)
+    return first, np.asarray(inverse).reshape(-1)
+
+
+def _distinct_names(names: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_distinct` of an ``(n, 7)`` object array of names (compared by value, hashed per column)."""
+    if not len(names):
+        return np.arange(0), np.arange(0)
+    return _distinct(np.stack([pd.factorize(names[:, r], use_na_sentinel=False)[0] for r in range(names.shape[1])],
+                              axis=1))
+
+
 def lineages_from_table(table: "pd.DataFrame | str | os.PathLike[str]", *, what: str = "taxonomy table") -> np.ndarray:
     """Read the seven rank columns of a table into cleaned names, species as binomials.
 
@@ -151,9 +165,15 @@ def lineages_from_table(table: "pd.DataFrame | str | os.PathLike[str]", *, what:
     if len(frame) == 0 and not isinstance(table, pd.DataFrame):
         raise InputError(f"The {what} has no rows (only a header): give one row per taxon or image.")
     columns = resolve_rank_columns(list(frame.columns), what=what)
-    names = np.empty((len(frame), N_RANKS), dtype=object)
+    # Cleaning is row by row, so it runs on the distinct rows only (a million images of 10,000 species are
+    # 10,000 lineages) and the result is expanded: rows with the same cells share the same str objects.
+    first, inverse = _distinct(np.stack([pd.factorize(frame[columns[rank]], use_na_sentinel=True)[0]
+                                         for rank in RANKS], axis=1)) if len(frame) else (np.arange(0), np.arange(0))
+    times = np.bincount(inverse, minlength=len(first))
+    distinct = frame.iloc[first]
+    names = np.empty((len(distinct), N_RANKS), dtype=object)
     for rank in RANKS:
-        names[:, rank] = _clean(frame[columns[rank]])
+        names[:, rank] = _clean(distinct[columns[rank]])
     genus, species = names[:, Rank.GENUS], names[:, Rank.SPECIES]
     no_genus = 0
     for i in np.flatnonzero(species != ""):
@@ -162,7 +182,8 @@ def lineages_from_table(table: "pd.DataFrame | str | os.PathLike[str]", *, what:
         if genus[i]:
             species[i] = f"{genus[i]} {species[i]}"  # an epithet alone (tautonyms included: "Pipile pipile")
         else:
-            no_genus += 1
+            no_genus += int(times[i])
+    names = names[inverse]
     if no_genus:
         log.warning(
             "%s: %d rows give a species epithet without a genus; kept as the bare epithet "
@@ -294,10 +315,14 @@ class Taxonomy:
         if names.ndim != 2 or names.shape[1] != N_RANKS:
             raise TaxonomyError(f"Lineages must have shape (n_rows, 7); got {names.shape}.")
         names = names.copy()
+        self.row_names = names
+        # The tree is built from the distinct lineages (the grouping below is by value) and every row takes
+        # its lineage's codes: the same numbers, at the cost of the lineages, not of the rows.
+        first, inverse = _distinct_names(names)
+        all_names, names = names, names[first]
         filled = names != ""
         depth = np.where(filled.any(axis=1), N_RANKS - 1 - np.argmax(filled[:, ::-1], axis=1), -1)
-        self.row_names = names
-        self.row_depth = depth
+        self.row_depth = depth[inverse]
         codes = np.full(names.shape, -1, dtype=np.int64)
         node_names: list[np.ndarray] = []
         node_parents: list[np.ndarray] = []
@@ -312,7 +337,7 @@ class Taxonomy:
                 np.asarray(keys.get_level_values(0), dtype=np.int64) if r else np.full(len(keys), -1, dtype=np.int64)
             )
             node_names.append(np.asarray(keys.get_level_values(1), dtype=object))
-        self.row_codes = codes
+        self.row_codes = codes[inverse]
         self.node_names = tuple(node_names)
         self.node_parents = tuple(node_parents)
         self._what = what
@@ -324,6 +349,9 @@ class Taxonomy:
             log.warning("%s", message)
         self.conflicts: tuple[_Conflict, ...] = tuple(conflicts)
         mismatches = _genus_mismatches(names)
+        if mismatches:  # lineages -> the rows that hold them, in row order
+            rows = np.flatnonzero(np.isin(inverse, [i for i, _, _ in mismatches]))
+            mismatches = [(int(i), str(all_names[i, Rank.GENUS]), str(all_names[i, Rank.SPECIES])) for i in rows]
         if mismatches:
             if on_genus_mismatch == "raise":
                 raise TaxonomyError(self._mismatch_message(mismatches))

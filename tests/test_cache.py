@@ -531,3 +531,20 @@ def test_partial_being_written_by_another_process_is_left_alone(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_labels_read_in_blocks_equal_the_stored_strings_and_share_objects(tmp_path, monkeypatch):
+    path = tmp_path / "big.h5"
+    with CacheWriter.open(path, prov(), chunk_rows=16) as w:
+        for start in range(0, 300, 70):
+            w.append(*block(start, min(70, 300 - start)))
+    with h5py.File(path, "r") as f:
+        stored = {r: f[f"taxonomy/{r}"].asstr()[:] for r in RANK_NAMES}
+    monkeypatch.setattr(cache_module, "LABEL_BLOCK_ROWS", 7)  # labels met again in later blocks
+    with open_cache(path) as c:
+        for r in RANK_NAMES:
+            labels = c.labels(r)
+            assert labels.dtype == object and labels.tolist() == stored[r].tolist()
+        species = c.labels("species")
+        same = [i for i in range(300) if species[i] == species[0]]
+        assert len(same) == 100 and all(species[i] is species[0] for i in same)

@@ -315,8 +315,43 @@ def test_separability_above_its_image_cap_runs_on_a_stated_species_sample():
     # 5 images of each of 20 species (the cap cannot hold 5 of all 47)
     assert rows["note"].str.contains(f"sample of 100 of {n} images \\(20 of 47 species").all()
     (notes,) = [v for k, v in pr.info["probe_info"].items() if k.startswith("separability")]
-    assert notes["sample"] == {"images": 100, "of": n, "species": 20, "max_images": 100}
+    assert notes["sample"] == {"images": 100, "of": n, "species": 20, "max_images": 100, "max_work": 1.5e9}
     full = latent.run_probes(data.embeddings, data.taxonomy, probes="separability", permutations=0,
                              settings={"separability": {**settings["separability"], "max_images": n}})
     notes = full.metrics["note"].fillna("") if "note" in full.metrics.columns else pd.Series([], dtype=str)
     assert not notes.str.contains("sample of").any()
+
+
+def test_separability_above_its_work_cap_runs_on_the_largest_sample_within_it():
+    # One null permutation's fits (images x d x taxa x splits) above separability.max_work: the probe runs on
+    # the largest species-stratified sample within it, says so, and still finds a planted hierarchy.
+    import latent
+    from latent.probes.base import ProbeData
+    from latent.probes.separability import _capped_sample, _sample_work, permutation_work
+    from latent.synthetic import make_hierarchical
+
+    data = make_hierarchical(per_species=8, dim=16, signal=3.0, seed=4)
+    probe_data = ProbeData.from_arrays(data.embeddings, data.taxonomy)
+    full = permutation_work(probe_data, 1, 0.3)
+    budget = full / 3
+    rows, why = _capped_sample(probe_data, 10**6, budget, 1, 0.3, seed=0)
+    assert _sample_work(probe_data, rows, 1, 0.3) <= budget < full
+    assert "separability.max_work" in why
+    # the largest: every larger sample of the same seeded sequence is over the budget
+    from latent.probes.common import stratified_sample
+
+    larger = [np.sort(stratified_sample(probe_data.species, probe_data.n_species, m, min_per_species=5, seed=0,
+                                       tag=7)[0]) for m in range(len(rows) + 1, len(rows) + 40)]
+    larger = [r for r in larger if len(r) > len(rows)]
+    assert larger and all(_sample_work(probe_data, r, 1, 0.3) > budget for r in larger)
+    assert _capped_sample(probe_data, 10**6, full, 1, 0.3, seed=0) is None  # within both: no sample
+    settings = {"separability": {"max_work": budget, "permutations": 19, "n_boot": 0, "splits": "species-disjoint"}}
+    pr = latent.run_probes(data.embeddings, data.taxonomy, probes="separability", settings=settings)
+    rows_ = pr.metrics
+    assert rows_["note"].str.contains(f"sample of {len(rows)} of {len(probe_data.X)} images").all()
+    assert rows_["note"].str.contains("separability.max_work").all()
+    (info,) = [v for k, v in pr.info["probe_info"].items() if k.startswith("separability")]
+    assert info["sample"]["images"] == len(rows) and info["sample"]["max_work"] == budget
+    # the planted hierarchy is still found above its null at the ranks scored
+    found = rows_[rows_["rank"].isin(["order", "family"])]
+    assert len(found) and (found["p_value"] <= 0.05).all()

@@ -220,3 +220,45 @@ def test_distances_equal_making_better_mistakes_for_every_pair(shared):
     assert len(reference) == 1010 * 1011 // 2  # every unordered pair, diagonal included
     ours = D[reference["a"].map(index).to_numpy(), reference["b"].map(index).to_numpy()]
     np.testing.assert_array_equal(ours, reference["d"].to_numpy())
+
+
+def test_a_taxonomy_of_repeated_lineages_numbers_rows_as_their_lineages():
+    # The tree is built from the distinct lineages and expanded to the rows: two rows share a code at a rank
+    # exactly when their names agree from kingdom down to it, codes follow (parent, name) order, and the
+    # rows named in warnings are the table's rows, duplicates included.
+    rng = np.random.default_rng(3)
+    base = [["Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Corvus", "Corvus corax"],
+            ["Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Pica", "Pica pica"],
+            ["Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Corvus", "Pica hudsonia"],  # mismatch
+            ["Animalia", "Chordata", "Mammalia", "Carnivora", "Canidae", "", ""],
+            ["Plantae", "Tracheophyta", "Magnoliopsida", "Rosales", "Rosaceae", "Rosa", "Rosa canina"]]
+    rows = rng.integers(0, len(base), size=200)
+    names = np.array([base[i] for i in rows], dtype=object)
+    tax = Taxonomy(names, on_conflict="warn")
+    assert tax.row_names.shape == (200, 7)
+    for r in range(7):
+        prefix = ["|".join(n[: r + 1]) if n[r] else None for n in names.tolist()]
+        for i in range(0, 200, 7):
+            for j in range(200):
+                if prefix[i] is not None and prefix[j] is not None:
+                    assert (tax.row_codes[i, r] == tax.row_codes[j, r]) == (prefix[i] == prefix[j])
+    assert list(tax.node_names[0]) == ["Animalia", "Plantae"]
+    assert (tax.row_codes[rows == 3, 5] == -1).all() and (tax.row_depth[rows == 3] == 4).all()
+    mismatched = [i for i, _, _ in tax.genus_mismatches]
+    assert mismatched == np.flatnonzero(rows == 2).tolist()
+    # the same tree as the distinct lineages alone
+    alone = Taxonomy(np.array(base, dtype=object), on_conflict="warn")
+    for r in range(7):
+        assert list(alone.node_names[r]) == list(tax.node_names[r])
+        np.testing.assert_array_equal(alone.row_codes[rows, r], tax.row_codes[:, r])
+
+
+def test_a_table_of_repeated_rows_is_cleaned_as_every_row():
+    table = pd.DataFrame({"kingdom": ["Animalia", " Animalia ", "Animalia", None],
+                          "phylum": ["Chordata"] * 4, "class": ["Aves"] * 4, "order": ["Passeriformes"] * 4,
+                          "family": ["Corvidae"] * 4, "genus": ["Corvus", "Corvus", "Corvus", "Corvus"],
+                          "species": ["corax", "Corvus corax", "corax", "corax"]})
+    tax = Taxonomy.from_table(table, on_conflict="warn")
+    assert tax.row_names[:, 6].tolist() == ["Corvus corax"] * 4
+    assert tax.row_names[:, 0].tolist() == ["Animalia", "Animalia", "Animalia", ""]
+    assert tax.row_codes[0, 6] == tax.row_codes[1, 6] == tax.row_codes[2, 6] != tax.row_codes[3, 6]

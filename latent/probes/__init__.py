@@ -88,7 +88,7 @@ PROBES: dict[str, ProbeSpec] = {spec.name: spec for spec in (
     ProbeSpec("separability", "latent.probes.separability:probe_separability",
               "linear probe accuracy per rank, random and species-disjoint splits",
               settings=("splits", "test_fraction", "permutations", "C", "n_boot", "max_iter", "tol", "grid",
-                        "refine", "max_images"), units=(("*", "image"),),
+                        "refine", "max_images", "max_work"), units=(("*", "image"),),
               evidence=(Evidence("separability", "linear_accuracy", {"split": "species-disjoint"}, "greater",
                                  "linear probe on unseen species", 6),)),
     ProbeSpec("alignment", "latent.probes.alignment:probe_alignment",

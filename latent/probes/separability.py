@@ -106,7 +106,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from latent.linear import FixedCLogistic
 
 __all__ = ["probe_separability", "SPLITS", "C_RULES", "DEFAULT_PERMUTATIONS", "MIN_PERMUTATIONS", "NULL_WORK",
-           "default_permutations", "permutation_work"]
+           "default_permutations", "permutation_work", "MAX_IMAGES", "MAX_WORK"]
 
 log = logging.getLogger(__name__)
 
@@ -248,36 +248,94 @@ def _C_rule(value: Any) -> "str | float":
 #: Images the separability probe fits on at most (a species-stratified sample above it, stated in its rows):
 #: its linear fits grow with images x classes, and the permutation null repeats them.
 MAX_IMAGES = 20_000
+#: Largest work of one null permutation (:func:`permutation_work`, both splits) the probe runs on by default
+#: (setting ``max_work``): above it, the largest species-stratified sample within it. The null repeats every
+#: fit at least :data:`MIN_PERMUTATIONS` times, so this bounds the probe's time: 1.5e9 is the size of the 1,030
+#: real embeddings of ``tol1k`` (1.35e9, the whole probe ~5 minutes on 2 cores; BENCHMARKS.md); 10,000 images of
+#: 1,000 species are 1.3e10 (measured: 19 permutations would take ~50 minutes).
+MAX_WORK = 1.5e9
+
+
+def _sample_work(data: ProbeData, rows: np.ndarray, n_splits: int, test_fraction: float) -> float:
+    """:func:`permutation_work` of the images ``rows`` (their species' named taxa of kingdom..genus)."""
+    species = np.unique(data.species[rows])
+    taxa = sum(len(np.unique(data.codes[species[data.named[species, r]], r])) for r in range(len(RANKS) - 1))
+    return float(n_splits) * (1.0 - test_fraction) * len(rows) * data.X.shape[1] * taxa
+
+
+def _capped_sample(data: ProbeData, cap: int, max_work: float, n_splits: int, test_fraction: float,
+                   seed: int) -> "tuple[np.ndarray, str] | None":
+    """The largest species-stratified sample (:func:`latent.probes.common.stratified_sample`, 5 images per
+    species at least) within ``cap`` images and ``max_work``; None when every image fits both.
+
+    The samples of growing size are nested (more images per species, or a longer prefix of one seeded order
+    of the species), so the work grows with the size and a bisection on the size finds the largest.
+    """
+    from latent.probes.common import stratified_sample
+
+    n = len(data.X)
+
+    def draw(m: int) -> np.ndarray:
+        rows, _, _ = stratified_sample(data.species, data.n_species, m, min_per_species=5, seed=seed, tag=7)
+        return np.sort(rows)
+
+    everything = np.arange(n)
+    if n <= cap and _sample_work(data, everything, n_splits, test_fraction) <= max_work:
+        return None
+    hi = min(n, cap)
+    lo = min(50, hi)  # the smallest sample offered, even above max_work
+    if _sample_work(data, draw(hi), n_splits, test_fraction) <= max_work:
+        lo = hi
+    else:
+        hi -= 1
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if _sample_work(data, draw(mid), n_splits, test_fraction) <= max_work:
+                lo = mid
+            else:
+                hi = mid - 1
+    rows = draw(lo)
+    why = f"separability.max_images={cap}" if lo == cap and n > cap else (
+        f"separability.max_work={max_work:.3g}: one null permutation's fits, images x d x taxa x splits")
+    return rows, why
 
 
 def probe_separability(data: ProbeData, options: ProbeOptions) -> ProbeResult:
-    """:func:`_probe_separability` on at most ``max_images`` images (setting; default :data:`MAX_IMAGES`): above it
-    on a seeded sample stratified by species (5 or more images per species; when the cap cannot hold 5 of every
-    species, 5 images of a random subset of the species: a linear fit needs rows per class), said in
-    every row's ``note`` and in ``info["sample"]``."""
-    from latent.probes.common import stratified_sample
-
+    """:func:`_probe_separability` on at most ``max_images`` images (setting; default :data:`MAX_IMAGES`) and
+    within ``max_work`` (setting; default :data:`MAX_WORK`, the work of one null permutation,
+    :func:`permutation_work`): above either, on the largest seeded sample stratified by species that fits both
+    (5 or more images per species; when the cap cannot hold 5 of every species, 5 images of a random subset of
+    the species: a linear fit needs rows per class), said in every row's ``note`` and in ``info["sample"]``.
+    The null is run on the same sample, so the comparison with it stays exact; the rows' ``n`` and
+    ``n_species`` are the sample's."""
     opts = options.for_probe("separability")
     cap = opts.get("max_images", MAX_IMAGES)
     if isinstance(cap, bool) or not isinstance(cap, (int, np.integer)) or cap < 4:
         raise InputError(f"The 'max_images' setting of the separability probe must be an integer >= 4. Got {cap!r}.")
+    max_work = opts.get("max_work", MAX_WORK)
+    if isinstance(max_work, bool) or not isinstance(max_work, (int, float, np.number)) or not 0 < max_work:
+        raise InputError(f"The 'max_work' setting of the separability probe must be a positive number (multiply-adds "
+                         f"of one null permutation; default {MAX_WORK:.3g}). Got {max_work!r}.")
+    splits = opts.get("splits", list(SPLITS))
+    n_splits = 1 if isinstance(splits, str) else max(1, len(list(splits)))
+    test_fraction = opts.get("test_fraction", 0.3)
+    tf = float(test_fraction) if isinstance(test_fraction, (int, float)) and 0 < test_fraction < 1 else 0.3
     n = len(data.X)
-    if n <= int(cap):
+    capped = _capped_sample(data, int(cap), float(max_work), n_splits, tf, options.seed)
+    if capped is None:
         return _probe_separability(data, options)
-    rows, _, _ = stratified_sample(data.species, data.n_species, int(cap), min_per_species=5, seed=options.seed,
-                                   tag=7)
-    rows = np.sort(rows)
+    rows, why = capped
     sample = ProbeData.from_arrays(data.X[rows], data.taxonomy.select_rows(rows), np.asarray(data.ids)[rows])
-    log.info("separability: a species-stratified sample of %d of %d images (%d species; max_images %d)",
-             len(rows), n, sample.n_species, cap)
+    log.info("separability: a species-stratified sample of %d of %d images (%d of %d species; %s)",
+             len(rows), n, sample.n_species, data.n_species, why)
     result = _probe_separability(sample, options)
     note = (f"on a species-stratified sample of {len(rows)} of {n} images ({sample.n_species} of {data.n_species} "
-            f"species; separability.max_images={cap})")
+            f"species; {why})")
     frame = result.rows.copy()
     old = frame["note"].fillna("").astype(str) if "note" in frame.columns else pd.Series("", index=frame.index)
     frame["note"] = [f"{o}; {note}" if o else note for o in old]
     info = {**dict(result.info), "sample": {"images": int(len(rows)), "of": int(n), "species": sample.n_species,
-                                             "max_images": int(cap)}}
+                                             "max_images": int(cap), "max_work": float(max_work)}}
     return ProbeResult(result.probe, frame, result.arrays, result.tables, info)
 
 
