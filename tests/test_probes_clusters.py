@@ -199,9 +199,25 @@ def test_permutation_cap_of_the_expensive_nulls():
     assert _row(result, "nc1", "genus")["permutations"] == 7
     assert _row(result, "calinski_harabasz", "genus")["permutations"] == 20
     null = result.tables["null"]
-    assert len(null[(null["metric"] == "cdnv") & (null["rank"] == "order")]) == 20
+    assert len(null[(null["metric"] == "cdnv") & (null["rank"] == "order")]) == 7
     default = probe_clusters(data, ProbeOptions(permutations=300))
     assert _row(default, "silhouette", "kingdom")["permutations"] == 199
+    assert _row(default, "cdnv", "genus")["permutations"] == 300  # small: every permutation asked
+
+
+def test_cdnv_null_and_bootstrap_follow_the_work_rule(monkeypatch):
+    # Thousands of taxa make one CDNV permutation cost seconds: without the setting its null and bootstrap
+    # take the work-limited rule of NC1 (cap, budget, never below 19 / 50), said in the rows and info.
+    from latent.probes import clusters as module
+
+    data = _data(signal=1.0, per_species=2)
+    monkeypatch.setattr(module, "NULL_WORK", 1.0)  # every permutation over budget: the floors
+    result = probe_clusters(data, ProbeOptions(permutations=300, extra={"clusters": {"n_boot": 300}}))
+    assert _row(result, "cdnv", "genus")["permutations"] == 19
+    assert _row(result, "calinski_harabasz", "genus")["permutations"] == 300
+    assert result.info["permutations_cdnv"] == 19 and result.info["n_boot_cdnv"] == 50
+    null = result.tables["null"]
+    assert len(null[(null["metric"] == "cdnv") & (null["rank"] == "genus")]) == 19
 
 
 def test_bad_options_are_refused():

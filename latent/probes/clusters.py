@@ -63,15 +63,19 @@ counts, sums and squared norms (the class statistics of any labelling are sums o
 the ``(d, d)`` second moment of the images; the silhouette from the ``(m, k)`` sums of the distances of
 every sampled image to the images of each sampled species (computed once, in row blocks), whose columns
 each labelling adds up by taxon. A silhouette permutation still costs O(m k) and an NC1 permutation an
-SVD of the ``(C, d)`` class means at every rank, so those two nulls use the setting
+SVD of the ``(C, d)`` class means at every rank (and a CDNV permutation every pair of taxa), so those
+nulls use the setting
 ``options.for_probe("clusters")["permutations"]`` when given (never more than ``options.permutations``).
 Without it the silhouette uses ``min(options.permutations, 199)`` and NC1 a stated smaller number on
 large data, :func:`latent.probes.common.default_permutations` (the rule of the separability null):
 ``min(options.permutations, 199)``, fewer, never below 19 (p reaches 0.05), when one permutation's work
 (:func:`expensive_work`: ``sum_r C_r d min(C_r, d)`` multiply-adds) exceeds :data:`NULL_WORK` / 199.
 Small data (cub10, the demo) keep 199; the 1,030 real BioCLIP 2 embeddings of ``tol1k`` (700 genera in
-768 d) get 20 (BENCHMARKS.md). They are the first ones of the same seeded sequence; Calinski-Harabasz
-and CDNV use ``options.permutations``. The ``permutations`` column reports the count behind each row,
+768 d) get 20 (BENCHMARKS.md). CDNV's permutation pairs every two taxa of a rank (:func:`cdnv_work`,
+``sum_r d C_r (C_r - 1) / 2``): without the setting it uses ``options.permutations``, fewer by the same rule
+(cap ``options.permutations``, budget :data:`NULL_WORK`, never below 19) when thousands of taxa make one
+permutation cost seconds (10,000 species: ~2.5e10 multiply-adds at genus). They are the first ones of the
+same seeded sequence; Calinski-Harabasz uses ``options.permutations``. The ``permutations`` column reports the count behind each row,
 ``info["permutations_silhouette_nc1"]`` the silhouette's and ``info["permutations_nc1"]`` NC1's.
 The loops run with single-threaded BLAS (many small calls). In the species bootstrap, the class sums of
 every resample are one sparse product and NC1's SVD runs on the taxa drawn only (the others are zero
@@ -88,7 +92,7 @@ all pairs of taxa, per resample); when ``n_boot_expensive`` is not set, NC1 uses
 work-limited rule (:func:`latent.probes.common.default_permutations` with :func:`expensive_work` over
 every rank, cap ``n_boot_expensive``, never below :data:`MIN_BOOT_NC1` = 50): 200 on cub10 and the
 demo, 50 on ``tol1k`` (where NC1's CI is dropped as biased at 6 of 7 ranks anyway); ``info["n_boot_nc1"]``
-says how many. Every statistic is recomputed from the per-species sums with weights,
+says how many. CDNV the same with :func:`cdnv_work` (``info["n_boot_cdnv"]``). Every statistic is recomputed from the per-species sums with weights,
 vectorised over resamples (:func:`weighted_ch_cdnv`, :func:`weighted_nc1`): a species drawn ``k`` times
 enters as ``k`` species with its images and its lineage, so its images count ``k`` times in its taxon;
 at rank species each copy is a class of its own and a class is never paired with its own copy (CDNV).
@@ -142,7 +146,7 @@ from latent.taxonomy import N_RANKS
 
 __all__ = ["probe_clusters", "silhouette_from_sums", "silhouette_samples_from_sums", "calinski_harabasz_from_sums",
            "nc1_from_sums", "cdnv_from_sums", "weighted_ch_cdnv", "silhouette_species_sums", "ClusterSums",
-           "NULL_WORK", "MIN_BOOT_NC1", "expensive_work"]
+           "NULL_WORK", "MIN_BOOT_NC1", "expensive_work", "cdnv_work"]
 
 log = logging.getLogger(__name__)
 
@@ -617,8 +621,10 @@ class ClusterSums:
         self.n_species = S
 
     # species-level statistics ------------------------------------------------------------------
-    def species_stats(self, perm: "np.ndarray | None", ranks: list[int], expensive: bool = True) -> dict:
-        """Calinski-Harabasz, NC1 (if ``expensive``) and CDNV at ``ranks`` (< species) under a labelling.
+    def species_stats(self, perm: "np.ndarray | None", ranks: list[int], expensive: bool = True,
+                      cdnv: bool = True) -> dict:
+        """Calinski-Harabasz, NC1 (if ``expensive``) and CDNV (if ``cdnv``) at ``ranks`` (< species) under a
+        labelling.
 
         Returns
         -------
@@ -638,7 +644,8 @@ class ClusterSums:
             N_t, Sq_t, Sum_t = Vr[nb, 0], Vr[nb, 1], Vr[nb, 2:]
             out[(r, "n")], out[(r, "taxa")] = float(N_t.sum()), float(len(N_t))
             out[(r, "calinski_harabasz")] = calinski_harabasz_from_sums(N_t, Sum_t, Sq_t, self.tie2)
-            out[(r, "cdnv")] = cdnv_from_sums(N_t, Sum_t, Sq_t, self.tie2)
+            if cdnv:
+                out[(r, "cdnv")] = cdnv_from_sums(N_t, Sum_t, Sq_t, self.tie2)
             if expensive:
                 out[(r, "nc1")] = nc1_from_sums(N_t, Sum_t, self._second_moment(r, inverse), self.tie2)
         return out
@@ -751,6 +758,18 @@ def expensive_work(sums: ClusterSums, ranks: list[int]) -> float:
     return work
 
 
+def cdnv_work(sums: ClusterSums, ranks: list[int]) -> float:
+    """Work of one permutation of the CDNV null (or one CDNV resample): ``sum_r d C_r (C_r - 1) / 2``, the
+    distances of every pair of class means at each rank ``r`` of ``ranks``, in multiply-adds (10,000 species
+    in 768 d: ~2.5e10 at genus, ~2 s of CPU)."""
+    d = sums.sums.shape[1]
+    work = 0.0
+    for r in ranks:
+        C = float(len(np.unique(sums.codes[sums.named_species[:, r], r])))
+        work += d * C * (C - 1) / 2
+    return work
+
+
 _TIE_NOTES = {
     "silhouette": "every image tied with its taxon and its nearest taxon: undefined",
     "calinski_harabasz": "within-taxon dispersion 0 (every taxon one point, tied vectors): undefined",
@@ -820,8 +839,12 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         if n_nc1 < n_expensive:
             log.info("%s: %d of %d permutations for NC1 (one permutation ~%.2g multiply-adds; set "
                      "%s.permutations for more)", PROBE, n_nc1, n_perm, work, PROBE)
+        n_cdnv = default_permutations(n_perm, cdnv_work(sums, upper), cap=n_perm, budget=NULL_WORK)
+        if n_cdnv < n_perm:
+            log.info("%s: %d of %d permutations for CDNV (one permutation ~%.2g multiply-adds; set "
+                     "%s.permutations for more)", PROBE, n_cdnv, n_perm, cdnv_work(sums, upper), PROBE)
     else:
-        n_expensive = n_nc1 = min(n_expensive_set, n_perm)
+        n_expensive = n_nc1 = n_cdnv = min(n_expensive_set, n_perm)
     if sums.identical:
         log.warning("clusters: %s", IDENTICAL_NOTE)
 
@@ -830,31 +853,35 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         observed.update(sums.species_rank_stats())
     if sums.identical:  # every distance 0: no statistic (not sklearn's silhouette 0 or CH 1)
         observed.update({(r, m): np.nan for r in ranks for m in METRICS})
-    sizes = {"calinski_harabasz": n_perm, "cdnv": n_perm, "silhouette": n_expensive, "nc1": n_nc1}
+    sizes = {"calinski_harabasz": n_perm, "cdnv": n_cdnv, "silhouette": n_expensive, "nc1": n_nc1}
     nulls = {(r, m): np.full(sizes[m], np.nan)
              for r in upper for m in METRICS}
     with single_threaded_blas():
         n_null = 0 if sums.identical else n_perm
         if n_null and upper:
-            log.info("%s: null of %d ranks, %d permutations (%d for the silhouette, %d for NC1)", PROBE, len(upper),
-                     n_null, min(n_expensive, n_null), min(n_nc1, n_null))
+            log.info("%s: null of %d ranks, %d permutations (%d for the silhouette, %d for NC1, %d for CDNV)", PROBE,
+                     len(upper), n_null, min(n_expensive, n_null), min(n_nc1, n_null), min(n_cdnv, n_null))
         for b, perm in progress(enumerate(species_permutations(S, n_null, seed)), total=n_null, desc=f"{PROBE} null"):
-            values = sums.species_stats(perm, upper, expensive=b < n_nc1)
+            values = sums.species_stats(perm, upper, expensive=b < n_nc1, cdnv=b < n_cdnv)
             if b < n_expensive:
                 values.update(sums.silhouettes(perm, upper))
             for (r, m), value in values.items():
                 if (r, m) in nulls:
                     nulls[(r, m)][b] = value
         if "n_boot_expensive" in cfg:
-            n_boot_nc1 = n_boot_expensive
-        else:  # NC1's resample is an SVD per rank: the work-limited rule of the null, at least 50 resamples
+            n_boot_nc1 = n_boot_cdnv = n_boot_expensive
+        else:  # NC1's resample is an SVD per rank, CDNV's every pair of taxa: the work-limited rule of the
+            # null, at least 50 resamples
             n_boot_nc1 = default_permutations(n_boot_expensive, expensive_work(sums, ranks), cap=n_boot_expensive,
                                               budget=NULL_WORK, floor=MIN_BOOT_NC1)
-            if n_boot_nc1 < n_boot_expensive:
-                log.info("%s: %d of %d bootstrap resamples for NC1 (set %s.n_boot_expensive for more)", PROBE,
-                         n_boot_nc1, n_boot_expensive, PROBE)
+            n_boot_cdnv = default_permutations(n_boot_expensive, cdnv_work(sums, ranks), cap=n_boot_expensive,
+                                               budget=NULL_WORK, floor=MIN_BOOT_NC1)
+            for name, used in (("NC1", n_boot_nc1), ("CDNV", n_boot_cdnv)):
+                if used < n_boot_expensive:
+                    log.info("%s: %d of %d bootstrap resamples for %s (set %s.n_boot_expensive for more)", PROBE,
+                             used, n_boot_expensive, name, PROBE)
         cis = {} if sums.identical else _bootstrap_cis(sums, observed, ranks, n_boot, n_boot_expensive, seed,
-                                                       n_boot_nc1)
+                                                       n_boot_nc1, n_boot_cdnv)
 
     space = "l2_normalized" if metric == "cosine" else "raw"
     rows, null_records = [], []
@@ -889,9 +916,10 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             if null is not None:
                 null_records.append(null_frame(name, m, null))
     info = {"distance": metric, "permutations": n_perm, "permutations_silhouette_nc1": n_expensive,
-            "permutations_nc1": n_nc1, "seed": seed,
+            "permutations_nc1": n_nc1, "permutations_cdnv": n_cdnv, "seed": seed,
             "n_boot": n_boot, "n_boot_nc1_cdnv": n_boot_expensive,
-            "n_boot_nc1": n_boot_nc1 if not sums.identical else 0, "identical": bool(sums.identical),
+            "n_boot_nc1": n_boot_nc1 if not sums.identical else 0,
+            "n_boot_cdnv": n_boot_cdnv if not sums.identical else 0, "identical": bool(sums.identical),
             "silhouette_sample": {"images": int(len(sil_rows)), "of": int(len(data.species)), "sampled": bool(sampled),
                                   "per_species": int(per_species), "max_images": int(options.max_images)}}
     null_table = (pd.concat(null_records, ignore_index=True) if null_records
@@ -917,7 +945,7 @@ def silhouette_species_sums(sums: ClusterSums, values: np.ndarray, r: int) -> tu
 
 
 def _bootstrap_cis(sums: ClusterSums, observed: dict, ranks: list[int], n_boot: int, n_boot_expensive: int,
-                   seed: int, n_boot_nc1: "int | None" = None) -> dict:
+                   seed: int, n_boot_nc1: "int | None" = None, n_boot_cdnv: "int | None" = None) -> dict:
     """``{(rank, metric): ((low, high), ci_note)}``: species-bootstrap CIs of the finite observed values."""
     out: dict[Any, Any] = {}
     for r in ranks:
@@ -929,7 +957,7 @@ def _bootstrap_cis(sums: ClusterSums, observed: dict, ranks: list[int], n_boot: 
             out[(r, "calinski_harabasz")] = ((low, high), note)
         if finite["cdnv"]:
             low, high, note = cluster_ci(lambda W, r=r: sums.boot_ch_cdnv(r, W, ch=False)[:, 1], len(species),
-                                         n_boot=n_boot_expensive, seed=seed)
+                                         n_boot=n_boot_expensive if n_boot_cdnv is None else n_boot_cdnv, seed=seed)
             out[(r, "cdnv")] = ((low, high), note)
         if finite["nc1"]:
             low, high, note = cluster_ci(lambda W, r=r: sums.boot_nc1(r, W), len(species),
