@@ -223,6 +223,20 @@ def cmd_embed_text(args: argparse.Namespace) -> int:
     return 0
 
 
+def _max_train(value: str) -> "int | None":
+    """``--max-train``: ``auto`` -> None (the work rule), else a non-negative integer."""
+    if value == "auto":
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = -1
+    if number < 0:
+        raise InputError(f"--max-train must be 'auto', 0 (every training image) or a number of images, e.g. 20000. "
+                         f"Got {value!r}.")
+    return number
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from latent.evaluate import evaluate_cache
 
@@ -232,7 +246,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         coverage_rank=args.coverage_rank, split_file=args.split_file, split_column=args.split_column,
         groups=args.groups, group_column=args.group_column,
         k_neighbors=args.k, temperature=args.temperature, text_form=args.text_form, n_boot=args.bootstrap,
-        device=args.device, layer=args.layer, top_down=args.top_down, max_test=args.max_test, force=args.force,
+        device=args.device, layer=args.layer, top_down=args.top_down, max_test=args.max_test,
+        max_train=_max_train(args.max_train), force=args.force,
     )
     print(report.summary())
     return 0
@@ -545,6 +560,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-test", type=int, default=10_000, metavar="N",
                    help="score at most N test images (per fold for centroid): above it a stratified seeded sample, "
                         "said in every row's note; 0 = all")
+    p.add_argument("--max-train", default="auto", metavar="N|auto",
+                   help="linear: train on at most N images (a stratified seeded sample); auto (default): the largest "
+                        "sample whose probe fits a work budget (images x dims x classes); 0 = all; said in every "
+                        "row's note")
     p.add_argument("--device", default="auto", help="auto (CUDA, then CPU), cpu, cuda, cuda:1, mps")
     p.add_argument("--force", action="store_true", help="replace results of another cache in --out")
     p.set_defaults(func=cmd_evaluate)

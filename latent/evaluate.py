@@ -43,7 +43,7 @@ import pandas as pd
 from latent._version import __version__
 from latent.errors import InputError
 from latent.figures import FigureSpec
-from latent.ranks import RANK_NAMES, Rank, parse_rank
+from latent.ranks import RANKS, RANK_NAMES, Rank, parse_rank
 from latent.results import begin_output, check_output, finish_output, jsonable, results_frame, write_results
 from latent.tables import read_option_csv
 
@@ -422,8 +422,9 @@ def _duplicates_in_train(X_train: np.ndarray, X_test: np.ndarray, block_rows: in
 
 
 _SAMPLE_PREFIX = "test images: a stratified sample of "
-_SAMPLE_PATTERN = re.compile(r"(; )?test images: a stratified sample of [\d,]+ of [\d,]+ \(max_test [\d,]+; "
-                             r"--max-test 0 scores all\)")
+_SAMPLE_PATTERN = re.compile(r"(; )?(test images: a stratified sample of [\d,]+ of [\d,]+ \(max_test [\d,]+; "
+                             r"--max-test 0 scores all\)|training images: a stratified sample of [^()]*\([^()]*"
+                             r"--max-train 0 trains on all\))")
 #: Largest number of test images ``latent evaluate`` scores by default (per fold for centroid); above it a
 #: stratified seeded sample is scored, said in run.json (``test_sample``), every row's note and the summary.
 MAX_TEST = 10_000
@@ -448,6 +449,81 @@ def _sample_test(test: np.ndarray, taxonomy: Any, max_test: int, seed: int, tag:
     return sample, note
 
 
+#: Work budget of the linear probe's training set when ``max_train`` is the default (None): training images x
+#: dimensions x the classes of every fitted rank, in multiply-adds of one pass over the training set (the sweep
+#: runs a few hundred passes). 10,000 images of 1,000 species (7,000 training images, 768 d) are 1.2e10 and took
+#: 330 s on 2 cores (BENCHMARKS.md); 100,000 images of 10,000 species would be 1.2e12 (about 9 hours).
+MAX_TRAIN_WORK = 5e9
+_TRAIN_PREFIX = "training images: a stratified sample of "
+
+
+def train_work(taxonomy: Any, train: np.ndarray, dim: int, predict_species: bool = True) -> float:
+    """One pass of the linear probes over ``train``: ``images x dim x`` the distinct labels at every fitted rank
+    (species only when ``predict_species``)."""
+    ranks = [r for r in RANKS if predict_species or r != Rank.SPECIES]
+    codes = taxonomy.row_codes[train]
+    classes = sum(len(np.unique(codes[codes[:, r] >= 0, r])) for r in ranks)
+    return float(len(train)) * float(dim) * float(classes)
+
+
+def _sample_train(train: np.ndarray, test: np.ndarray, taxonomy: Any, max_train: "int | None", dim: int, split: str,
+                  predict_species: bool, seed: int) -> tuple[np.ndarray, np.ndarray, str]:
+    """The linear probe's training rows: all of them, or a seeded sample stratified by species (at least 5 images
+    of a species while they fit, else 5 images of a random subset of species), and the note that says so.
+
+    ``max_train`` None: the largest sample within :data:`MAX_TRAIN_WORK` (:func:`train_work`); 0: every
+    training image; N: at most N images. When whole species are left out of a random split, their test
+    images are left out too (the species rank could not be predicted for them, and the upper ranks are then
+    scored on the species the probe was trained on): said in the note.
+    """
+    from latent.probes.common import largest_sample, stratified_sample
+
+    if max_train == 0:
+        return train, test, ""
+    species = taxonomy.row_codes[train, Rank.SPECIES]
+    known = species >= 0  # unlabelled rows: one extra stratum
+    _, codes = np.unique(np.where(known, species, species.max(initial=-1) + 1), return_inverse=True)
+    codes = codes.reshape(-1)
+    n_codes = int(codes.max()) + 1 if len(codes) else 0
+    if max_train is None:
+        def fits(rows: np.ndarray) -> bool:
+            return train_work(taxonomy, train[rows], dim, predict_species) <= MAX_TRAIN_WORK
+
+        if fits(np.arange(len(train))):
+            return train, test, ""
+        keep = largest_sample(codes, n_codes, fits, max_rows=len(train), min_per_species=5, seed=seed, tag=0x7A1)
+        rule = f"max_train auto: one pass of the probes within {MAX_TRAIN_WORK:.3g} multiply-adds"
+    else:
+        if len(train) <= max_train:
+            return train, test, ""
+        keep = np.sort(stratified_sample(codes, n_codes, int(max_train), min_per_species=5, seed=seed,
+                                         tag=0x7A1)[0])
+        rule = f"max_train {max_train:,}"
+    sample = np.sort(train[keep])
+    all_species = np.unique(species[known])
+    kept_species = np.unique(taxonomy.row_codes[sample, Rank.SPECIES])
+    kept_species = kept_species[kept_species >= 0]
+    dropped = ""
+    if split == "random" and len(kept_species) < len(all_species):
+        in_test = np.isin(taxonomy.row_codes[test, Rank.SPECIES], kept_species)
+        dropped = (f"; the {int((~in_test).sum()):,} test images of the other species left out" if (~in_test).any()
+                   else "")
+        test = test[in_test]
+    note = (f"{_TRAIN_PREFIX}{len(sample):,} of {len(train):,} ({len(kept_species):,} of {len(all_species):,} "
+            f"species{dropped}; {rule}; --max-train 0 trains on all)")
+    log.info("evaluate: %s", note)
+    return sample, test, note
+
+
+def _checked_max_train(max_train: Any) -> "int | None":
+    if max_train is None or (isinstance(max_train, str) and max_train == "auto"):
+        return None
+    if isinstance(max_train, bool) or not isinstance(max_train, (int, np.integer)) or max_train < 0:
+        raise InputError(f"The 'max_train' parameter must be 'auto' (None), 0 (every training image) or a positive "
+                         f"number of images. Got {max_train!r}.")
+    return int(max_train)
+
+
 def _compute(
     X_all: np.ndarray, rows: np.ndarray, taxonomy: Any, ids: np.ndarray, *, method: str, mode: str, split: str,
     shots: int, folds: int, seed: int, clade_spec: "tuple[Rank, str] | None", test_fraction: float,
@@ -458,6 +534,7 @@ def _compute(
     groups: "tuple[str, Mapping[str, str]] | None" = None,
     top_down: bool = False,
     max_test: int = 0,
+    max_train: "int | None" = None,
 ) -> Evaluation:
     """The evaluation itself, on ``X_all`` (unit rows of ``rows`` of ``taxonomy``, in that order), or on an
     open cache (``X_all`` an :class:`~latent.cache.EmbeddingCache`: the rows of each split are read from it
@@ -478,7 +555,8 @@ def _compute(
             return reader.read(subset, normalize=True)
         return X_all[[position[int(r)] for r in subset]]
 
-    sample_notes: list[str] = []
+    sample_notes: list[str] = []  # per run: what was sampled (training and test images), said on every row
+    train_notes: list[str] = []
 
     predict_species = split != "species-disjoint"
     if split_rows is not None:  # species can be predicted when every test species has training images
@@ -506,8 +584,14 @@ def _compute(
             splitter = random_split if split == "random" else species_disjoint_split
             split_args = {"coverage_rank": coverage_rank} if split == "species-disjoint" else {}
             train, test = splitter(taxonomy, rows, test_fraction=test_fraction, seed=seed, **split_args)
+        train_note = ""
+        if method == "linear":  # its fits grow with images x classes: a training sample sized to them
+            dim = X_all.dim if reader is not None else X_all.shape[1]
+            train, test, train_note = _sample_train(train, test, taxonomy, max_train, int(dim), split,
+                                                    predict_species, seed)
         test, note = _sample_test(test, taxonomy, max_test, seed, 0x7E57)
-        sample_notes.append(note)
+        sample_notes.append("; ".join(n for n in (train_note, note) if n))
+        train_notes.append(train_note)
         X_train, X_test = features(train), features(test)
         if method == "linear":
             predictors.append(partial(predict_linear, X_train, train, X_test, test, taxonomy, seed=seed,
@@ -626,6 +710,8 @@ def _compute(
         "top_down": bool(top_down),
         "max_test": int(max_test),
         "test_sample": [note for note in sample_notes if note],
+        "max_train": ("auto" if max_train is None else int(max_train)) if method == "linear" else None,
+        "train_sample": [note for note in train_notes if note],
     }
     info.setdefault("logit_scale_source", None)
     metrics = results_frame(metrics, method=method, mode=mode, split=info["split"], model=model)
@@ -664,6 +750,7 @@ def evaluate(
     logit_scale: "float | None" = None,
     model: str = "",
     top_down: bool = False,
+    max_train: "int | None" = None,
 ) -> Evaluation:
     """Evaluate one predictor on in-memory embeddings (``latent.evaluate``; nothing is written).
 
@@ -690,6 +777,8 @@ def evaluate(
         Label of the ``model`` column.
     top_down
         Also predict top-down and compare with flat (:attr:`Evaluation.topdown`); as :func:`evaluate_cache`.
+    max_train
+        Linear only: the training sample, as :func:`evaluate_cache` (None: sized to :data:`MAX_TRAIN_WORK`).
 
     Returns
     -------
@@ -729,7 +818,8 @@ def evaluate(
                     groups=_groups(groups, group_column, method),
                     k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device, text=text,
                     logit_scale=logit_scale, model=model, text_form="given" if method == "zero-shot" else None,
-                    source=identity, start=start, top_down=top_down)
+                    source=identity, start=start, top_down=top_down,
+                    max_train=_checked_max_train(max_train))
 
 
 def evaluate_cache(
@@ -757,6 +847,7 @@ def evaluate_cache(
     layer: "int | None" = None,
     top_down: bool = False,
     max_test: int = MAX_TEST,
+    max_train: "int | None" = None,
     force: bool = False,
 ) -> Evaluation:
     """Evaluate one predictor on a cache and write the tables (read, :func:`evaluate`'s computation, save).
@@ -814,6 +905,12 @@ def evaluate_cache(
         by species (every species keeps at least one image while they fit), said in every row's ``note``,
         in ``run.json`` (``test_sample``) and in the summary. 0 scores every test image. The cache is read
         in blocks and only the rows of the split are held (zero-shot reads every evaluated row).
+    max_train
+        Linear only: train on at most this many images (a seeded sample stratified by species, 5 or more per
+        species while they fit); None (default) the largest such sample within :data:`MAX_TRAIN_WORK` (one pass
+        of the probes: images x dimensions x classes of every rank); 0 every training image. When whole species
+        are left out of a random split their test images are left out too. Said in every row's ``note``, in
+        ``run.json`` (``train_sample``) and in the summary.
     force
         Replace the results of another cache in ``out``.
 
@@ -831,6 +928,7 @@ def evaluate_cache(
 
     if isinstance(max_test, bool) or not isinstance(max_test, (int, np.integer)) or max_test < 0:
         raise InputError(f"The 'max_test' parameter must be an integer >= 0 (0: every test image). Got {max_test!r}.")
+    max_train = _checked_max_train(max_train)
 
     mode, clade_spec = _settings(method, mode, split, clade, coverage_rank, top_down)
     if layer is not None and method == "zero-shot":
@@ -861,6 +959,7 @@ def evaluate_cache(
                               k_neighbors=k_neighbors, temperature=temperature, n_boot=n_boot, device=device,
                               text=text, logit_scale=logit_scale, model=provenance.model, text_form=text_form,
                               top_down=top_down, max_test=0 if method == "zero-shot" else max_test,
+                              max_train=max_train,
                               source={**source, "logit_scale_source": scale_source}, start=start)
     evaluation.save(out, force=force)
     return evaluation

@@ -355,3 +355,54 @@ def test_separability_above_its_work_cap_runs_on_the_largest_sample_within_it():
     # the planted hierarchy is still found above its null at the ranks scored
     found = rows_[rows_["rank"].isin(["order", "family"])]
     assert len(found) and (found["p_value"] <= 0.05).all()
+
+
+# ---------------------------------------------------------------------------- evaluate linear: a training sample
+def test_linear_trains_on_the_largest_sample_within_its_work_budget(monkeypatch):
+    # Above MAX_TRAIN_WORK the linear probe trains on the largest species-stratified sample within it; in a
+    # random split the test images of the species left out are left out too; every row, run info and the
+    # summary say so; a planted hierarchy is still read at the upper ranks.
+    import latent.evaluate as module
+    from latent.evaluate import evaluate, train_work
+    from latent.splits import random_split
+    from latent.synthetic import make_hierarchical
+
+    data = make_hierarchical(per_species=8, dim=16, signal=3.0, seed=5)
+    tax = data.taxonomy
+    train, test = random_split(tax, np.arange(tax.n_rows), test_fraction=0.3, seed=0)
+    full = train_work(tax, train, 16)
+    monkeypatch.setattr(module, "MAX_TRAIN_WORK", full / 4)
+    result = evaluate(data.embeddings, tax, method="linear", n_boot=0, seed=0)
+    (note,) = result.info["train_sample"]
+    assert note.startswith("training images: a stratified sample of ") and "--max-train 0 trains on all" in note
+    assert result.metrics["note"].fillna("").str.contains(note, regex=False).all()
+    assert f"sampled: {note}" in result.summary() and result.info["max_train"] == "auto"
+    predictions = result.predictions
+    tested = set(tax.row_codes[predictions["row"].to_numpy(), 6]) if "row" in predictions.columns else None
+    kept = int(note.split("(")[1].split(" of ")[0].replace(",", ""))
+    assert kept < tax.n_species
+    species_rows = result.metrics[(result.metrics["metric"] == "top1") & (result.metrics["rank"] == "species")]
+    assert int(species_rows["n_species"].iloc[0]) == kept  # the test images are the sampled species'
+    if tested is not None:
+        assert len(tested) == kept
+    # the planted hierarchy: well above chance at order
+    order = result.metrics[(result.metrics["metric"] == "top1") & (result.metrics["rank"] == "order")]
+    assert float(order["value"].iloc[0]) > 0.8
+    # 0: every training image; N: at most N
+    everything = evaluate(data.embeddings, tax, method="linear", n_boot=0, seed=0, max_train=0)
+    assert everything.info["train_sample"] == [] and everything.info["max_train"] == 0
+    capped = evaluate(data.embeddings, tax, method="linear", n_boot=0, seed=0, max_train=100)
+    (capped_note,) = capped.info["train_sample"]
+    assert "max_train 100;" in capped_note and " of {:,} ".format(len(train)) in capped_note
+    with pytest.raises(Exception, match="'max_train'.*-3"):
+        evaluate(data.embeddings, tax, method="linear", max_train=-3)
+
+
+def test_cli_max_train_is_checked_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-m", "latent.cli", "evaluate", str(tmp_path / "none.h5"), "--out",
+                          str(tmp_path / "e"), "--method", "linear", "--max-train", "lots"], capture_output=True, text=True)
+    assert run.returncode != 0 and "Traceback" not in run.stderr
+    assert "--max-train must be 'auto', 0" in run.stderr and "'lots'" in run.stderr

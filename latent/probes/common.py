@@ -28,7 +28,7 @@ another):
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,7 @@ __all__ = [
     "run_starts",
     "snap_ties",
     "stratified_sample",
+    "largest_sample",
     "stratified_species",
     "tie_null",
     "zero_ties",
@@ -278,6 +279,39 @@ def stratified_sample(species: np.ndarray, n_species: int, max_rows: int, *, min
             members = np.sort(rng.choice(members, size=int(take[s]), replace=False))
         rows.append(members)
     return np.concatenate(rows).astype(np.int64), int(k), True
+
+
+def largest_sample(species: np.ndarray, n_species: int, fits: Callable[[np.ndarray], bool], *, max_rows: int,
+                   min_per_species: int, seed: int, tag: int, smallest: int = 50) -> np.ndarray:
+    """The largest of the samples :func:`stratified_sample` draws (at most ``max_rows`` rows) for which
+    ``fits(rows)`` holds: the one rule for a sample sized to a work budget.
+
+    The samples of growing size are nested (more rows per species, or a longer prefix of one seeded order of
+    the species), so a work that grows with the rows and their taxa grows with the size, and a bisection on
+    the size finds the largest that fits. Below ``smallest`` rows nothing is tried: that sample is returned
+    even when it does not fit.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(m,)`` sorted int64 rows.
+    """
+    def draw(m: int) -> np.ndarray:
+        return np.sort(stratified_sample(species, n_species, m, min_per_species=min_per_species, seed=seed,
+                                         tag=tag)[0])
+
+    hi = min(len(species), int(max_rows))
+    lo = min(int(smallest), hi)
+    if fits(draw(hi)):
+        return draw(hi)
+    hi -= 1
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(draw(mid)):
+            lo = mid
+        else:
+            hi = mid - 1
+    return draw(lo)
 
 
 # ------------------------------------------------------------------------------------- settings

@@ -265,38 +265,24 @@ def _sample_work(data: ProbeData, rows: np.ndarray, n_splits: int, test_fraction
 
 def _capped_sample(data: ProbeData, cap: int, max_work: float, n_splits: int, test_fraction: float,
                    seed: int) -> "tuple[np.ndarray, str] | None":
-    """The largest species-stratified sample (:func:`latent.probes.common.stratified_sample`, 5 images per
-    species at least) within ``cap`` images and ``max_work``; None when every image fits both.
-
-    The samples of growing size are nested (more images per species, or a longer prefix of one seeded order
-    of the species), so the work grows with the size and a bisection on the size finds the largest.
-    """
-    from latent.probes.common import stratified_sample
+    """The largest species-stratified sample (:func:`latent.probes.common.largest_sample`, 5 images per
+    species at least) within ``cap`` images and ``max_work``, and why it was drawn; None when every image
+    fits both."""
+    from latent.probes.common import largest_sample, stratified_sample
 
     n = len(data.X)
 
-    def draw(m: int) -> np.ndarray:
-        rows, _, _ = stratified_sample(data.species, data.n_species, m, min_per_species=5, seed=seed, tag=7)
-        return np.sort(rows)
+    def fits(rows: np.ndarray) -> bool:
+        return _sample_work(data, rows, n_splits, test_fraction) <= max_work
 
-    everything = np.arange(n)
-    if n <= cap and _sample_work(data, everything, n_splits, test_fraction) <= max_work:
+    if n <= cap and fits(np.arange(n)):
         return None
-    hi = min(n, cap)
-    lo = min(50, hi)  # the smallest sample offered, even above max_work
-    if _sample_work(data, draw(hi), n_splits, test_fraction) <= max_work:
-        lo = hi
-    else:
-        hi -= 1
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if _sample_work(data, draw(mid), n_splits, test_fraction) <= max_work:
-                lo = mid
-            else:
-                hi = mid - 1
-    rows = draw(lo)
-    why = f"separability.max_images={cap}" if lo == cap and n > cap else (
-        f"separability.max_work={max_work:.3g}: one null permutation's fits, images x d x taxa x splits")
+    if n > cap:
+        rows = np.sort(stratified_sample(data.species, data.n_species, cap, min_per_species=5, seed=seed, tag=7)[0])
+        if fits(rows):
+            return rows, f"separability.max_images={cap}"
+    rows = largest_sample(data.species, data.n_species, fits, max_rows=cap, min_per_species=5, seed=seed, tag=7)
+    why = f"separability.max_work={max_work:.3g}: one null permutation's fits, images x d x taxa x splits"
     return rows, why
 
 
