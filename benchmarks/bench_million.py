@@ -53,7 +53,8 @@ def timed(argv: list[str], log: Path, timeout: float) -> dict:
 
 
 def sample_note(folder: Path) -> str:
-    """What the run sampled, from its run.json (probe: ``sample``; evaluate: ``test_sample``)."""
+    """What the run sampled, from its run.json (probe: ``sample``; evaluate: ``test_sample``, which holds the
+    linear probe's ``train_sample`` too)."""
     path = folder / "run.json"
     if not path.exists():
         return ""
