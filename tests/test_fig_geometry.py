@@ -33,17 +33,7 @@ from latent.ranks import RANK_NAMES  # noqa: E402
 from latent.synthetic import make_hierarchical  # noqa: E402
 from latent.taxonomy import Taxonomy  # noqa: E402
 
-#: cub10's ten species: one kingdom, phylum and class; 4 orders = 4 families (one partition), 7 genera.
-CUB = [("Charadriiformes", "Alcidae", "Aethia", "Aethia cristatella"),
-       ("Charadriiformes", "Alcidae", "Aethia", "Aethia psittacula"),
-       ("Charadriiformes", "Alcidae", "Aethia", "Aethia pusilla"),
-       ("Charadriiformes", "Alcidae", "Cerorhinca", "Cerorhinca monocerata"),
-       ("Cuculiformes", "Cuculidae", "Crotophaga", "Crotophaga sulcirostris"),
-       ("Passeriformes", "Icteridae", "Agelaius", "Agelaius phoeniceus"),
-       ("Passeriformes", "Icteridae", "Euphagus", "Euphagus cyanocephalus"),
-       ("Procellariiformes", "Diomedeidae", "Phoebastria", "Phoebastria immutabilis"),
-       ("Procellariiformes", "Diomedeidae", "Phoebastria", "Phoebastria nigripes"),
-       ("Procellariiformes", "Diomedeidae", "Phoebetria", "Phoebetria fusca")]
+from _cub import CUB  # noqa: E402  (cub10's ten species: 4 orders = 4 families, 7 genera)
 
 
 def cub_species() -> pd.DataFrame:

@@ -33,17 +33,7 @@ from latent.taxonomy import Taxonomy  # noqa: E402
 from latent.verdict import ALPHA  # noqa: E402
 
 WHITE = np.array([1.0, 1.0, 1.0])
-#: cub10's ten species below Animalia, Chordata, Aves: 4 orders = 4 families (one partition), 7 genera.
-CUB = [("Charadriiformes", "Alcidae", "Aethia", "Aethia cristatella"),
-       ("Charadriiformes", "Alcidae", "Aethia", "Aethia psittacula"),
-       ("Charadriiformes", "Alcidae", "Aethia", "Aethia pusilla"),
-       ("Charadriiformes", "Alcidae", "Cerorhinca", "Cerorhinca monocerata"),
-       ("Cuculiformes", "Cuculidae", "Crotophaga", "Crotophaga sulcirostris"),
-       ("Passeriformes", "Icteridae", "Agelaius", "Agelaius phoeniceus"),
-       ("Passeriformes", "Icteridae", "Euphagus", "Euphagus cyanocephalus"),
-       ("Procellariiformes", "Diomedeidae", "Phoebastria", "Phoebastria immutabilis"),
-       ("Procellariiformes", "Diomedeidae", "Phoebastria", "Phoebastria nigripes"),
-       ("Procellariiformes", "Diomedeidae", "Phoebetria", "Phoebetria fusca")]
+from _cub import CUB  # noqa: E402  (cub10's ten species below Animalia, Chordata, Aves)
 
 
 def legend_texts(fig) -> list[str]:
