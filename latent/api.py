@@ -37,7 +37,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from latent.taxonomy import Taxonomy
 
-__all__ = ["as_embeddings", "as_taxonomy", "as_ids", "data_identity", "verdicts"]
+__all__ = ["as_embeddings", "as_taxonomy", "as_ids", "rows_of_ids", "data_identity", "verdicts"]
 
 
 def as_embeddings(X: Any, *, parameter: str = "X", function: str = "evaluate", return_norms: bool = False
@@ -124,6 +124,29 @@ def as_ids(ids: Any, n_rows: int, *, function: str = "evaluate") -> np.ndarray:
         raise InputError(f"The 'ids' parameter of {function} must hold unique ids. Got repeats: "
                          f"{', '.join(values[counts > 1][:5].tolist())}.")
     return out
+
+
+def rows_of_ids(ids: Any, wanted: Any) -> tuple[np.ndarray, list[str]]:
+    """The rows of ``ids`` that hold each of ``wanted`` (ids compared as strings), and the ids not there.
+
+    Parameters
+    ----------
+    ids
+        ``(n,)`` ids of the rows (a cache's ``ids``), unique.
+    wanted
+        ``(m,)`` ids to find.
+
+    Returns
+    -------
+    rows : numpy.ndarray
+        ``(m,)`` int64 row of each wanted id, -1 where it is missing.
+    missing : list of str
+        The wanted ids that are not in ``ids``, in their order (empty when every one is there).
+    """
+    position = {str(i): k for k, i in enumerate(np.asarray(ids).tolist())}
+    wanted = [str(i) for i in np.asarray(wanted).tolist()]
+    rows = np.fromiter((position.get(i, -1) for i in wanted), dtype=np.int64, count=len(wanted))
+    return rows, [i for i, r in zip(wanted, rows.tolist()) if r < 0]
 
 
 def data_identity(X: np.ndarray) -> dict[str, Any]:

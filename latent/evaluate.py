@@ -375,12 +375,12 @@ def read_split_file(path: "str | os.PathLike[str]", column: str, ids: np.ndarray
     if bad:
         raise InputError(f"--split-file {path}: column {column!r} holds {', '.join(map(repr, bad[:5]))}; only "
                          f"'train', 'test' or empty are allowed.")
-    position = {str(i): k for k, i in enumerate(ids)}
-    unknown = [i for i in table["id"] if i not in position]
+    from latent.api import rows_of_ids
+
+    index, unknown = rows_of_ids(ids, table["id"].to_numpy())
     if unknown:
         raise InputError(f"--split-file {path}: {len(unknown)} ids are not in the cache (e.g. {unknown[0]!r}); the "
                          f"file must be written for this cache.")
-    index = np.array([position[i] for i in table["id"]], dtype=np.int64)
     keep = np.isin(index, rows)
     train = np.sort(index[keep & (values == "train").to_numpy()])
     test = np.sort(index[keep & (values == "test").to_numpy()])

@@ -406,3 +406,11 @@ def test_cli_max_train_is_checked_in_one_line(tmp_path):
                           str(tmp_path / "e"), "--method", "linear", "--max-train", "lots"], capture_output=True, text=True)
     assert run.returncode != 0 and "Traceback" not in run.stderr
     assert "--max-train must be 'auto', 0" in run.stderr and "'lots'" in run.stderr
+
+
+def test_rows_of_ids_finds_every_row_and_names_the_missing():
+    from latent.api import rows_of_ids
+
+    rows, missing = rows_of_ids(np.array(["a", "b", "c", "7"]), ["c", "a", "x", 7, "c"])
+    assert rows.tolist() == [2, 0, -1, 3, 2] and missing == ["x"]
+    assert rows_of_ids(["a"], [])[0].size == 0

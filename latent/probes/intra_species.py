@@ -234,12 +234,13 @@ def attribute_from_cache(cache_path: Any, data: ProbeData, column: str) -> np.nd
                              f"columns: {', '.join(columns) or 'none'} (see `latent info {cache_path}`).")
         values = np.asarray(cache.metadata([column])[column].to_numpy(), dtype=object)
         ids = np.asarray(cache.ids).astype(str)
-    position = {i: k for k, i in enumerate(ids)}
-    missing = [i for i in data.ids if i not in position]
+    from latent.api import rows_of_ids
+
+    rows, missing = rows_of_ids(ids, data.ids)
     if missing:
         raise InputError(f"{len(missing)} probed image id(s) are not rows of {cache_path} (first: {missing[0]!r}); "
                          f"pass the cache the probe data was loaded from.")
-    return values[np.asarray([position[i] for i in data.ids], dtype=np.int64)]
+    return values[rows]
 
 
 def _attribute_values(raw: Any, n: int) -> np.ndarray:

@@ -275,13 +275,12 @@ def _aligned_baseline(data: ProbeData, path: "str | os.PathLike[str]") -> ProbeD
     from latent.cache import open_cache
 
     with open_cache(path) as cache:
-        ids = np.asarray(cache.ids).astype(str)
-        position = {i: k for k, i in enumerate(ids)}
-        missing = [i for i in data.ids if i not in position]
+        from latent.api import rows_of_ids
+
+        rows, missing = rows_of_ids(cache.ids, data.ids)
         if missing:
             raise InputError(f"The baseline cache {path} lacks {len(missing)} of the {len(data.ids)} probed images "
                              f"(first: {', '.join(missing[:5])}); it must hold the same images (same ids).")
-        rows = np.asarray([position[i] for i in data.ids])
         order = np.argsort(rows)
         X = np.empty((len(rows), cache.dim), dtype=np.float32)
         norms = np.empty(len(rows), dtype=np.float64)
