@@ -10,7 +10,9 @@ within float32 rounding (tested).
 Kernels:
 
 - :func:`pairwise_distances`: ``1 - cos`` or Euclidean distances between the rows of two matrices, in row
-  blocks (equal to :func:`latent.probes.base.pairwise_distances` / ``scipy.spatial.distance.cdist``).
+  blocks (equal to :func:`latent.probes.base.pairwise_distances` / ``scipy.spatial.distance.cdist``). The
+  probes reach it through :func:`latent.probes.base.pairwise_distances` with their ``device`` option, in
+  float64 on every device (``exact``), so their tie rules hold on a GPU too.
 - :func:`nearest`: the ``m`` most cosine-similar reference rows of every query row, most similar first
   (the kNN predictor's neighbour search), in query blocks so memory stays ``block x n_reference``.
 """
@@ -58,7 +60,7 @@ def _dtype(dev: Any) -> Any:
 
 
 def pairwise_distances(A: np.ndarray, B: "np.ndarray | None" = None, metric: str = "cosine", *,
-                       device: Any = "auto", block_rows: "int | None" = None) -> np.ndarray:
+                       device: Any = "auto", block_rows: "int | None" = None, exact: bool = False) -> np.ndarray:
     """``(len(A), len(B))`` float64 distances, ``1 - cos`` (clipped to [0, 2]) or Euclidean.
 
     Parameters
@@ -71,6 +73,9 @@ def pairwise_distances(A: np.ndarray, B: "np.ndarray | None" = None, metric: str
         See the module's rule.
     block_rows
         Rows of ``A`` per block (default: about :data:`BLOCK_ELEMENTS` / ``m``).
+    exact
+        Compute in float64 on every device (the probes: their tie rules assume float64 rounding), not in
+        float32 on a GPU.
     """
     from latent.probes.base import DISTANCES
 
@@ -99,7 +104,7 @@ def pairwise_distances(A: np.ndarray, B: "np.ndarray | None" = None, metric: str
     else:
         import torch
 
-        dtype = _dtype(dev)
+        dtype = torch.float64 if exact else _dtype(dev)
         Bt = torch.as_tensor(B, dtype=dtype, device=dev)
         sb = (Bt * Bt).sum(dim=1)
         for rows in _blocks(len(A), len(B), block_rows):

@@ -78,3 +78,47 @@ def test_knn_predictions_are_the_same_through_both_paths():
     b = predict_knn(X[train], train, X[test], test, data.taxonomy, device=TORCH_CPU, chunk_size=11)
     assert np.array_equal(a.topk, b.topk)
     np.testing.assert_allclose(a.scores, b.scores, atol=1e-6, equal_nan=True)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
+def test_probes_on_the_torch_path_equal_the_numpy_path(metric):
+    # The probes' O(n^2) distance blocks (image pairs, centroid pairs, silhouette, hubness) run on the options'
+    # device through latent.kernels in float64: on torch (here its CPU device, as on a GPU) every row equals
+    # the numpy path, duplicated images included (they still tie at exactly 0).
+    import latent
+    from latent.probes.base import ProbeOptions
+    from latent.synthetic import make_hierarchical
+
+    data = make_hierarchical(per_species=4, dim=12, signal=1.0, seed=3)
+    X = data.embeddings.copy()
+    X[1] = X[0]  # a duplicated image
+    settings = {"clusters": {"n_boot": 50}, "distances": {"n_boot": 50}}
+    runs = {}
+    for name, device in (("numpy", "cpu"), ("torch", torch.device("cpu"))):
+        options = ProbeOptions(permutations=19, distance=metric, device=device, max_images=120, max_pairs=4000)
+        runs[name] = latent.run_probes(X, data.taxonomy, probes="distances,clusters,shape", options=options,
+                                       settings=settings).metrics
+    a, b = runs["numpy"], runs["torch"]
+    assert len(a) == len(b) and len(a) > 20
+    np.testing.assert_allclose(a["value"].to_numpy(float), b["value"].to_numpy(float), rtol=1e-9, atol=1e-12)
+    np.testing.assert_array_equal(a["p_value"].to_numpy(float), b["p_value"].to_numpy(float))
+
+
+def test_probe_distances_on_a_torch_device_are_float64_and_tie_exactly():
+    from latent.probes.base import pairwise_distances as probe_distances
+    from latent.probes.common import zero_ties
+    from latent.probes.distances import tie_tolerance
+
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((30, 7))
+    A[5] = A[2]
+    for metric in ("cosine", "euclidean"):
+        ref = probe_distances(A, metric=metric)
+        got = probe_distances(A, metric=metric, device=torch.device("cpu"))
+        assert got.dtype == np.float64
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-13)
+        snapped = zero_ties(got, tie_tolerance(A, metric))  # as the probes do before summing
+        assert snapped[2, 5] == snapped[5, 2] == 0.0
+    # None, "cpu" and "auto" without a GPU stay on the numpy path, bit for bit
+    for device in (None, "cpu") + (("auto",) if not torch.cuda.is_available() else ()):
+        np.testing.assert_array_equal(probe_distances(A, device=device), probe_distances(A))

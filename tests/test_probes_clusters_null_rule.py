@@ -76,7 +76,12 @@ def test_large_data_gets_the_stated_smaller_defaults_and_settings_are_honoured(m
     assert res.info["permutations_nc1"] == 19 and res.info["n_boot_nc1"] == cl.MIN_BOOT_NC1 == 50
     assert res.info["permutations_silhouette_nc1"] == 199  # the silhouette's null keeps its default
     assert (rows.query("metric == 'nc1'")["permutations"] == 19).all()
-    assert (rows.query("metric != 'nc1'")["permutations"] == 199).all()
+    assert (rows.query("metric not in ('nc1', 'cdnv')")["permutations"] == 199).all()
+    # CDNV's null follows the same rule with its own work (every pair of taxa per permutation)
+    expected = cl.default_permutations(res.info["permutations"], cl.cdnv_work(sums, [2, 3, 4, 5]),
+                                       cap=res.info["permutations"], budget=cl.NULL_WORK)
+    assert res.info["permutations_cdnv"] == expected
+    assert (rows.query("metric == 'cdnv'")["permutations"] == expected).all()
     # the 19 are the first of the same seeded sequence: the same null values as the full run's first 19
     full = run(data, permutations=199).tables["null"]
     small = res.tables["null"]

@@ -317,14 +317,25 @@ def null_row(rank: str, metric: str, observed: float, null: "np.ndarray | None",
     return row
 
 
-def pairwise_distances(A: np.ndarray, B: "np.ndarray | None" = None, metric: str = "cosine") -> np.ndarray:
+def pairwise_distances(A: np.ndarray, B: "np.ndarray | None" = None, metric: str = "cosine", *,
+                       device: Any = None) -> np.ndarray:
     """``(len(A), len(B))`` float64 distances: ``1 - cos`` or Euclidean (``B`` defaults to ``A``).
 
     Equal to ``scipy.spatial.distance.cdist`` with the same metric to ~1e-12; the diagonal of a
-    square self-distance matrix is exactly 0.
+    square self-distance matrix is exactly 0. ``device`` (a probe's ``options.device``): where it names a
+    torch device by the rule of :mod:`latent.kernels` (``"auto"`` on a machine with CUDA, ``"cuda"``, a
+    ``torch.device``), the product runs there in float64 (:func:`latent.kernels.pairwise_distances` with
+    ``exact``); otherwise (None, ``"cpu"``, ``"auto"`` without a GPU) in numpy here.
     """
     if metric not in DISTANCES:
         raise InputError(f"The 'metric' parameter must be one of {', '.join(DISTANCES)}. Got {metric!r}.")
+    if device is not None:
+        from latent.kernels import kernel_device
+        from latent.kernels import pairwise_distances as kernel
+
+        dev = kernel_device(device)
+        if dev is not None:
+            return kernel(A, B, metric, device=dev, exact=True)
     A = np.asarray(A, dtype=np.float64)
     same = B is None
     B = A if same else np.asarray(B, dtype=np.float64)

@@ -572,7 +572,7 @@ class ClusterSums:
         Every image is the same vector up to rounding (every distance 0): no statistic is defined.
     """
 
-    def __init__(self, data: ProbeData, metric: str, silhouette_rows: np.ndarray) -> None:
+    def __init__(self, data: ProbeData, metric: str, silhouette_rows: np.ndarray, device: Any = None) -> None:
         self.codes = data.codes
         # The unit of every statistic is the image, so a taxon takes part at a rank only with at least
         # MIN_IMAGES images (a one-image taxon has no within-taxon distance: sklearn's silhouette scores it
@@ -614,7 +614,7 @@ class ClusterSums:
         step = max(1, BLOCK_ELEMENTS // max(m, 1))
         for r0 in range(0, m, step):
             r1 = min(m, r0 + step)
-            D = zero_ties(pairwise_distances(Xs[r0:r1], Xs, metric), tol)
+            D = zero_ties(pairwise_distances(Xs[r0:r1], Xs, metric, device=device), tol)
             D[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
             Dsp[r0:r1] = np.add.reduceat(D, st, axis=1)
         self.Dsp = Dsp
@@ -821,7 +821,7 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     if sampled:
         log.info("clusters: silhouette on %d of %d images (%s)", len(sil_rows), len(data.species),
                  f"{per_species} per species" if per_species > 0 else "2 images of a random subset of species")
-    sums = ClusterSums(data, metric, sil_rows)
+    sums = ClusterSums(data, metric, sil_rows, options.device)
     named_ranks = ranks_with_taxa(data)
     ranks = [r for r in named_ranks if len(np.unique(data.codes[sums.named_species[:, r], r])) >= 2]
     skipped = [{"rank": RANK_NAMES[r], "metric": "all",

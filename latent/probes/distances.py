@@ -356,7 +356,7 @@ class ImagePairSums:
         ``(m (m - 1) / 2,)`` distance and LCA height of every image pair ``i < j``.
     """
 
-    def __init__(self, data: ProbeData, rows: np.ndarray, metric: str) -> None:
+    def __init__(self, data: ProbeData, rows: np.ndarray, metric: str, device: Any = None) -> None:
         sp = data.species[rows]
         st = run_starts(sp)
         m = len(rows)
@@ -379,7 +379,7 @@ class ImagePairSums:
             hi = int(np.searchsorted(bounds, bounds[lo] + max_rows, side="right")) - 1
             hi = min(max(hi, lo + 1), k)
             r0, r1 = int(bounds[lo]), int(bounds[hi])
-            D = zero_ties(pairwise_distances(X[r0:r1], X, metric), tol)
+            D = zero_ties(pairwise_distances(X[r0:r1], X, metric, device=device), tol)
             D[np.arange(r1 - r0), np.arange(r0, r1)] = 0.0
             W[lo:hi] = np.add.reduceat(np.add.reduceat(D, st, axis=1), st[lo:hi] - r0, axis=0)
             upper = columns[None, :] > np.arange(r0, r1)[:, None]
@@ -567,7 +567,8 @@ def ratio_from_parts(parts: np.ndarray) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- centroid pairs
-def _centroid_blocks(centroids: np.ndarray, codes: np.ndarray, metric: str) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _centroid_blocks(centroids: np.ndarray, codes: np.ndarray, metric: str,
+                     device: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Distances and LCA heights of the centroid pairs ``i < j``, a block of rows at a time."""
     S = len(centroids)
     step = max(1, BLOCK_ELEMENTS // max(S, 1))
@@ -575,7 +576,7 @@ def _centroid_blocks(centroids: np.ndarray, codes: np.ndarray, metric: str) -> I
     tol = tie_tolerance(centroids, metric)
     for i0 in range(0, S - 1, step):
         i1 = min(S, i0 + step)
-        D = zero_ties(pairwise_distances(centroids[i0:i1], centroids, metric), tol)
+        D = zero_ties(pairwise_distances(centroids[i0:i1], centroids, metric, device=device), tol)
         H = lca_height(codes[i0:i1], codes)
         upper = columns[None, :] > np.arange(i0, i1)[:, None]
         yield D[upper], H[upper]
@@ -660,7 +661,8 @@ def _streamed_quantiles(blocks, counts: np.ndarray, lo: np.ndarray, hi: np.ndarr
     return out
 
 
-def centroid_height_table(data: ProbeData, metric: str, max_pairs: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def centroid_height_table(data: ProbeData, metric: str, max_pairs: int,
+                          device: Any = None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """``by_height`` rows of the centroid level, from all species pairs in row blocks.
 
     Returns
@@ -675,7 +677,7 @@ def centroid_height_table(data: ProbeData, metric: str, max_pairs: int) -> tuple
     keep = total <= max_pairs
 
     def blocks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return _centroid_blocks(centroids, codes, metric)
+        return _centroid_blocks(centroids, codes, metric, device)
 
     table = []
     if keep:
@@ -852,7 +854,7 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
     image_rows, per_species, sampled = stratified_sample(
         data.species, S, max_items_for_pairs(options.max_pairs), min_per_species=2, seed=seed,
         tag=_IMAGE_SAMPLE_TAG)
-    pairs = ImagePairSums(data, image_rows, metric)
+    pairs = ImagePairSums(data, image_rows, metric, options.device)
     table = []
     for h in range(N_HEIGHTS):
         stats = _height_stats(pairs.values[pairs.heights == h])
@@ -860,7 +862,7 @@ def probe_distances(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             table.append({"level": "image", "height": h, **stats})
 
     # Centroid pairs -----------------------------------------------------------------------------
-    centroid_table, centroid_info = centroid_height_table(data, metric, options.max_pairs)
+    centroid_table, centroid_info = centroid_height_table(data, metric, options.max_pairs, options.device)
     table += centroid_table
     by_height = pd.DataFrame.from_records(
         table, columns=["level", "height", "n", "mean", "std", *QUANTILE_COLUMNS])

@@ -157,7 +157,7 @@ def spectrum_summary(values: np.ndarray) -> dict[str, float]:
     return out
 
 
-def k_occurrence(X: np.ndarray, k: int, metric: str) -> np.ndarray:
+def k_occurrence(X: np.ndarray, k: int, metric: str, device: Any = None) -> np.ndarray:
     """``(n,)`` int64 ``N_k``: how often each row is among the ``k`` nearest neighbours of the other rows.
 
     Distances are :func:`latent.probes.base.pairwise_distances` (``metric``); a row is never its own
@@ -169,7 +169,7 @@ def k_occurrence(X: np.ndarray, k: int, metric: str) -> np.ndarray:
         raise InputError(f"k_occurrence needs 1 <= k < n; got k={k} for n={n} rows.")
     counts = np.zeros(n, dtype=np.int64)
     for start in range(0, n, _BLOCK):
-        D = pairwise_distances(X[start:start + _BLOCK], X, metric=metric)
+        D = pairwise_distances(X[start:start + _BLOCK], X, metric=metric, device=device)
         rows = np.arange(D.shape[0])
         D[rows, start + rows] = np.inf
         nearest = np.argsort(D, axis=1, kind="stable")[:, :k]
@@ -375,7 +375,7 @@ def probe_shape(data: ProbeData, options: ProbeOptions, norms: "np.ndarray | Non
             note = "an image at the mean (a zero vector after centring): cosine undefined"
         else:
             V = (Xc if centred else X)[sample]
-            occurrence = k_occurrence(V, k, options.distance)
+            occurrence = k_occurrence(V, k, options.distance, options.device)
             if centred and options.distance == "euclidean":
                 note = "Euclidean distances do not change with centring: equal to the uncentred row"
         arrays["k_occurrence" + suffix] = occurrence if occurrence is not None else np.zeros(0, dtype=np.int64)
