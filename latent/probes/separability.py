@@ -58,6 +58,12 @@ whole probe took 289 s (BENCHMARKS.md).
 The row's ``permutations`` column and ``info["permutations"]`` say how many were used; the separability
 rows are supporting evidence, never a verdict (:mod:`latent.verdict`).
 
+Sample: the null repeats every fit at least 19 times, so the probe runs on at most ``max_images`` images
+(:data:`MAX_IMAGES`) and within ``max_work`` (:data:`MAX_WORK`, the work of one permutation): above either,
+on the largest species-stratified sample within both (:func:`latent.probes.common.largest_sample`; 10,000
+images of 1,000 species: 1,975 images of 395 species), the same sample for the observed value and the null,
+said in every row's ``note`` and ``info["sample"]``.
+
 Reading the null: with a random split the test images belong to species seen in training, and random
 groups of tight species clusters are often linearly separable as well (Cover's counting argument), so
 the random-split null can sit near 1 at fine ranks even on embeddings with no hierarchy; its accuracy
