@@ -24,6 +24,7 @@ the rule in :data:`VERDICT_RULE`; then the figures; then the provenance.
 from __future__ import annotations
 
 import base64
+import functools
 import html
 import json
 import logging
@@ -251,7 +252,18 @@ def draw_figures(report_dir: "str | os.PathLike[str]", out: "str | os.PathLike[s
 
 # ------------------------------------------------------------------------------ documents
 def _read_csv(path: Path) -> "pd.DataFrame | None":
-    return pd.read_csv(path, keep_default_na=False, na_values=[""]) if path.exists() else None
+    """The table at ``path`` (None when absent): read once per version of the file (its size and modification
+    time) however many sections ask, and handed out as a copy a section may change."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    stat = path.stat()
+    return _read_csv_once(str(path.resolve()), stat.st_mtime_ns, stat.st_size).copy()
+
+
+@functools.lru_cache(maxsize=128)
+def _read_csv_once(path: str, mtime_ns: int, size: int) -> pd.DataFrame:
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
 
 
 _fmt = format_number
