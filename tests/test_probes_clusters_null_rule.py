@@ -100,3 +100,23 @@ def test_large_data_gets_the_stated_smaller_defaults_and_settings_are_honoured(m
 def test_bad_permutations_setting_is_refused():
     with pytest.raises(Exception, match="'permutations' setting of the clusters probe"):
         run(small_data(), permutations=-1)
+
+
+def test_an_nc1_bootstrap_beyond_its_limit_is_left_out_and_said(monkeypatch):
+    # Where even the floor of NC1's species bootstrap would take far longer than the probe (its resamples
+    # recompute the within-class variance from the images), NC1 has no CI and ci_note says why; the other
+    # statistics keep theirs, and n_boot_expensive set by hand runs it.
+    data = small_data()
+    monkeypatch.setattr(cl, "NC1_BOOT_LIMIT", 1.0)
+    res = run(data)
+    rows = res.to_frame()
+    nc1 = rows.query("metric == 'nc1'")
+    with_units = nc1[nc1["n_species"] >= 10]
+    assert len(with_units) and with_units["ci_low"].isna().all()
+    assert with_units["ci_note"].str.startswith("no CI: NC1's species bootstrap would take").all()
+    assert res.info["n_boot_nc1"] == 0
+    ch = rows.query("metric == 'calinski_harabasz' and n_species >= 10")
+    assert ch["ci_low"].notna().any()
+    forced = run(data, n_boot_expensive=30)
+    assert forced.info["n_boot_nc1"] == 30
+    assert not forced.to_frame()["ci_note"].fillna("").str.contains("NC1's species bootstrap").any()

@@ -92,7 +92,11 @@ all pairs of taxa, per resample); when ``n_boot_expensive`` is not set, NC1 uses
 work-limited rule (:func:`latent.probes.common.default_permutations` with :func:`expensive_work` over
 every rank, cap ``n_boot_expensive``, never below :data:`MIN_BOOT_NC1` = 50): 200 on cub10 and the
 demo, 50 on ``tol1k`` (where NC1's CI is dropped as biased at 6 of 7 ranks anyway); ``info["n_boot_nc1"]``
-says how many. CDNV the same with :func:`cdnv_work` (``info["n_boot_cdnv"]``). Every statistic is recomputed from the per-species sums with weights,
+says how many. CDNV the same with :func:`cdnv_work` (``info["n_boot_cdnv"]``). An NC1 resample also needs the
+within-class variance along its own directions, from the images when the per-species second moments do not
+fit (:func:`nc1_boot_work`: ``N d k``): where even the 50 resamples would exceed :data:`NC1_BOOT_LIMIT` (100,000
+images of 10,000 species: ~1e13 multiply-adds, hours on 2 cores) NC1 has no CI and ``ci_note`` says why
+(``n_boot_expensive`` set by hand runs it). Every statistic is recomputed from the per-species sums with weights,
 vectorised over resamples (:func:`weighted_ch_cdnv`, :func:`weighted_nc1`): a species drawn ``k`` times
 enters as ``k`` species with its images and its lineage, so its images count ``k`` times in its taxon;
 at rank species each copy is a class of its own and a class is never paired with its own copy (CDNV).
@@ -146,7 +150,7 @@ from latent.taxonomy import N_RANKS
 
 __all__ = ["probe_clusters", "silhouette_from_sums", "silhouette_samples_from_sums", "calinski_harabasz_from_sums",
            "nc1_from_sums", "cdnv_from_sums", "weighted_ch_cdnv", "silhouette_species_sums", "ClusterSums",
-           "NULL_WORK", "MIN_BOOT_NC1", "expensive_work", "cdnv_work"]
+           "NULL_WORK", "MIN_BOOT_NC1", "expensive_work", "cdnv_work", "nc1_boot_work", "NC1_BOOT_LIMIT"]
 
 log = logging.getLogger(__name__)
 
@@ -758,6 +762,28 @@ def expensive_work(sums: ClusterSums, ranks: list[int]) -> float:
     return work
 
 
+#: Most work the NC1 species bootstrap may take at its floor (:data:`MIN_BOOT_NC1` resamples, :func:`nc1_boot_work`
+#: each) before its CI is left out (said in ``ci_note``): 2e12 multiply-adds is about 2 minutes on 2 cores
+#: (10,000 images of 1,000 species take 1.1e12); 100,000 images of 10,000 species would take 1.1e13.
+NC1_BOOT_LIMIT = 2e12
+
+
+def nc1_boot_work(sums: ClusterSums, ranks: list[int]) -> float:
+    """Work of one NC1 bootstrap resample over ``ranks``: per rank the SVD of the class means (``C d k``) and the
+    within-class variance along its ``k = min(C, d)`` directions, from the per-species second moments when they
+    fit (``d d k``) or else from the rank's images (``N d k``)."""
+    d = sums.sums.shape[1]
+    gram = sums.sums.shape[0] * d * d <= NC1_GRAM_ELEMENTS
+    work = 0.0
+    for r in ranks:
+        species, _ = sums.rank_species(r)
+        C = float(len(species)) if r == SPECIES else float(len(np.unique(sums.codes[species, r])))
+        k = min(C, d)
+        N = float(sums.counts[species].sum())
+        work += C * d * k + (d * d * k if gram else N * d * k)
+    return work
+
+
 def cdnv_work(sums: ClusterSums, ranks: list[int]) -> float:
     """Work of one permutation of the CDNV null (or one CDNV resample): ``sum_r d C_r (C_r - 1) / 2``, the
     distances of every pair of class means at each rank ``r`` of ``ranks``, in multiply-adds (10,000 species
@@ -868,6 +894,7 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
             for (r, m), value in values.items():
                 if (r, m) in nulls:
                     nulls[(r, m)][b] = value
+        nc1_skipped = ""
         if "n_boot_expensive" in cfg:
             n_boot_nc1 = n_boot_cdnv = n_boot_expensive
         else:  # NC1's resample is an SVD per rank, CDNV's every pair of taxa: the work-limited rule of the
@@ -880,8 +907,19 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
                 if used < n_boot_expensive:
                     log.info("%s: %d of %d bootstrap resamples for %s (set %s.n_boot_expensive for more)", PROBE,
                              used, n_boot_expensive, name, PROBE)
+            boot_work = nc1_boot_work(sums, ranks)
+            if n_boot_nc1 * boot_work > NC1_BOOT_LIMIT:  # even the floor would take far longer than the probe
+                nc1_skipped = (f"no CI: NC1's species bootstrap would take ~{n_boot_nc1 * boot_work:.1e} "
+                               f"multiply-adds ({n_boot_nc1} resamples of the SVD and the within-class variance "
+                               f"along its directions, from {int(sums.counts.sum()):,} images; set "
+                               f"{PROBE}.n_boot_expensive to run it)")
+                log.info("%s: %s", PROBE, nc1_skipped)
+                n_boot_nc1 = 0
         cis = {} if sums.identical else _bootstrap_cis(sums, observed, ranks, n_boot, n_boot_expensive, seed,
                                                        n_boot_nc1, n_boot_cdnv)
+        if nc1_skipped:  # the ranks whose CI was left out for that reason alone (not for too few species)
+            cis.update({key: ((np.nan, np.nan), nc1_skipped) for key, (_, note) in list(cis.items())
+                        if key[1] == "nc1" and note == "no CI: 0 bootstrap resamples"})
 
     space = "l2_normalized" if metric == "cosine" else "raw"
     rows, null_records = [], []
