@@ -430,6 +430,15 @@ _SAMPLE_PATTERN = re.compile(r"(; )?(test images: a stratified sample of [\d,]+ 
 MAX_TEST = 10_000
 
 
+def _species_strata(taxonomy: Any, rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """``(len(rows),)`` stratum of each row for :func:`latent.probes.common.stratified_sample` (its species
+    renumbered from 0; the rows without a species one extra stratum) and the number of strata."""
+    species = taxonomy.row_codes[rows, Rank.SPECIES]
+    _, codes = np.unique(np.where(species >= 0, species, species.max(initial=-1) + 1), return_inverse=True)
+    codes = codes.reshape(-1)
+    return codes, int(codes.max()) + 1 if len(codes) else 0
+
+
 def _sample_test(test: np.ndarray, taxonomy: Any, max_test: int, seed: int, tag: int) -> tuple[np.ndarray, str]:
     """At most ``max_test`` of the ``test`` rows, a seeded sample stratified by species (sorted), and the note
     that says so ("" when all are kept)."""
@@ -437,12 +446,8 @@ def _sample_test(test: np.ndarray, taxonomy: Any, max_test: int, seed: int, tag:
 
     if not max_test or len(test) <= max_test:
         return test, ""
-    species = taxonomy.row_codes[test, Rank.SPECIES]
-    known = species >= 0  # unlabelled rows: one extra stratum
-    codes = np.where(known, species, species.max(initial=-1) + 1)
-    _, codes = np.unique(codes, return_inverse=True)
-    keep, _, _ = stratified_sample(codes.reshape(-1), int(codes.max()) + 1, int(max_test), min_per_species=1,
-                                   seed=seed, tag=tag)
+    codes, n_codes = _species_strata(taxonomy, test)
+    keep, _, _ = stratified_sample(codes, n_codes, int(max_test), min_per_species=1, seed=seed, tag=tag)
     sample = np.sort(test[keep])
     note = f"{_SAMPLE_PREFIX}{len(sample):,} of {len(test):,} (max_test {max_test:,}; --max-test 0 scores all)"
     log.info("evaluate: %s", note)
@@ -478,29 +483,23 @@ def _sample_train(train: np.ndarray, test: np.ndarray, taxonomy: Any, max_train:
     """
     from latent.probes.common import largest_sample, stratified_sample
 
-    if max_train == 0:
+    if max_train == 0 or (max_train is not None and len(train) <= max_train):
         return train, test, ""
-    species = taxonomy.row_codes[train, Rank.SPECIES]
-    known = species >= 0  # unlabelled rows: one extra stratum
-    _, codes = np.unique(np.where(known, species, species.max(initial=-1) + 1), return_inverse=True)
-    codes = codes.reshape(-1)
-    n_codes = int(codes.max()) + 1 if len(codes) else 0
+    codes, n_codes = _species_strata(taxonomy, train)
     if max_train is None:
-        def fits(rows: np.ndarray) -> bool:
-            return train_work(taxonomy, train[rows], dim, predict_species) <= MAX_TRAIN_WORK
-
-        if fits(np.arange(len(train))):
+        keep, whole = largest_sample(
+            codes, n_codes, lambda rows: train_work(taxonomy, train[rows], dim, predict_species) <= MAX_TRAIN_WORK,
+            max_rows=len(train), min_per_species=5, seed=seed, tag=0x7A1)
+        if whole:
             return train, test, ""
-        keep = largest_sample(codes, n_codes, fits, max_rows=len(train), min_per_species=5, seed=seed, tag=0x7A1)
         rule = f"max_train auto: one pass of the probes within {MAX_TRAIN_WORK:.3g} multiply-adds"
     else:
-        if len(train) <= max_train:
-            return train, test, ""
         keep = np.sort(stratified_sample(codes, n_codes, int(max_train), min_per_species=5, seed=seed,
                                          tag=0x7A1)[0])
         rule = f"max_train {max_train:,}"
     sample = np.sort(train[keep])
-    all_species = np.unique(species[known])
+    species = taxonomy.row_codes[train, Rank.SPECIES]
+    all_species = np.unique(species[species >= 0])
     kept_species = np.unique(taxonomy.row_codes[sample, Rank.SPECIES])
     kept_species = kept_species[kept_species >= 0]
     dropped = ""

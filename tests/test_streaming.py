@@ -355,6 +355,15 @@ def test_separability_above_its_work_cap_runs_on_the_largest_sample_within_it():
     # the planted hierarchy is still found above its null at the ranks scored
     found = rows_[rows_["rank"].isin(["order", "family"])]
     assert len(found) and (found["p_value"] <= 0.05).all()
+    # and on the same tree without a hierarchy the sampled probe does not find one (3 seeds)
+    hits = []
+    for seed in range(3):
+        flat = make_hierarchical(per_species=8, dim=16, signal=0.0, seed=seed)
+        rows0 = latent.run_probes(flat.embeddings, flat.taxonomy, probes="separability", seed=seed,
+                                  settings=settings).metrics
+        assert rows0["note"].str.contains("separability.max_work").all()
+        hits.append(int((rows0["p_value"] <= 0.05).sum()))
+    assert sum(hits) <= 1, hits
 
 
 # ---------------------------------------------------------------------------- evaluate linear: a training sample
@@ -377,6 +386,7 @@ def test_linear_trains_on_the_largest_sample_within_its_work_budget(monkeypatch)
     assert note.startswith("training images: a stratified sample of ") and "--max-train 0 trains on all" in note
     assert result.metrics["note"].fillna("").str.contains(note, regex=False).all()
     assert f"sampled: {note}" in result.summary() and result.info["max_train"] == "auto"
+    assert result.summary().count(note) == 1  # once, not on every rank's line of the console table
     predictions = result.predictions
     tested = set(tax.row_codes[predictions["row"].to_numpy(), 6]) if "row" in predictions.columns else None
     kept = int(note.split("(")[1].split(" of ")[0].replace(",", ""))

@@ -74,7 +74,7 @@ Small data (cub10, the demo) keep 199; the 1,030 real BioCLIP 2 embeddings of ``
 768 d) get 20 (BENCHMARKS.md). CDNV's permutation pairs every two taxa of a rank (:func:`cdnv_work`,
 ``sum_r d C_r (C_r - 1) / 2``): without the setting it uses ``options.permutations``, fewer by the same rule
 (cap ``options.permutations``, budget :data:`NULL_WORK`, never below 19) when thousands of taxa make one
-permutation cost seconds (10,000 species: ~2.5e10 multiply-adds at genus). They are the first ones of the
+permutation costly (100,000 images of 10,000 species: 1.6e9 multiply-adds a permutation, so 19). They are the first ones of the
 same seeded sequence; Calinski-Harabasz uses ``options.permutations``. The ``permutations`` column reports the count behind each row,
 ``info["permutations_silhouette_nc1"]`` the silhouette's and ``info["permutations_nc1"]`` NC1's.
 The loops run with single-threaded BLAS (many small calls). In the species bootstrap, the class sums of
@@ -95,7 +95,7 @@ demo, 50 on ``tol1k`` (where NC1's CI is dropped as biased at 6 of 7 ranks anywa
 says how many. CDNV the same with :func:`cdnv_work` (``info["n_boot_cdnv"]``). An NC1 resample also needs the
 within-class variance along its own directions, from the images when the per-species second moments do not
 fit (:func:`nc1_boot_work`: ``N d k``): where even the 50 resamples would exceed :data:`NC1_BOOT_LIMIT` (100,000
-images of 10,000 species: ~1e13 multiply-adds, hours on 2 cores) NC1 has no CI and ``ci_note`` says why
+images of 10,000 species: 8.2e12 multiply-adds, hours on 2 cores) NC1 has no CI and ``ci_note`` says why
 (``n_boot_expensive`` set by hand runs it). Every statistic is recomputed from the per-species sums with weights,
 vectorised over resamples (:func:`weighted_ch_cdnv`, :func:`weighted_nc1`): a species drawn ``k`` times
 enters as ``k`` species with its images and its lineage, so its images count ``k`` times in its taxon;
@@ -145,7 +145,7 @@ from latent.probes.common import (DEFAULT_EXPENSIVE_PERMUTATIONS, DEFAULT_N_BOOT
 from latent.probes.distances import (BLOCK_ELEMENTS, GENUS, SPECIES, TIE_RTOL, TIE_STAT_RTOL, guard_ci, named_nodes,
                                      rank_blocks, ranks_with_taxa, single_threaded_blas, tie_tolerance)
 from latent.ranks import RANK_NAMES
-from latent.stats import cluster_ci
+from latent.stats import cluster_ci, cluster_ci_note
 from latent.taxonomy import N_RANKS
 
 __all__ = ["probe_clusters", "silhouette_from_sums", "silhouette_samples_from_sums", "calinski_harabasz_from_sums",
@@ -725,10 +725,15 @@ class ClusterSums:
         return weighted_ch_cdnv(W, self.counts[species], self.sums[species], self.sq[species], starts,
                                 species_classes=r == SPECIES, tie2=self.tie2, ch=ch, cdnv=cdnv)
 
+    def gram_fits(self) -> bool:
+        """Whether the per-species second moments (:meth:`_gram`) fit in :data:`NC1_GRAM_ELEMENTS`."""
+        S, d = self.sums.shape
+        return S * d * d <= NC1_GRAM_ELEMENTS
+
     def _gram(self) -> "np.ndarray | None":
         """``(S, d * d)`` per-species sums of ``x x^T``, when they fit in :data:`NC1_GRAM_ELEMENTS`."""
         S, d = self.sums.shape
-        if S * d * d > NC1_GRAM_ELEMENTS:
+        if not self.gram_fits():
             return None
         if self._species_G is None:
             Xo = self.X[self.order]
@@ -751,49 +756,45 @@ class ClusterSums:
 
 
 # ------------------------------------------------------------------------------------- the probe
+def _n_taxa(sums: ClusterSums, r: int) -> float:
+    """Taxa taking part at rank ``r`` (named, with :data:`MIN_IMAGES` images or more)."""
+    return float(len(np.unique(sums.codes[sums.named_species[:, r], r])))
+
+
 def expensive_work(sums: ClusterSums, ranks: list[int]) -> float:
     """Work of one permutation of the NC1 null (or one NC1 resample): ``sum_r C_r d min(C_r, d)``, the SVD
     of the ``(C_r, d)`` class means at each rank ``r`` of ``ranks``, in multiply-adds."""
     d = sums.sums.shape[1]
-    work = 0.0
-    for r in ranks:
-        C = float(len(np.unique(sums.codes[sums.named_species[:, r], r])))
-        work += C * d * min(C, d)
-    return work
+    return sum(_n_taxa(sums, r) * d * min(_n_taxa(sums, r), d) for r in ranks)
 
 
 #: Most work the NC1 species bootstrap may take at its floor (:data:`MIN_BOOT_NC1` resamples, :func:`nc1_boot_work`
-#: each) before its CI is left out (said in ``ci_note``): 2e12 multiply-adds is about 2 minutes on 2 cores
-#: (10,000 images of 1,000 species take 1.1e12); 100,000 images of 10,000 species would take 1.1e13.
+#: each) before its CI is left out (said in ``ci_note``). Computed with these functions: 10,000 images of 1,000
+#: species take 8.2e11 (the clusters probe there: 113 s on 2 cores, BENCHMARKS.md), 100,000 images of 10,000
+#: species 8.2e12.
 NC1_BOOT_LIMIT = 2e12
 
 
 def nc1_boot_work(sums: ClusterSums, ranks: list[int]) -> float:
     """Work of one NC1 bootstrap resample over ``ranks``: per rank the SVD of the class means (``C d k``) and the
     within-class variance along its ``k = min(C, d)`` directions, from the per-species second moments when they
-    fit (``d d k``) or else from the rank's images (``N d k``)."""
+    fit (``d d k``, :meth:`ClusterSums._gram`) or else from the rank's images (``N d k``)."""
     d = sums.sums.shape[1]
-    gram = sums.sums.shape[0] * d * d <= NC1_GRAM_ELEMENTS
     work = 0.0
     for r in ranks:
-        species, _ = sums.rank_species(r)
-        C = float(len(species)) if r == SPECIES else float(len(np.unique(sums.codes[species, r])))
+        C = _n_taxa(sums, r)
         k = min(C, d)
-        N = float(sums.counts[species].sum())
-        work += C * d * k + (d * d * k if gram else N * d * k)
+        N = float(sums.counts[sums.named_species[:, r]].sum())
+        work += C * d * k + (d * d * k if sums.gram_fits() else N * d * k)
     return work
 
 
 def cdnv_work(sums: ClusterSums, ranks: list[int]) -> float:
     """Work of one permutation of the CDNV null (or one CDNV resample): ``sum_r d C_r (C_r - 1) / 2``, the
-    distances of every pair of class means at each rank ``r`` of ``ranks``, in multiply-adds (10,000 species
-    in 768 d: ~2.5e10 at genus, ~2 s of CPU)."""
+    distances of every pair of class means at each rank ``r`` of ``ranks``, in multiply-adds (100,000 images of
+    10,000 species in 768 d: 1.6e9 over the ranks above species)."""
     d = sums.sums.shape[1]
-    work = 0.0
-    for r in ranks:
-        C = float(len(np.unique(sums.codes[sums.named_species[:, r], r])))
-        work += d * C * (C - 1) / 2
-    return work
+    return sum(d * _n_taxa(sums, r) * (_n_taxa(sums, r) - 1) / 2 for r in ranks)
 
 
 _TIE_NOTES = {
@@ -865,10 +866,11 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
         if n_nc1 < n_expensive:
             log.info("%s: %d of %d permutations for NC1 (one permutation ~%.2g multiply-adds; set "
                      "%s.permutations for more)", PROBE, n_nc1, n_perm, work, PROBE)
-        n_cdnv = default_permutations(n_perm, cdnv_work(sums, upper), cap=n_perm, budget=NULL_WORK)
+        work_cdnv = cdnv_work(sums, upper)
+        n_cdnv = default_permutations(n_perm, work_cdnv, cap=n_perm, budget=NULL_WORK)
         if n_cdnv < n_perm:
             log.info("%s: %d of %d permutations for CDNV (one permutation ~%.2g multiply-adds; set "
-                     "%s.permutations for more)", PROBE, n_cdnv, n_perm, cdnv_work(sums, upper), PROBE)
+                     "%s.permutations for more)", PROBE, n_cdnv, n_perm, work_cdnv, PROBE)
     else:
         n_expensive = n_nc1 = n_cdnv = min(n_expensive_set, n_perm)
     if sums.identical:
@@ -914,12 +916,9 @@ def probe_clusters(data: ProbeData, options: ProbeOptions) -> ProbeResult:
                                f"along its directions, from {int(sums.counts.sum()):,} images; set "
                                f"{PROBE}.n_boot_expensive to run it)")
                 log.info("%s: %s", PROBE, nc1_skipped)
-                n_boot_nc1 = 0
+                n_boot_nc1 = 0  # none run (info["n_boot_nc1"])
         cis = {} if sums.identical else _bootstrap_cis(sums, observed, ranks, n_boot, n_boot_expensive, seed,
-                                                       n_boot_nc1, n_boot_cdnv)
-        if nc1_skipped:  # the ranks whose CI was left out for that reason alone (not for too few species)
-            cis.update({key: ((np.nan, np.nan), nc1_skipped) for key, (_, note) in list(cis.items())
-                        if key[1] == "nc1" and note == "no CI: 0 bootstrap resamples"})
+                                                       n_boot_nc1, n_boot_cdnv, nc1_skipped)
 
     space = "l2_normalized" if metric == "cosine" else "raw"
     rows, null_records = [], []
@@ -983,8 +982,10 @@ def silhouette_species_sums(sums: ClusterSums, values: np.ndarray, r: int) -> tu
 
 
 def _bootstrap_cis(sums: ClusterSums, observed: dict, ranks: list[int], n_boot: int, n_boot_expensive: int,
-                   seed: int, n_boot_nc1: "int | None" = None, n_boot_cdnv: "int | None" = None) -> dict:
-    """``{(rank, metric): ((low, high), ci_note)}``: species-bootstrap CIs of the finite observed values."""
+                   seed: int, n_boot_nc1: "int | None" = None, n_boot_cdnv: "int | None" = None,
+                   nc1_skipped: str = "") -> dict:
+    """``{(rank, metric): ((low, high), ci_note)}``: species-bootstrap CIs of the finite observed values
+    (``nc1_skipped``: NC1's bootstrap is not run and this is its note, where the rank has the species for one)."""
     out: dict[Any, Any] = {}
     for r in ranks:
         species, _ = sums.rank_species(r)
@@ -997,7 +998,9 @@ def _bootstrap_cis(sums: ClusterSums, observed: dict, ranks: list[int], n_boot: 
             low, high, note = cluster_ci(lambda W, r=r: sums.boot_ch_cdnv(r, W, ch=False)[:, 1], len(species),
                                          n_boot=n_boot_expensive if n_boot_cdnv is None else n_boot_cdnv, seed=seed)
             out[(r, "cdnv")] = ((low, high), note)
-        if finite["nc1"]:
+        if finite["nc1"] and nc1_skipped:
+            out[(r, "nc1")] = ((np.nan, np.nan), cluster_ci_note(len(species)) or nc1_skipped)
+        elif finite["nc1"]:
             low, high, note = cluster_ci(lambda W, r=r: sums.boot_nc1(r, W), len(species),
                                          n_boot=n_boot_expensive if n_boot_nc1 is None else n_boot_nc1,
                                          seed=seed)

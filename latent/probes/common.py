@@ -282,7 +282,7 @@ def stratified_sample(species: np.ndarray, n_species: int, max_rows: int, *, min
 
 
 def largest_sample(species: np.ndarray, n_species: int, fits: Callable[[np.ndarray], bool], *, max_rows: int,
-                   min_per_species: int, seed: int, tag: int, smallest: int = 50) -> np.ndarray:
+                   min_per_species: int, seed: int, tag: int, smallest: int = 50) -> tuple[np.ndarray, bool]:
     """The largest of the samples :func:`stratified_sample` draws (at most ``max_rows`` rows) for which
     ``fits(rows)`` holds: the one rule for a sample sized to a work budget.
 
@@ -293,8 +293,10 @@ def largest_sample(species: np.ndarray, n_species: int, fits: Callable[[np.ndarr
 
     Returns
     -------
-    numpy.ndarray
+    rows : numpy.ndarray
         ``(m,)`` sorted int64 rows.
+    whole : bool
+        Whether the sample of ``max_rows`` rows (every row when there are no more) fits: then ``rows`` is it.
     """
     def draw(m: int) -> np.ndarray:
         return np.sort(stratified_sample(species, n_species, m, min_per_species=min_per_species, seed=seed,
@@ -302,8 +304,9 @@ def largest_sample(species: np.ndarray, n_species: int, fits: Callable[[np.ndarr
 
     hi = min(len(species), int(max_rows))
     lo = min(int(smallest), hi)
-    if fits(draw(hi)):
-        return draw(hi)
+    rows = draw(hi)
+    if fits(rows):
+        return rows, True
     hi -= 1
     while lo < hi:
         mid = (lo + hi + 1) // 2
@@ -311,7 +314,7 @@ def largest_sample(species: np.ndarray, n_species: int, fits: Callable[[np.ndarr
             lo = mid
         else:
             hi = mid - 1
-    return draw(lo)
+    return draw(lo), False
 
 
 # ------------------------------------------------------------------------------------- settings

@@ -74,7 +74,7 @@ HYPERBOLICITY_DEFAULTS: dict[str, Any] = {
     "methods": "auto",
     "exact_max": 200,       # species up to which "auto" adds exact (O(S^4): ~2 s at 200 on 2 cores)
     # above: a seeded sample of species. base_point is O(S^3): 0.3 s at 1,000 (2 threads, quiet machine),
-    # 259 s at 4,000 (1 thread, loaded machine; BENCHMARKS.md), and the probe runs it ~7 times
+    # 259 s at 4,000 (1 thread, loaded machine), and the probe runs it ~7 times
     "max_species": 2000,
     "base_point": 0,        # base point (index among the species used) of base_point
     "sample_size": 1500,    # sampled: points per try (Khrulkov et al.), capped at S

@@ -274,22 +274,14 @@ def _capped_sample(data: ProbeData, cap: int, max_work: float, n_splits: int, te
     """The largest species-stratified sample (:func:`latent.probes.common.largest_sample`, 5 images per
     species at least) within ``cap`` images and ``max_work``, and why it was drawn; None when every image
     fits both."""
-    from latent.probes.common import largest_sample, stratified_sample
+    from latent.probes.common import largest_sample
 
-    n = len(data.X)
-
-    def fits(rows: np.ndarray) -> bool:
-        return _sample_work(data, rows, n_splits, test_fraction) <= max_work
-
-    if n <= cap and fits(np.arange(n)):
-        return None
-    if n > cap:
-        rows = np.sort(stratified_sample(data.species, data.n_species, cap, min_per_species=5, seed=seed, tag=7)[0])
-        if fits(rows):
-            return rows, f"separability.max_images={cap}"
-    rows = largest_sample(data.species, data.n_species, fits, max_rows=cap, min_per_species=5, seed=seed, tag=7)
-    why = f"separability.max_work={max_work:.3g}: one null permutation's fits, images x d x taxa x splits"
-    return rows, why
+    rows, whole = largest_sample(data.species, data.n_species,
+                                 lambda rows: _sample_work(data, rows, n_splits, test_fraction) <= max_work,
+                                 max_rows=cap, min_per_species=5, seed=seed, tag=7)
+    if whole:
+        return None if len(rows) == len(data.X) else (rows, f"separability.max_images={cap}")
+    return rows, f"separability.max_work={max_work:.3g}: one null permutation's fits, images x d x taxa x splits"
 
 
 def probe_separability(data: ProbeData, options: ProbeOptions) -> ProbeResult:
